@@ -1,0 +1,68 @@
+//! `billing`: the ingester, a one-event sender and a demo, wiring the libraries together.
+
+mod demo;
+mod ingest;
+mod send;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Report and receive billable usage over the forward protocol.
+#[derive(Debug, Parser)]
+#[command(name = "billing", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an ingester: a forward server that acks each chunk once its records are stored.
+    Ingest(ingest::IngestArgs),
+    /// Send one event through the client library; exit 0 only once it was acknowledged.
+    Send(send::SendArgs),
+    /// Start an ingester and a client in one process and send a few events through them.
+    Demo(demo::DemoArgs),
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) => e.exit(),
+        Err(e) => {
+            // One line: scripts read the reason from stderr.
+            let text = e.render().to_string();
+            eprintln!("billing: {}", text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Ingest(args) => {
+            init_logs("info");
+            ingest::run(args)
+        }
+        Command::Send(args) => {
+            // One line on stderr is the contract of `send`: library logs only when asked.
+            init_logs("off");
+            return send::run(args);
+        }
+        Command::Demo(args) => {
+            init_logs("warn");
+            demo::run(args)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("billing: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

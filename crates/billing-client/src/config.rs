@@ -1,0 +1,244 @@
+//! Client settings: a plain [`Config`] with documented `DEFAULT_*` values, and [`Args`], the
+//! same settings as clap flags (the Go client's `billing.*` names) and `BILLING_*` environment
+//! variables, for any binary to flatten into its own command line.
+
+use std::time::Duration;
+
+use crate::duration;
+
+/// Default bound on events accepted but not yet delivered (Go: 1024).
+pub const DEFAULT_MAX_BUFFERED_EVENTS: usize = 1024;
+/// Default first retry delay (Go: 500ms, and Go never grew it).
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// Default cap of the growing retry delay.
+pub const DEFAULT_RETRY_DELAY_MAX: Duration = Duration::from_secs(30);
+/// Default ingester address (Go: the sidecar on localhost).
+pub const DEFAULT_INGESTER: &str = "localhost:24225";
+/// Default time to wait for a chunk's ack before the connection is deemed broken.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time to wait for a TCP connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bound of `close()` (and drop) for delivering what is queued.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default most records per chunk.
+pub const DEFAULT_BATCH_MAX_RECORDS: usize = 4096;
+/// Default most unacknowledged chunks on a connection.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+
+/// How records are put on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Framing {
+    /// MessagePack PackedForward, one chunk per batch (the default: fastest, acked).
+    #[default]
+    PackedForward,
+    /// PackedForward with gzip-compressed entries.
+    CompressedPackedForward,
+    /// MessagePack Forward mode (an array of entries).
+    Forward,
+    /// One MessagePack Message per record, each with its own chunk id.
+    Message,
+    /// One JSON Message per record: the Go client's bytes, for ingesters that expect them.
+    JsonMessage,
+}
+
+/// Client settings. Start from `Config::default()` and change what you need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Most events accepted and not yet delivered or dropped; `add_amounts` refuses more.
+    pub max_buffered_events: usize,
+    /// First delay before reconnecting after a failure.
+    pub retry_delay: Duration,
+    /// Cap of the retry delay, which doubles with jitter from `retry_delay`; set it equal to
+    /// `retry_delay` for a fixed delay without jitter (the Go client's behaviour).
+    pub retry_delay_max: Duration,
+    /// `host:port` of the ingester.
+    pub ingester: String,
+    /// Wait for the ingester's ack before counting an event delivered. Turning this off (for
+    /// peers that cannot ack) makes "delivered" mean "written to the socket": records in the
+    /// socket buffers or in flight when a connection dies are lost, uncounted.
+    pub require_ack: bool,
+    /// How long a chunk may wait for its ack before the connection is replaced and everything
+    /// unacked is resent.
+    pub ack_timeout: Duration,
+    /// How long to wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// Bound of `close()` for delivering what is queued; the rest is dropped as `stopping`.
+    pub close_timeout: Duration,
+    /// Wire framing.
+    pub framing: Framing,
+    /// Most records per chunk.
+    pub batch_max_records: usize,
+    /// Most unacknowledged chunks on one connection.
+    pub max_in_flight: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_buffered_events: DEFAULT_MAX_BUFFERED_EVENTS,
+            retry_delay: DEFAULT_RETRY_DELAY,
+            retry_delay_max: DEFAULT_RETRY_DELAY_MAX,
+            ingester: DEFAULT_INGESTER.to_string(),
+            require_ack: true,
+            ack_timeout: DEFAULT_ACK_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            framing: Framing::PackedForward,
+            batch_max_records: DEFAULT_BATCH_MAX_RECORDS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+fn go_duration(s: &str) -> Result<Duration, String> {
+    duration::parse(s)
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("{s:?} is not a positive integer")),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// The client's command-line flags (`#[command(flatten)]` them into your own `Parser`).
+/// Every flag also reads a `BILLING_*` environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Maximum number of billing events to buffer in memory (accepted, not yet delivered).
+    #[arg(long = "billing.max-buffered-events", env = "BILLING_MAX_BUFFERED_EVENTS", default_value_t = DEFAULT_MAX_BUFFERED_EVENTS, value_parser = positive, value_name = "N")]
+    pub max_buffered_events: usize,
+    /// How long to wait before retrying to send events to the billing ingester (first retry;
+    /// later retries grow with jitter up to --billing.retry-delay-max). Go syntax: 500ms, 1m30s.
+    #[arg(long = "billing.retry-delay", env = "BILLING_RETRY_DELAY", default_value = "500ms", value_parser = go_duration, value_name = "DURATION")]
+    pub retry_delay: Duration,
+    /// Cap of the growing retry delay; equal to --billing.retry-delay for a fixed delay.
+    #[arg(long = "billing.retry-delay-max", env = "BILLING_RETRY_DELAY_MAX", default_value = "30s", value_parser = go_duration, value_name = "DURATION")]
+    pub retry_delay_max: Duration,
+    /// host:port of the billing ingester (the sidecar, normally on localhost).
+    #[arg(long = "billing.ingester", env = "BILLING_INGESTER", default_value = DEFAULT_INGESTER, value_name = "HOST:PORT")]
+    pub ingester: String,
+    /// Count an event delivered only once the ingester acknowledged it. false only for peers
+    /// that cannot ack: events written to a connection that then dies are lost.
+    #[arg(long = "billing.require-ack", env = "BILLING_REQUIRE_ACK", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub require_ack: bool,
+    /// How long a chunk may wait for its ack before everything unacked is resent on a new
+    /// connection.
+    #[arg(long = "billing.ack-timeout", env = "BILLING_ACK_TIMEOUT", default_value = "10s", value_parser = go_duration, value_name = "DURATION")]
+    pub ack_timeout: Duration,
+    /// How long to wait for a TCP connection to the ingester.
+    #[arg(long = "billing.connect-timeout", env = "BILLING_CONNECT_TIMEOUT", default_value = "5s", value_parser = go_duration, value_name = "DURATION")]
+    pub connect_timeout: Duration,
+    /// How long closing the client may spend delivering what is queued.
+    #[arg(long = "billing.close-timeout", env = "BILLING_CLOSE_TIMEOUT", default_value = "5s", value_parser = go_duration, value_name = "DURATION")]
+    pub close_timeout: Duration,
+    /// Wire framing: packed-forward (default), compressed-packed-forward, forward, message, or
+    /// json-message (the Go client's JSON bytes).
+    #[arg(long = "billing.framing", env = "BILLING_FRAMING", value_enum, default_value_t = Framing::PackedForward, value_name = "FRAMING")]
+    pub framing: Framing,
+    /// Most records per chunk.
+    #[arg(long = "billing.batch-max-records", env = "BILLING_BATCH_MAX_RECORDS", default_value_t = DEFAULT_BATCH_MAX_RECORDS, value_parser = positive, value_name = "N")]
+    pub batch_max_records: usize,
+    /// Most unacknowledged chunks on one connection.
+    #[arg(long = "billing.max-in-flight", env = "BILLING_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT, value_parser = positive, value_name = "N")]
+    pub max_in_flight: usize,
+}
+
+impl From<Args> for Config {
+    fn from(a: Args) -> Self {
+        Config {
+            max_buffered_events: a.max_buffered_events,
+            retry_delay: a.retry_delay,
+            retry_delay_max: a.retry_delay_max,
+            ingester: a.ingester,
+            require_ack: a.require_ack,
+            ack_timeout: a.ack_timeout,
+            connect_timeout: a.connect_timeout,
+            close_timeout: a.close_timeout,
+            framing: a.framing,
+            batch_max_records: a.batch_max_records,
+            max_in_flight: a.max_in_flight,
+        }
+    }
+}
+
+/// Splits `host:port` as Go's `net.SplitHostPort` does, with a numeric port.
+///
+/// # Errors
+/// A message naming what does not parse.
+pub fn parse_host_port(addr: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']').ok_or_else(|| format!("{addr:?}: missing ']' in address"))?;
+        let port = tail.strip_prefix(':').ok_or_else(|| format!("{addr:?}: missing port in address"))?;
+        (host, port)
+    } else {
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{addr:?}: missing port in address"))?;
+        if host.contains(':') {
+            return Err(format!("{addr:?}: too many colons in address"));
+        }
+        (host, port)
+    };
+    let port = port.parse::<u16>().map_err(|_| format!("{addr:?}: invalid port {port:?}"))?;
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        billing: Args,
+    }
+
+    #[test]
+    fn defaults_match_the_go_client() {
+        let c: Config = Cli::try_parse_from(["x"]).unwrap().billing.into();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.max_buffered_events, 1024);
+        assert_eq!(c.retry_delay, Duration::from_millis(500));
+        assert_eq!(c.ingester, "localhost:24225");
+    }
+
+    #[test]
+    fn go_flag_names_and_durations_parse() {
+        let c: Config = Cli::try_parse_from([
+            "x",
+            "--billing.max-buffered-events",
+            "7",
+            "--billing.retry-delay=1m30s",
+            "--billing.ingester",
+            "[::1]:9",
+            "--billing.require-ack=false",
+            "--billing.framing=json-message",
+        ])
+        .unwrap()
+        .billing
+        .into();
+        assert_eq!(c.max_buffered_events, 7);
+        assert_eq!(c.retry_delay, Duration::from_secs(90));
+        assert_eq!(c.ingester, "[::1]:9");
+        assert!(!c.require_ack);
+        assert_eq!(c.framing, Framing::JsonMessage);
+    }
+
+    #[test]
+    fn bad_flag_values_are_clear_errors() {
+        for args in [["x", "--billing.retry-delay=soon"], ["x", "--billing.max-buffered-events=0"], ["x", "--billing.framing=xml"]] {
+            let e = Cli::try_parse_from(args).err().expect("must fail");
+            assert!(e.to_string().contains("billing."), "{e}");
+        }
+    }
+
+    #[test]
+    fn host_port_parses_like_go() {
+        assert_eq!(parse_host_port("localhost:24225").unwrap(), ("localhost".into(), 24225));
+        assert_eq!(parse_host_port("[::1]:80").unwrap(), ("::1".into(), 80));
+        assert_eq!(parse_host_port(":80").unwrap(), ("".into(), 80));
+        for bad in ["localhost", "a:b:c", "h:99999", "h:", "[::1]"] {
+            assert!(parse_host_port(bad).is_err(), "{bad}");
+        }
+    }
+}

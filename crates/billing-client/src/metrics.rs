@@ -1,0 +1,209 @@
+//! Prometheus metrics with the Go client's names, labels and statuses, plus the gauges the Go
+//! client lacked.
+//!
+//! - `billing_client_events_total{status, amount_type}`: one per amount type of an event;
+//! - `billing_client_amounts_total{status, amount_type}`: the sum of the amounts;
+//! - `billing_client_request_duration_seconds{method="Billing.AddAmounts", status_code}`: one
+//!   observation per chunk, from its first write to its ack ("200") or failure ("500");
+//! - `billing_client_queued_events`: events accepted and not yet delivered or dropped;
+//! - `billing_client_unacked_amounts{amount_type}`: amounts accepted and not yet acknowledged.
+//!
+//! Statuses: `success` (acknowledged), `retrying` (a delivery attempt failed; counted per
+//! attempt, as Go did), `stopping` (dropped because the client was closing), `buffer_full`
+//! (refused: `max_buffered_events` reached). Like the Go package, metrics are process-wide by
+//! default ([`Metrics::global`]); tests and multi-client programs can give each client its own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::event::AmountType;
+
+/// Why an event's amounts are counted: the `status` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Acknowledged by the ingester.
+    Success,
+    /// A delivery attempt failed; the event will be tried again.
+    Retrying,
+    /// Dropped because the client was closing.
+    Stopping,
+    /// Refused because the buffer was full.
+    BufferFull,
+}
+
+impl Status {
+    const ALL: [Status; 4] = [Status::Success, Status::Retrying, Status::Stopping, Status::BufferFull];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Retrying => "retrying",
+            Status::Stopping => "stopping",
+            Status::BufferFull => "buffer_full",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+    amount_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TypeLabels {
+    amount_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    status_code: String,
+}
+
+/// Go's `prometheus.DefBuckets`.
+const DEFAULT_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+fn new_histogram() -> Histogram {
+    Histogram::new(DEFAULT_BUCKETS)
+}
+
+/// Counters of one amount type, resolved once so the hot path does no label allocation.
+#[derive(Debug)]
+struct PerType {
+    events: [Counter; 4],
+    amounts: [Counter; 4],
+    unacked: Gauge,
+}
+
+#[derive(Debug)]
+struct Inner {
+    events: Family<StatusLabels, Counter>,
+    amounts: Family<StatusLabels, Counter>,
+    request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    queued: Gauge,
+    unacked: Family<TypeLabels, Gauge>,
+    per_type: RwLock<HashMap<AmountType, Arc<PerType>>>,
+}
+
+/// A set of client metrics; cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct Metrics(Arc<Inner>);
+
+static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh, unregistered set.
+    pub fn new() -> Self {
+        Metrics(Arc::new(Inner {
+            events: Family::default(),
+            amounts: Family::default(),
+            request_duration: Family::new_with_constructor(new_histogram as fn() -> Histogram),
+            queued: Gauge::default(),
+            unacked: Family::default(),
+            per_type: RwLock::new(HashMap::new()),
+        }))
+    }
+
+    /// The process-wide set every client uses unless given another.
+    pub fn global() -> Metrics {
+        GLOBAL.clone()
+    }
+
+    /// Registers these metrics (names `billing_client_*`) into a caller's registry.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("billing_client");
+        r.register("events", "Number and type of billing events", self.0.events.clone());
+        r.register("amounts", "Number and type of billing amounts", self.0.amounts.clone());
+        r.register("request_duration_seconds", "Time from a chunk's first write to its ack or failure", self.0.request_duration.clone());
+        r.register("queued_events", "Billing events accepted and not yet delivered or dropped", self.0.queued.clone());
+        r.register("unacked_amounts", "Billing amounts accepted and not yet acknowledged", self.0.unacked.clone());
+    }
+
+    fn per_type(&self, t: &AmountType) -> Arc<PerType> {
+        if let Some(p) = self.0.per_type.read().unwrap_or_else(|e| e.into_inner()).get(t) {
+            return p.clone();
+        }
+        let mut map = self.0.per_type.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(t.clone())
+            .or_insert_with(|| {
+                let get = |fam: &Family<StatusLabels, Counter>, s: Status| {
+                    fam.get_or_create(&StatusLabels { status: s.as_str().into(), amount_type: t.as_str().into() }).clone()
+                };
+                Arc::new(PerType {
+                    events: Status::ALL.map(|s| get(&self.0.events, s)),
+                    amounts: Status::ALL.map(|s| get(&self.0.amounts, s)),
+                    unacked: self.0.unacked.get_or_create(&TypeLabels { amount_type: t.as_str().into() }).clone(),
+                })
+            })
+            .clone()
+    }
+
+    /// Counts one event's amounts under `status` (every amount type, zero ones included, as Go did).
+    pub(crate) fn track<'a>(&self, status: Status, amounts: impl IntoIterator<Item = (&'a AmountType, &'a i64)>) {
+        let i = Status::ALL.iter().position(|s| *s == status).expect("listed");
+        for (t, v) in amounts {
+            let p = self.per_type(t);
+            p.events[i].inc();
+            // Counters cannot go down: negative amounts (credits) are not added.
+            p.amounts[i].inc_by(u64::try_from(*v).unwrap_or(0));
+        }
+    }
+
+    /// Moves amounts into (`delta` = 1) or out of (-1) the unacked gauge.
+    pub(crate) fn unacked<'a>(&self, delta: i64, amounts: impl IntoIterator<Item = (&'a AmountType, &'a i64)>) {
+        for (t, v) in amounts {
+            self.per_type(t).unacked.inc_by(delta * *v);
+        }
+    }
+
+    pub(crate) fn queued(&self, delta: i64) {
+        self.0.queued.inc_by(delta);
+    }
+
+    pub(crate) fn observe_request(&self, ok: bool, seconds: f64) {
+        let labels = RequestLabels { method: "Billing.AddAmounts".into(), status_code: if ok { "200" } else { "500" }.into() };
+        self.0.request_duration.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Current count of one `(status, amount_type)` pair of `billing_client_events_total`.
+    pub fn events_total(&self, status: Status, amount_type: &AmountType) -> u64 {
+        let i = Status::ALL.iter().position(|s| *s == status).expect("listed");
+        self.per_type(amount_type).events[i].get()
+    }
+
+    /// Current sum of one `(status, amount_type)` pair of `billing_client_amounts_total`.
+    pub fn amounts_total(&self, status: Status, amount_type: &AmountType) -> u64 {
+        let i = Status::ALL.iter().position(|s| *s == status).expect("listed");
+        self.per_type(amount_type).amounts[i].get()
+    }
+
+    /// Current value of `billing_client_queued_events`.
+    pub fn queued_events(&self) -> i64 {
+        self.0.queued.get()
+    }
+
+    /// Current value of `billing_client_unacked_amounts{amount_type}`.
+    pub fn unacked_amounts(&self, amount_type: &AmountType) -> i64 {
+        self.per_type(amount_type).unacked.get()
+    }
+}
+
+/// Registers the process-wide client metrics into `registry` (Go: `MustRegisterMetrics`).
+pub fn register_metrics(registry: &mut Registry) {
+    Metrics::global().register(registry);
+}

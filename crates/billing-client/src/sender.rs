@@ -1,0 +1,518 @@
+//! The background sender: one named thread owning a current-thread tokio runtime, fed by the
+//! client through an unbounded channel whose length is bounded by the client's admission
+//! counter (`max_buffered_events`).
+//!
+//! Life of an event: `backlog` (received, not yet in a chunk) -> a [`Batch`] written on the
+//! connection (`inflight`, waiting for acks, at most `max_in_flight`) -> resolved: `success` on
+//! ack, or dropped as `stopping` at close. When the connection fails (connect error, write
+//! error, the peer closing, or the oldest chunk waiting longer than `ack_timeout`), every
+//! inflight batch is counted `retrying` and moved to `unsent`, to be written again, unchanged
+//! and with the same chunk id, on the next connection after a backoff delay. The unique keys
+//! make that resend safe.
+//!
+//! Invariants:
+//! - an event is counted `success` only when every chunk carrying its records was acked
+//!   (an event's records never span batches);
+//! - every event received is resolved exactly once (success or stopping), and each resolution
+//!   releases its admission slot and its gauge amounts;
+//! - `flush` completes when every event received before the flush request is resolved:
+//!   sequence numbers are given on receipt, so "before" is the channel's order.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
+use std::time::Duration;
+
+use forward::Options;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::client::Shared;
+use crate::config::{Config, Framing};
+use crate::event::Amounts;
+use crate::metrics::Status;
+use crate::record::TAG;
+
+/// An accepted event, encoded on the caller's thread.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    /// The caller's key, for logs.
+    pub key: String,
+    /// The amounts, for metrics.
+    pub amounts: Amounts,
+    /// The records, each encoded as the framing's unit (see `Client::encode`).
+    pub units: Vec<u8>,
+    /// End offset of each record's unit in `units`.
+    pub ends: Vec<u32>,
+}
+
+/// Messages from the client handles to the sender.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Event(Queued),
+    Flush(SyncSender<()>),
+    Close(std::time::Instant, SyncSender<()>),
+}
+
+#[derive(Debug)]
+struct EventMeta {
+    key: String,
+    amounts: Amounts,
+}
+
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    event: Queued,
+}
+
+/// Events written together, under one chunk id (or one per record in the message framings).
+#[derive(Debug)]
+struct Batch {
+    first_seq: u64,
+    events: Vec<EventMeta>,
+    frames: Vec<u8>,
+    chunks: Vec<String>,
+    acked: usize,
+    first_sent: Option<Instant>,
+    sent_at: Instant,
+}
+
+#[derive(Debug)]
+struct Conn {
+    writer: OwnedWriteHalf,
+    acks: UnboundedReceiver<Result<Vec<u8>, String>>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Retry delays: from `base`, doubling up to `max`, each drawn in `[d/2, d]` so a fleet does
+/// not retry in lockstep; fixed (no jitter) when `max <= base`.
+#[derive(Debug)]
+struct Backoff {
+    base: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        if self.max <= self.base {
+            return self.base;
+        }
+        let d = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let half = d / 2;
+        half + Duration::from_nanos(fastrand::u64(0..=half.as_nanos() as u64))
+    }
+
+    fn reset(&mut self) {
+        self.current = self.base;
+    }
+}
+
+pub(crate) struct Sender {
+    cfg: Config,
+    host: String,
+    port: u16,
+    shared: Arc<Shared>,
+    rx: UnboundedReceiver<Command>,
+    rx_open: bool,
+    next_seq: u64,
+    backlog: VecDeque<Pending>,
+    inflight: VecDeque<Batch>,
+    unsent: VecDeque<Batch>,
+    flushes: Vec<(u64, SyncSender<()>)>,
+    closing: Option<(Instant, Option<SyncSender<()>>)>,
+    conn: Option<Conn>,
+    backoff: Backoff,
+    next_attempt: Instant,
+    failing: bool,
+}
+
+impl Sender {
+    pub(crate) fn new(cfg: Config, host: String, port: u16, shared: Arc<Shared>, rx: UnboundedReceiver<Command>) -> Self {
+        let backoff = Backoff { base: cfg.retry_delay, max: cfg.retry_delay_max, current: cfg.retry_delay };
+        Self {
+            cfg,
+            host,
+            port,
+            shared,
+            rx,
+            rx_open: true,
+            next_seq: 0,
+            backlog: VecDeque::new(),
+            inflight: VecDeque::new(),
+            unsent: VecDeque::new(),
+            flushes: Vec::new(),
+            closing: None,
+            conn: None,
+            backoff,
+            next_attempt: Instant::now(),
+            failing: false,
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        !(self.backlog.is_empty() && self.inflight.is_empty() && self.unsent.is_empty())
+    }
+
+    fn min_pending_seq(&self) -> u64 {
+        let batches = self.inflight.iter().chain(self.unsent.iter()).map(|b| b.first_seq);
+        batches.chain(self.backlog.front().map(|p| p.seq)).min().unwrap_or(u64::MAX)
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            let min = self.min_pending_seq();
+            self.flushes.retain(|(target, reply)| {
+                let done = min >= *target;
+                if done {
+                    let _ = reply.try_send(());
+                }
+                !done
+            });
+            if let Some((deadline, _)) = &self.closing {
+                if !self.has_work() && !self.rx_open {
+                    break;
+                }
+                if !self.has_work() {
+                    // Drain whatever raced with the close request, then stop.
+                    match self.rx.try_recv() {
+                        Ok(cmd) => {
+                            self.on_command(cmd);
+                            continue;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if Instant::now() >= *deadline {
+                    self.drop_everything("close timeout reached before delivery");
+                    break;
+                }
+            }
+            if self.conn.is_none() && self.has_work() && Instant::now() >= self.next_attempt {
+                self.connect().await;
+            }
+            if self.conn.is_some() {
+                self.pump().await;
+            }
+            let ack_deadline = self.inflight.front().map(|b| b.sent_at + self.cfg.ack_timeout);
+            let close_deadline = self.closing.as_ref().map(|(d, _)| *d);
+            let retry_at = self.next_attempt;
+            let waiting_to_retry = self.conn.is_none() && self.has_work();
+            tokio::select! {
+                biased;
+                ack = recv_ack(&mut self.conn) => self.on_ack(ack),
+                cmd = self.rx.recv(), if self.rx_open => match cmd {
+                    Some(cmd) => {
+                        self.on_command(cmd);
+                        // Take what else is waiting so that chunks fill up under load.
+                        let mut budget = self.cfg.batch_max_records * self.cfg.max_in_flight;
+                        while budget > 0 {
+                            match self.rx.try_recv() {
+                                Ok(cmd) => self.on_command(cmd),
+                                Err(_) => break,
+                            }
+                            budget -= 1;
+                        }
+                    }
+                    None => {
+                        self.rx_open = false;
+                        if self.closing.is_none() {
+                            self.closing = Some((Instant::now() + self.cfg.close_timeout, None));
+                        }
+                    }
+                },
+                _ = sleep_until(ack_deadline), if ack_deadline.is_some() && self.cfg.require_ack => {
+                    self.fail_connection("no ack within the ack timeout");
+                }
+                _ = tokio::time::sleep_until(retry_at), if waiting_to_retry => {}
+                _ = sleep_until(close_deadline), if close_deadline.is_some() => {}
+            }
+        }
+        if let Some(mut conn) = self.conn.take() {
+            let _ = conn.writer.shutdown().await;
+        }
+        if let Some((_, Some(reply))) = self.closing.take() {
+            let _ = reply.try_send(());
+        }
+        for (_, reply) in self.flushes.drain(..) {
+            let _ = reply.try_send(());
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Event(event) => {
+                self.backlog.push_back(Pending { seq: self.next_seq, event });
+                self.next_seq += 1;
+            }
+            Command::Flush(reply) => self.flushes.push((self.next_seq, reply)),
+            Command::Close(deadline, reply) => {
+                let deadline = Instant::from_std(deadline);
+                match &mut self.closing {
+                    Some((d, r)) => {
+                        *d = (*d).min(deadline);
+                        if let Some(old) = r.replace(reply) {
+                            let _ = old.try_send(());
+                        }
+                    }
+                    None => self.closing = Some((deadline, Some(reply))),
+                }
+            }
+        }
+    }
+
+    async fn connect(&mut self) {
+        let addr = (self.host.as_str(), self.port);
+        let result = match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("connect timed out".to_string()),
+        };
+        match result {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                let (read, writer) = stream.into_split();
+                let (tx, acks) = unbounded_channel();
+                let reader = tokio::spawn(async move {
+                    let mut reader = forward::AckReader::new(read);
+                    loop {
+                        let item = match reader.read_ack().await {
+                            Ok(Some(id)) => Ok(id),
+                            Ok(None) => Err("connection closed by the ingester".to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        let stop = item.is_err();
+                        if tx.send(item).is_err() || stop {
+                            return;
+                        }
+                    }
+                });
+                tracing::debug!(ingester = %self.cfg.ingester, "billing: connected to the ingester");
+                self.conn = Some(Conn { writer, acks, reader });
+            }
+            Err(reason) => self.schedule_retry(&format!("cannot connect: {reason}")),
+        }
+    }
+
+    fn schedule_retry(&mut self, reason: &str) {
+        let delay = self.backoff.next();
+        self.next_attempt = Instant::now() + delay;
+        let pending = self.shared.buffered.load(Ordering::Relaxed);
+        if self.failing {
+            tracing::debug!(ingester = %self.cfg.ingester, %reason, pending, retry_in = ?delay, "billing: ingester still unavailable");
+        } else {
+            tracing::warn!(ingester = %self.cfg.ingester, %reason, pending, retry_in = ?delay, "billing: ingester unavailable; events stay queued and will be resent");
+            self.failing = true;
+        }
+    }
+
+    /// Writes what may be written: batches to resend first, then new ones from the backlog.
+    async fn pump(&mut self) {
+        while self.conn.is_some() && self.inflight.len() < self.cfg.max_in_flight {
+            let batch = match self.unsent.pop_front() {
+                Some(b) => b,
+                None if !self.backlog.is_empty() => self.build_batch(),
+                None => return,
+            };
+            self.write_batch(batch).await;
+        }
+    }
+
+    fn build_batch(&mut self) -> Batch {
+        let first_seq = self.backlog.front().map_or(self.next_seq, |p| p.seq);
+        let mut units = Vec::new();
+        let mut ends = Vec::new();
+        let mut events = Vec::new();
+        while let Some(p) = self.backlog.front() {
+            if !ends.is_empty() && ends.len() + p.event.ends.len() > self.cfg.batch_max_records {
+                break;
+            }
+            let p = self.backlog.pop_front().expect("front exists");
+            let base = units.len() as u32;
+            units.extend_from_slice(&p.event.units);
+            ends.extend(p.event.ends.iter().map(|e| base + e));
+            events.push(EventMeta { key: p.event.key, amounts: p.event.amounts });
+        }
+        let mut frames = Vec::with_capacity(units.len() + 64);
+        let mut chunks = Vec::new();
+        let ack = self.cfg.require_ack;
+        let options = |chunks: &mut Vec<String>, size: Option<u64>| {
+            let chunk = ack.then(forward::encode::new_chunk_id);
+            if let Some(c) = &chunk {
+                chunks.push(c.clone());
+            }
+            Options { size, chunk: chunk.map(String::into_bytes), compressed: None }
+        };
+        match self.cfg.framing {
+            Framing::PackedForward | Framing::CompressedPackedForward => {
+                let mut o = options(&mut chunks, Some(ends.len() as u64));
+                if self.cfg.framing == Framing::CompressedPackedForward {
+                    o.compressed = Some(forward::Compression::Gzip);
+                }
+                forward::encode::write_packed_forward(&mut frames, TAG, &units, &o);
+            }
+            Framing::Forward => {
+                let o = options(&mut chunks, Some(ends.len() as u64));
+                forward::encode::write_forward(&mut frames, TAG, &units, ends.len() as u32, &o);
+            }
+            Framing::Message => {
+                let mut start = 0usize;
+                for &end in &ends {
+                    // A unit is an entry `[time, record]`: the message is the same minus the
+                    // array header, with the tag before and the options after.
+                    let entry = &units[start + 1..end as usize];
+                    frames.push(0x94);
+                    forward::encode::write_str(&mut frames, TAG.as_bytes());
+                    frames.extend_from_slice(entry);
+                    forward::encode::write_options(&mut frames, &options(&mut chunks, None));
+                    start = end as usize;
+                }
+            }
+            Framing::JsonMessage => {
+                let mut start = 0usize;
+                for &end in &ends {
+                    frames.extend_from_slice(&units[start..end as usize]);
+                    let o = options(&mut chunks, None);
+                    match o.chunk {
+                        Some(c) => {
+                            frames.extend_from_slice(b",{\"chunk\":\"");
+                            frames.extend_from_slice(&c);
+                            frames.extend_from_slice(b"\"}]");
+                        }
+                        None => frames.extend_from_slice(b",{}]"),
+                    }
+                    start = end as usize;
+                }
+            }
+        }
+        Batch { first_seq, events, frames, chunks, acked: 0, first_sent: None, sent_at: Instant::now() }
+    }
+
+    async fn write_batch(&mut self, mut batch: Batch) {
+        let conn = self.conn.as_mut().expect("pump checks the connection");
+        let write = tokio::time::timeout(self.cfg.ack_timeout, conn.writer.write_all(&batch.frames)).await;
+        let now = Instant::now();
+        batch.sent_at = now;
+        batch.first_sent.get_or_insert(now);
+        batch.acked = 0;
+        let error = match write {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("write failed: {e}")),
+            Err(_) => Some("write timed out".to_string()),
+        };
+        if let Some(reason) = error {
+            self.inflight.push_back(batch);
+            self.fail_connection(&reason);
+            return;
+        }
+        if self.cfg.require_ack {
+            self.inflight.push_back(batch);
+        } else {
+            self.resolve(batch, Status::Success);
+        }
+    }
+
+    fn on_ack(&mut self, ack: Result<Vec<u8>, String>) {
+        let id = match ack {
+            Ok(id) => id,
+            Err(reason) => return self.fail_connection(&reason),
+        };
+        let Some(pos) = self.inflight.iter().position(|b| b.chunks.iter().any(|c| c.as_bytes() == id.as_slice())) else {
+            tracing::debug!(chunk = %String::from_utf8_lossy(&id), "billing: ack for an unknown chunk ignored");
+            return;
+        };
+        let batch = &mut self.inflight[pos];
+        batch.acked += 1;
+        if batch.acked < batch.chunks.len() {
+            return;
+        }
+        let batch = self.inflight.remove(pos).expect("position exists");
+        self.backoff.reset();
+        if self.failing {
+            tracing::info!(ingester = %self.cfg.ingester, "billing: ingester reachable again");
+            self.failing = false;
+        }
+        self.resolve(batch, Status::Success);
+    }
+
+    fn resolve(&mut self, batch: Batch, status: Status) {
+        let metrics = &self.shared.metrics;
+        if let Some(first) = batch.first_sent {
+            metrics.observe_request(status == Status::Success, first.elapsed().as_secs_f64());
+        }
+        for e in &batch.events {
+            self.resolve_event(&e.key, &e.amounts, status);
+        }
+    }
+
+    fn resolve_event(&self, key: &str, amounts: &Amounts, status: Status) {
+        let metrics = &self.shared.metrics;
+        if status != Status::Success {
+            tracing::warn!(unique_key = %key, status = status.as_str(), "billing: event dropped");
+        }
+        metrics.track(status, amounts);
+        metrics.unacked(-1, amounts);
+        metrics.queued(-1);
+        self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn fail_connection(&mut self, reason: &str) {
+        self.conn = None;
+        let retried: usize = self.inflight.iter().map(|b| b.events.len()).sum();
+        for b in &self.inflight {
+            for e in &b.events {
+                self.shared.metrics.track(Status::Retrying, &e.amounts);
+            }
+            if let Some(first) = b.first_sent {
+                self.shared.metrics.observe_request(false, first.elapsed().as_secs_f64());
+            }
+        }
+        while let Some(b) = self.inflight.pop_back() {
+            self.unsent.push_front(b);
+        }
+        self.schedule_retry(&format!("{reason}; {retried} unacked events will be resent"));
+    }
+
+    fn drop_everything(&mut self, reason: &str) {
+        let batches: Vec<Batch> = self.inflight.drain(..).chain(self.unsent.drain(..)).collect();
+        let mut dropped = 0usize;
+        for b in batches {
+            dropped += b.events.len();
+            for e in &b.events {
+                self.resolve_event(&e.key, &e.amounts, Status::Stopping);
+            }
+        }
+        while let Some(p) = self.backlog.pop_front() {
+            dropped += 1;
+            self.resolve_event(&p.event.key, &p.event.amounts, Status::Stopping);
+        }
+        tracing::warn!(dropped, %reason, "billing: events dropped at close");
+    }
+}
+
+async fn recv_ack(conn: &mut Option<Conn>) -> Result<Vec<u8>, String> {
+    match conn {
+        Some(c) => c.acks.recv().await.unwrap_or_else(|| Err("ack reader stopped".into())),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

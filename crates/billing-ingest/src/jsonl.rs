@@ -1,0 +1,64 @@
+//! The `jsonl:` sink: each received entry becomes one line
+//! `{"tag":...,"time":"<RFC 3339>","record":{...}}` (plus `"metadata"` for v1.5 entries).
+//!
+//! Invariant: a frame's lines are written in one `write_all`, flushed and `fdatasync`ed before
+//! `store` returns, so an acked chunk survives a crash of the ingester; frames are written one
+//! at a time, so lines of different frames never interleave.
+
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use forward::Frame;
+use forward::frame::value_to_json;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use crate::{Store, StoreError};
+
+/// Appends JSON lines to a file.
+#[derive(Debug)]
+pub struct JsonlStore {
+    file: Mutex<tokio::fs::File>,
+}
+
+impl JsonlStore {
+    /// Opens (creating if needed) `path` for appending.
+    ///
+    /// # Errors
+    /// If the file cannot be opened.
+    pub async fn open(path: &Path) -> std::io::Result<Self> {
+        let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
+        Ok(Self { file: Mutex::new(file) })
+    }
+}
+
+/// Appends the JSON line of one entry, newline included, keys in the documented order.
+pub fn write_entry_line(out: &mut Vec<u8>, tag: &str, entry: &forward::Entry) -> serde_json::Result<()> {
+    let time = UNIX_EPOCH + Duration::new(u64::from(entry.time.seconds), entry.time.nanos.min(999_999_999));
+    out.extend_from_slice(b"{\"tag\":");
+    serde_json::to_writer(&mut *out, tag)?;
+    out.extend_from_slice(b",\"time\":");
+    serde_json::to_writer(&mut *out, &billing_client::record::rfc3339(time))?;
+    out.extend_from_slice(b",\"record\":");
+    serde_json::to_writer(&mut *out, &value_to_json(&entry.record))?;
+    if let Some(md) = &entry.metadata {
+        out.extend_from_slice(b",\"metadata\":");
+        serde_json::to_writer(&mut *out, &value_to_json(md))?;
+    }
+    out.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+impl Store for JsonlStore {
+    async fn store(&self, frame: &Frame) -> Result<(), StoreError> {
+        let mut out = Vec::with_capacity(256 * frame.entries.len());
+        for entry in &frame.entries {
+            write_entry_line(&mut out, &frame.tag, entry).map_err(std::io::Error::other)?;
+        }
+        let mut file = self.file.lock().await;
+        file.write_all(&out).await?;
+        file.flush().await?;
+        file.sync_data().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+//! Writers for every mode the client side sends, over caller-owned `Vec<u8>` buffers.
+//!
+//! Records are passed already encoded (MessagePack or JSON bytes): the caller encodes each
+//! record once, on its own hot path, and the frame writers only copy bytes around them.
+//! Writing into a `Vec<u8>` cannot fail, so these functions return nothing.
+
+use std::io::Write;
+
+use base64::Engine as _;
+
+use crate::frame::Options;
+use crate::time::EventTime;
+
+/// A fresh chunk id: base64 of 16 random bytes, as fluentd's clients make them.
+pub fn new_chunk_id() -> String {
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    raw[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+/// Appends an EventTime as fixext8 (ext type 0).
+pub fn write_event_time(buf: &mut Vec<u8>, time: EventTime) {
+    buf.push(0xd7);
+    buf.push(EventTime::EXT_TYPE as u8);
+    buf.extend_from_slice(&time.to_ext());
+}
+
+/// Appends a MessagePack string header and bytes.
+pub fn write_str(buf: &mut Vec<u8>, s: &[u8]) {
+    rmp::encode::write_str_len(buf, s.len() as u32).expect("Vec write");
+    buf.extend_from_slice(s);
+}
+
+/// Appends one PackedForward entry `[time, record]` with an already encoded record.
+pub fn write_entry(buf: &mut Vec<u8>, time: EventTime, record_msgpack: &[u8]) {
+    buf.push(0x92);
+    write_event_time(buf, time);
+    buf.extend_from_slice(record_msgpack);
+}
+
+fn option_len(options: &Options) -> u32 {
+    u32::from(options.size.is_some()) + u32::from(options.chunk.is_some()) + u32::from(options.compressed.is_some())
+}
+
+/// Appends the option map.
+pub fn write_options(buf: &mut Vec<u8>, options: &Options) {
+    rmp::encode::write_map_len(buf, option_len(options)).expect("Vec write");
+    if let Some(size) = options.size {
+        write_str(buf, b"size");
+        rmp::encode::write_uint(buf, size).expect("Vec write");
+    }
+    if let Some(chunk) = &options.chunk {
+        write_str(buf, b"chunk");
+        write_str(buf, chunk);
+    }
+    if let Some(c) = options.compressed {
+        write_str(buf, b"compressed");
+        write_str(buf, if c == crate::Compression::Gzip { b"gzip" } else { b"text" });
+    }
+}
+
+/// Appends a Message-mode frame `[tag, time, record, options]` in MessagePack.
+pub fn write_message(buf: &mut Vec<u8>, tag: &str, time: EventTime, record_msgpack: &[u8], options: &Options) {
+    buf.push(0x94);
+    write_str(buf, tag.as_bytes());
+    write_event_time(buf, time);
+    buf.extend_from_slice(record_msgpack);
+    write_options(buf, options);
+}
+
+/// Appends a Forward-mode frame from already encoded `[time, record]` entries.
+pub fn write_forward(buf: &mut Vec<u8>, tag: &str, entries: &[u8], count: u32, options: &Options) {
+    buf.push(0x93);
+    write_str(buf, tag.as_bytes());
+    rmp::encode::write_array_len(buf, count).expect("Vec write");
+    buf.extend_from_slice(entries);
+    write_options(buf, options);
+}
+
+/// Appends a PackedForward frame, gzip-compressing the entries when `options.compressed` is
+/// gzip (CompressedPackedForward).
+pub fn write_packed_forward(buf: &mut Vec<u8>, tag: &str, entries: &[u8], options: &Options) {
+    buf.push(0x93);
+    write_str(buf, tag.as_bytes());
+    if options.compressed == Some(crate::Compression::Gzip) {
+        let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(entries.len() / 4), flate2::Compression::fast());
+        gz.write_all(entries).expect("Vec write");
+        let packed = gz.finish().expect("Vec write");
+        rmp::encode::write_bin_len(buf, packed.len() as u32).expect("Vec write");
+        buf.extend_from_slice(&packed);
+    } else {
+        rmp::encode::write_bin_len(buf, entries.len() as u32).expect("Vec write");
+        buf.extend_from_slice(entries);
+    }
+    write_options(buf, options);
+}
+
+/// Appends a Message-mode frame in JSON framing: `[tag, seconds, record, options]`, the time
+/// in whole seconds as fluent-logger-golang writes it.
+pub fn write_json_message(buf: &mut Vec<u8>, tag: &str, seconds: u32, record_json: &[u8], chunk: Option<&str>) {
+    buf.push(b'[');
+    serde_json::to_writer(&mut *buf, tag).expect("Vec write");
+    write!(buf, ",{seconds},").expect("Vec write");
+    buf.extend_from_slice(record_json);
+    match chunk {
+        Some(c) => {
+            buf.extend_from_slice(b",{\"chunk\":");
+            serde_json::to_writer(&mut *buf, c).expect("Vec write");
+            buf.extend_from_slice(b"}]");
+        }
+        None => buf.extend_from_slice(b",{}]"),
+    }
+}
+
+/// Appends an ack reply `{"ack": chunk}` in the framing the chunk arrived in. In JSON the
+/// chunk must be UTF-8 to be echoed; otherwise it is written lossily.
+pub fn write_ack(buf: &mut Vec<u8>, chunk: &[u8], framing: crate::Framing) {
+    match framing {
+        crate::Framing::MessagePack => {
+            buf.push(0x81);
+            write_str(buf, b"ack");
+            write_str(buf, chunk);
+        }
+        crate::Framing::Json => {
+            buf.extend_from_slice(b"{\"ack\":");
+            serde_json::to_writer(&mut *buf, &String::from_utf8_lossy(chunk)).expect("Vec write");
+            buf.push(b'}');
+        }
+    }
+}

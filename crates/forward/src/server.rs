@@ -1,0 +1,136 @@
+//! The server half: a TCP listener that decodes frames, hands each to a [`Handler`] and acks
+//! a chunk only after the handler said its entries are safe.
+//!
+//! Invariants: an ack is written only after `Handler::handle` returned
+//! [`Disposition::Ack`] for that frame; frames of one connection are handled in order, one at
+//! a time (acks come back in the order chunks were sent); a connection that sends bytes that
+//! are not a frame is closed with a log line naming the peer and the reason, and no other
+//! connection is affected.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+
+use crate::connection::Connection;
+use crate::frame::{DEFAULT_MAX_FRAME_BYTES, Frame};
+
+/// What the server should do after a handler took a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// The entries are safe: ack the chunk (if the frame asked for an ack).
+    Ack,
+    /// Keep the connection but send no ack (the client will time out and resend).
+    Withhold,
+    /// Close the connection without an ack.
+    Close,
+}
+
+/// Receives the frames a server decodes.
+pub trait Handler: Send + Sync + 'static {
+    /// Why a frame could not be taken; logged, and the connection is closed without an ack.
+    type Error: std::fmt::Display + Send;
+
+    /// Takes one frame; its chunk is acked only if this returns `Ok(Disposition::Ack)`.
+    ///
+    /// # Errors
+    /// Any failure to make the frame's entries safe.
+    fn handle(&self, peer: SocketAddr, frame: Frame) -> impl Future<Output = Result<Disposition, Self::Error>> + Send;
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest frame accepted, compressed or not.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { max_frame_bytes: DEFAULT_MAX_FRAME_BYTES }
+    }
+}
+
+/// A bound forward listener.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    config: ServerConfig,
+}
+
+impl Server {
+    /// Binds the listener (use port 0 for any free port).
+    ///
+    /// # Errors
+    /// The bind failure.
+    pub async fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> std::io::Result<Self> {
+        Ok(Self { listener: TcpListener::bind(addr).await?, config })
+    }
+
+    /// The address actually bound.
+    ///
+    /// # Errors
+    /// As `TcpListener::local_addr`.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until `shutdown` completes; each connection runs in its own task.
+    pub async fn serve<H: Handler>(self, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(serve_connection(stream, peer, handler.clone(), self.config.clone()));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: keep serving the connections we have.
+                        tracing::warn!(error = %e, "forward accept failed");
+                        tokio::task::yield_now().await;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Serves one connection until the peer closes it or breaks the protocol.
+pub async fn serve_connection<H: Handler>(stream: TcpStream, peer: SocketAddr, handler: Arc<H>, config: ServerConfig) {
+    let mut conn = Connection::new(stream, config.max_frame_bytes);
+    tracing::debug!(%peer, "forward connection opened");
+    loop {
+        let frame = match conn.read_frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                tracing::debug!(%peer, "forward connection closed by peer");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, reason = %e, "closing forward connection");
+                return;
+            }
+        };
+        let chunk = frame.options.chunk.clone();
+        let framing = frame.framing;
+        match handler.handle(peer, frame).await {
+            Ok(Disposition::Ack) => {
+                if let Some(chunk) = chunk {
+                    if let Err(e) = conn.write_ack(&chunk, framing).await {
+                        tracing::warn!(%peer, reason = %e, "closing forward connection: ack not written");
+                        return;
+                    }
+                }
+            }
+            Ok(Disposition::Withhold) => {}
+            Ok(Disposition::Close) => return,
+            Err(e) => {
+                tracing::warn!(%peer, reason = %e, "closing forward connection without ack: frame not stored");
+                return;
+            }
+        }
+    }
+}
