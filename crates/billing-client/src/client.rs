@@ -55,22 +55,39 @@ impl Client {
     /// # Errors
     /// As [`Client::new`].
     pub fn with_metrics(config: Config, metrics: Metrics) -> Result<Self, NewClientError> {
-        let (host, port) = parse_host_port(&config.ingester).map_err(NewClientError::InvalidAddress)?;
+        let (host, port) =
+            parse_host_port(&config.ingester).map_err(NewClientError::InvalidAddress)?;
         if config.max_buffered_events == 0 {
-            return Err(NewClientError::InvalidConfig("max_buffered_events must be at least 1"));
+            return Err(NewClientError::InvalidConfig(
+                "max_buffered_events must be at least 1",
+            ));
         }
         if config.batch_max_records == 0 || config.max_in_flight == 0 {
-            return Err(NewClientError::InvalidConfig("batch_max_records and max_in_flight must be at least 1"));
+            return Err(NewClientError::InvalidConfig(
+                "batch_max_records and max_in_flight must be at least 1",
+            ));
         }
-        let shared = Arc::new(Shared { buffered: AtomicUsize::new(0), closed: AtomicBool::new(false), metrics });
+        let shared = Arc::new(Shared {
+            buffered: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            metrics,
+        });
         let (tx, rx) = unbounded_channel();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(NewClientError::Spawn)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(NewClientError::Spawn)?;
         let sender = Sender::new(config.clone(), host, port, shared.clone(), rx);
         let thread = std::thread::Builder::new()
             .name("billing-sender".into())
             .spawn(move || runtime.block_on(sender.run()))
             .map_err(NewClientError::Spawn)?;
-        Ok(Self { cfg: config, shared, tx, thread: Mutex::new(Some(thread)) })
+        Ok(Self {
+            cfg: config,
+            shared,
+            tx,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// Queues usage for delivery and returns at once (the Go `AddAmounts`).
@@ -117,7 +134,10 @@ impl Client {
             self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
             metrics.track(Status::BufferFull, &event.amounts);
             tracing::warn!(unique_key = %event.unique_key, limit, "billing: event dropped: buffer full");
-            return Err(AddError::QueueFull { limit, event: Box::new(event) });
+            return Err(AddError::QueueFull {
+                limit,
+                event: Box::new(event),
+            });
         }
         let queued = self.encode(&event);
         if queued.ends.is_empty() {
@@ -177,7 +197,12 @@ impl Client {
             }
             ends.push(units.len() as u32);
         }
-        Queued { key: event.unique_key.clone(), amounts: event.amounts.clone(), units, ends }
+        Queued {
+            key: event.unique_key.clone(),
+            amounts: event.amounts.clone(),
+            units,
+            ends,
+        }
     }
 
     /// Waits until every event accepted before this call is delivered or dropped.
@@ -187,10 +212,14 @@ impl Client {
     /// on); [`FlushError::Closed`] if the client is closed.
     pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
         let (reply, done) = std::sync::mpsc::sync_channel(1);
-        self.tx.send(Command::Flush(reply)).map_err(|_| FlushError::Closed)?;
+        self.tx
+            .send(Command::Flush(reply))
+            .map_err(|_| FlushError::Closed)?;
         match done.recv_timeout(timeout) {
             Ok(()) => Ok(()),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(FlushError::Timeout { pending: self.pending() }),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(FlushError::Timeout {
+                pending: self.pending(),
+            }),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(FlushError::Closed),
         }
     }

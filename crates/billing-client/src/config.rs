@@ -168,17 +168,25 @@ impl From<Args> for Config {
 /// A message naming what does not parse.
 pub fn parse_host_port(addr: &str) -> Result<(String, u16), String> {
     let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
-        let (host, tail) = rest.split_once(']').ok_or_else(|| format!("{addr:?}: missing ']' in address"))?;
-        let port = tail.strip_prefix(':').ok_or_else(|| format!("{addr:?}: missing port in address"))?;
+        let (host, tail) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{addr:?}: missing ']' in address"))?;
+        let port = tail
+            .strip_prefix(':')
+            .ok_or_else(|| format!("{addr:?}: missing port in address"))?;
         (host, port)
     } else {
-        let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{addr:?}: missing port in address"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{addr:?}: missing port in address"))?;
         if host.contains(':') {
             return Err(format!("{addr:?}: too many colons in address"));
         }
         (host, port)
     };
-    let port = port.parse::<u16>().map_err(|_| format!("{addr:?}: invalid port {port:?}"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("{addr:?}: invalid port {port:?}"))?;
     Ok((host.to_string(), port))
 }
 
@@ -226,7 +234,11 @@ mod tests {
 
     #[test]
     fn bad_flag_values_are_clear_errors() {
-        for args in [["x", "--billing.retry-delay=soon"], ["x", "--billing.max-buffered-events=0"], ["x", "--billing.framing=xml"]] {
+        for args in [
+            ["x", "--billing.retry-delay=soon"],
+            ["x", "--billing.max-buffered-events=0"],
+            ["x", "--billing.framing=xml"],
+        ] {
             let e = Cli::try_parse_from(args).err().expect("must fail");
             assert!(e.to_string().contains("billing."), "{e}");
         }
@@ -234,7 +246,10 @@ mod tests {
 
     #[test]
     fn host_port_parses_like_go() {
-        assert_eq!(parse_host_port("localhost:24225").unwrap(), ("localhost".into(), 24225));
+        assert_eq!(
+            parse_host_port("localhost:24225").unwrap(),
+            ("localhost".into(), 24225)
+        );
         assert_eq!(parse_host_port("[::1]:80").unwrap(), ("::1".into(), 80));
         assert_eq!(parse_host_port(":80").unwrap(), ("".into(), 80));
         for bad in ["localhost", "a:b:c", "h:99999", "h:", "[::1]"] {

@@ -22,9 +22,13 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     }
     let mut total: u128 = 0;
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
         let (num, tail) = rest.split_at(num_end);
-        let unit_end = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_end);
         let scale: u128 = match unit {
             "ns" => 1,
@@ -39,7 +43,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         if int.is_empty() && frac.is_empty() {
             return Err(err());
         }
-        let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| err())? };
+        let int: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| err())?
+        };
         let mut frac_nanos: u128 = 0;
         let mut div: u128 = 1;
         for c in frac.chars().take(18) {
@@ -83,7 +91,11 @@ pub fn format(d: Duration) -> String {
 }
 
 fn trim(s: String) -> String {
-    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
 }
 
 #[cfg(test)]
@@ -95,7 +107,10 @@ mod tests {
         assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse("2h45m").unwrap(), Duration::from_secs(2 * 3600 + 45 * 60));
+        assert_eq!(
+            parse("2h45m").unwrap(),
+            Duration::from_secs(2 * 3600 + 45 * 60)
+        );
         assert_eq!(parse("300us").unwrap(), Duration::from_micros(300));
         assert_eq!(parse("300µs").unwrap(), Duration::from_micros(300));
         assert_eq!(parse("0").unwrap(), Duration::ZERO);
@@ -117,7 +132,12 @@ mod tests {
         assert_eq!(format(Duration::from_secs(30)), "30s");
         assert_eq!(format(Duration::from_millis(1500)), "1.5s");
         assert_eq!(format(Duration::from_secs(3600)), "1h0m0s");
-        for d in [Duration::from_millis(500), Duration::from_secs(90), Duration::from_millis(1500), Duration::from_micros(7)] {
+        for d in [
+            Duration::from_millis(500),
+            Duration::from_secs(90),
+            Duration::from_millis(1500),
+            Duration::from_micros(7),
+        ] {
             assert_eq!(parse(&format(d)).unwrap(), d);
         }
     }

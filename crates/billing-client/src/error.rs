@@ -39,7 +39,9 @@ impl AddError {
     /// The refused event, to keep or retry.
     pub fn into_event(self) -> Event {
         match self {
-            AddError::BlankKey(e) | AddError::Closed(e) | AddError::QueueFull { event: e, .. } => *e,
+            AddError::BlankKey(e) | AddError::Closed(e) | AddError::QueueFull { event: e, .. } => {
+                *e
+            }
         }
     }
 

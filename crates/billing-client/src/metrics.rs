@@ -39,7 +39,12 @@ pub enum Status {
 }
 
 impl Status {
-    const ALL: [Status; 4] = [Status::Success, Status::Retrying, Status::Stopping, Status::BufferFull];
+    const ALL: [Status; 4] = [
+        Status::Success,
+        Status::Retrying,
+        Status::Stopping,
+        Status::BufferFull,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -70,7 +75,9 @@ struct RequestLabels {
 }
 
 /// Go's `prometheus.DefBuckets`.
-const DEFAULT_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 fn new_histogram() -> Histogram {
     Histogram::new(DEFAULT_BUCKETS)
@@ -127,35 +134,78 @@ impl Metrics {
     /// Registers these metrics (names `billing_client_*`) into a caller's registry.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("billing_client");
-        r.register("events", "Number and type of billing events", self.0.events.clone());
-        r.register("amounts", "Number and type of billing amounts", self.0.amounts.clone());
-        r.register("request_duration_seconds", "Time from a chunk's first write to its ack or failure", self.0.request_duration.clone());
-        r.register("queued_events", "Billing events accepted and not yet delivered or dropped", self.0.queued.clone());
-        r.register("unacked_amounts", "Billing amounts accepted and not yet acknowledged", self.0.unacked.clone());
+        r.register(
+            "events",
+            "Number and type of billing events",
+            self.0.events.clone(),
+        );
+        r.register(
+            "amounts",
+            "Number and type of billing amounts",
+            self.0.amounts.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from a chunk's first write to its ack or failure",
+            self.0.request_duration.clone(),
+        );
+        r.register(
+            "queued_events",
+            "Billing events accepted and not yet delivered or dropped",
+            self.0.queued.clone(),
+        );
+        r.register(
+            "unacked_amounts",
+            "Billing amounts accepted and not yet acknowledged",
+            self.0.unacked.clone(),
+        );
     }
 
     fn per_type(&self, t: &AmountType) -> Arc<PerType> {
-        if let Some(p) = self.0.per_type.read().unwrap_or_else(|e| e.into_inner()).get(t) {
+        if let Some(p) = self
+            .0
+            .per_type
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(t)
+        {
             return p.clone();
         }
         let mut map = self.0.per_type.write().unwrap_or_else(|e| e.into_inner());
         map.entry(t.clone())
             .or_insert_with(|| {
                 let get = |fam: &Family<StatusLabels, Counter>, s: Status| {
-                    fam.get_or_create(&StatusLabels { status: s.as_str().into(), amount_type: t.as_str().into() }).clone()
+                    fam.get_or_create(&StatusLabels {
+                        status: s.as_str().into(),
+                        amount_type: t.as_str().into(),
+                    })
+                    .clone()
                 };
                 Arc::new(PerType {
                     events: Status::ALL.map(|s| get(&self.0.events, s)),
                     amounts: Status::ALL.map(|s| get(&self.0.amounts, s)),
-                    unacked: self.0.unacked.get_or_create(&TypeLabels { amount_type: t.as_str().into() }).clone(),
+                    unacked: self
+                        .0
+                        .unacked
+                        .get_or_create(&TypeLabels {
+                            amount_type: t.as_str().into(),
+                        })
+                        .clone(),
                 })
             })
             .clone()
     }
 
     /// Counts one event's amounts under `status` (every amount type, zero ones included, as Go did).
-    pub(crate) fn track<'a>(&self, status: Status, amounts: impl IntoIterator<Item = (&'a AmountType, &'a i64)>) {
-        let i = Status::ALL.iter().position(|s| *s == status).expect("listed");
+    pub(crate) fn track<'a>(
+        &self,
+        status: Status,
+        amounts: impl IntoIterator<Item = (&'a AmountType, &'a i64)>,
+    ) {
+        let i = Status::ALL
+            .iter()
+            .position(|s| *s == status)
+            .expect("listed");
         for (t, v) in amounts {
             let p = self.per_type(t);
             p.events[i].inc();
@@ -165,7 +215,11 @@ impl Metrics {
     }
 
     /// Moves amounts into (`delta` = 1) or out of (-1) the unacked gauge.
-    pub(crate) fn unacked<'a>(&self, delta: i64, amounts: impl IntoIterator<Item = (&'a AmountType, &'a i64)>) {
+    pub(crate) fn unacked<'a>(
+        &self,
+        delta: i64,
+        amounts: impl IntoIterator<Item = (&'a AmountType, &'a i64)>,
+    ) {
         for (t, v) in amounts {
             self.per_type(t).unacked.inc_by(delta * *v);
         }
@@ -176,19 +230,31 @@ impl Metrics {
     }
 
     pub(crate) fn observe_request(&self, ok: bool, seconds: f64) {
-        let labels = RequestLabels { method: "Billing.AddAmounts".into(), status_code: if ok { "200" } else { "500" }.into() };
-        self.0.request_duration.get_or_create(&labels).observe(seconds);
+        let labels = RequestLabels {
+            method: "Billing.AddAmounts".into(),
+            status_code: if ok { "200" } else { "500" }.into(),
+        };
+        self.0
+            .request_duration
+            .get_or_create(&labels)
+            .observe(seconds);
     }
 
     /// Current count of one `(status, amount_type)` pair of `billing_client_events_total`.
     pub fn events_total(&self, status: Status, amount_type: &AmountType) -> u64 {
-        let i = Status::ALL.iter().position(|s| *s == status).expect("listed");
+        let i = Status::ALL
+            .iter()
+            .position(|s| *s == status)
+            .expect("listed");
         self.per_type(amount_type).events[i].get()
     }
 
     /// Current sum of one `(status, amount_type)` pair of `billing_client_amounts_total`.
     pub fn amounts_total(&self, status: Status, amount_type: &AmountType) -> u64 {
-        let i = Status::ALL.iter().position(|s| *s == status).expect("listed");
+        let i = Status::ALL
+            .iter()
+            .position(|s| *s == status)
+            .expect("listed");
         self.per_type(amount_type).amounts[i].get()
     }
 

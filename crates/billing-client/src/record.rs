@@ -75,10 +75,16 @@ impl RecordRef<'_> {
 
     /// Appends the record as a JSON object, byte for byte as the Go client wrote it.
     pub fn write_json(&self, buf: &mut Vec<u8>) {
-        let json = |buf: &mut Vec<u8>, s: &str| serde_json::to_writer(&mut *buf, s).expect("Vec write");
+        let json =
+            |buf: &mut Vec<u8>, s: &str| serde_json::to_writer(&mut *buf, s).expect("Vec write");
         buf.extend_from_slice(b"{\"amount_type\":");
         json(buf, self.amount_type.as_str());
-        write!(buf, ",\"amount_value\":{},\"internal_instance_id\":", self.value).expect("Vec write");
+        write!(
+            buf,
+            ",\"amount_value\":{},\"internal_instance_id\":",
+            self.value
+        )
+        .expect("Vec write");
         json(buf, self.instance);
         buf.extend_from_slice(b",\"metadata\":");
         serde_json::to_writer(&mut *buf, self.metadata).expect("Vec write");
@@ -139,17 +145,33 @@ mod tests {
     fn rfc3339_matches_go_rfc3339nano() {
         let t = UNIX_EPOCH + Duration::new(1_795_754_038, 467_902_040);
         assert_eq!(rfc3339(t), "2026-11-27T04:33:58.46790204Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_754_038)), "2026-11-27T04:33:58Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::new(0, 100_000_000)), "1970-01-01T00:00:00.1Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_754_038)),
+            "2026-11-27T04:33:58Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::new(0, 100_000_000)),
+            "1970-01-01T00:00:00.1Z"
+        );
         assert_eq!(parse_rfc3339("2026-11-27T04:33:58.46790204Z").unwrap(), t);
-        assert_eq!(parse_rfc3339("2026-11-27T05:33:58.46790204+01:00").unwrap(), t);
+        assert_eq!(
+            parse_rfc3339("2026-11-27T05:33:58.46790204+01:00").unwrap(),
+            t
+        );
     }
 
     #[test]
     fn json_record_is_the_go_clients_bytes() {
         let md: Metadata = [("report".to_string(), "r-1".to_string())].into();
         let ty = AmountType::NODE_SECONDS;
-        let r = RecordRef { key: "seed-1", instance: "1234", amount_type: &ty, value: 2, occurred_at: "2026-11-27T04:33:58.46790204Z", metadata: &md };
+        let r = RecordRef {
+            key: "seed-1",
+            instance: "1234",
+            amount_type: &ty,
+            value: 2,
+            occurred_at: "2026-11-27T04:33:58.46790204Z",
+            metadata: &md,
+        };
         let mut buf = Vec::new();
         r.write_json(&mut buf);
         assert_eq!(
@@ -161,7 +183,10 @@ mod tests {
         let v = rmpv::decode::read_value(&mut &mp[..]).unwrap();
         assert_eq!(v.as_map().unwrap().len(), 6);
         assert_eq!(v["unique_key"].as_str(), Some("seed-1:node-seconds"));
-        assert_eq!(v["occurred_at"].as_str(), Some("2026-11-27T04:33:58.46790204Z"));
+        assert_eq!(
+            v["occurred_at"].as_str(),
+            Some("2026-11-27T04:33:58.46790204Z")
+        );
         assert_eq!(v["metadata"]["report"].as_str(), Some("r-1"));
         assert_eq!(v["amount_value"].as_i64(), Some(2));
     }

@@ -141,8 +141,18 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    pub(crate) fn new(cfg: Config, host: String, port: u16, shared: Arc<Shared>, rx: UnboundedReceiver<Command>) -> Self {
-        let backoff = Backoff { base: cfg.retry_delay, max: cfg.retry_delay_max, current: cfg.retry_delay };
+    pub(crate) fn new(
+        cfg: Config,
+        host: String,
+        port: u16,
+        shared: Arc<Shared>,
+        rx: UnboundedReceiver<Command>,
+    ) -> Self {
+        let backoff = Backoff {
+            base: cfg.retry_delay,
+            max: cfg.retry_delay_max,
+            current: cfg.retry_delay,
+        };
         Self {
             cfg,
             host,
@@ -168,20 +178,31 @@ impl Sender {
     }
 
     fn min_pending_seq(&self) -> u64 {
-        let batches = self.inflight.iter().chain(self.unsent.iter()).map(|b| b.first_seq);
-        batches.chain(self.backlog.front().map(|p| p.seq)).min().unwrap_or(u64::MAX)
+        let batches = self
+            .inflight
+            .iter()
+            .chain(self.unsent.iter())
+            .map(|b| b.first_seq);
+        batches
+            .chain(self.backlog.front().map(|p| p.seq))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    fn complete_flushes(&mut self) {
+        let min = self.min_pending_seq();
+        self.flushes.retain(|(target, reply)| {
+            let done = min >= *target;
+            if done {
+                let _ = reply.try_send(());
+            }
+            !done
+        });
     }
 
     pub(crate) async fn run(mut self) {
         loop {
-            let min = self.min_pending_seq();
-            self.flushes.retain(|(target, reply)| {
-                let done = min >= *target;
-                if done {
-                    let _ = reply.try_send(());
-                }
-                !done
-            });
+            self.complete_flushes();
             if let Some((deadline, _)) = &self.closing {
                 if !self.has_work() && !self.rx_open {
                     break;
@@ -206,8 +227,12 @@ impl Sender {
             }
             if self.conn.is_some() {
                 self.pump().await;
+                self.complete_flushes();
             }
-            let ack_deadline = self.inflight.front().map(|b| b.sent_at + self.cfg.ack_timeout);
+            let ack_deadline = self
+                .inflight
+                .front()
+                .map(|b| b.sent_at + self.cfg.ack_timeout);
             let close_deadline = self.closing.as_ref().map(|(d, _)| *d);
             let retry_at = self.next_attempt;
             let waiting_to_retry = self.conn.is_none() && self.has_work();
@@ -255,7 +280,10 @@ impl Sender {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Event(event) => {
-                self.backlog.push_back(Pending { seq: self.next_seq, event });
+                self.backlog.push_back(Pending {
+                    seq: self.next_seq,
+                    event,
+                });
                 self.next_seq += 1;
             }
             Command::Flush(reply) => self.flushes.push((self.next_seq, reply)),
@@ -276,11 +304,12 @@ impl Sender {
 
     async fn connect(&mut self) {
         let addr = (self.host.as_str(), self.port);
-        let result = match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("connect timed out".to_string()),
-        };
+        let result =
+            match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => Ok(stream),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("connect timed out".to_string()),
+            };
         match result {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
@@ -301,7 +330,11 @@ impl Sender {
                     }
                 });
                 tracing::debug!(ingester = %self.cfg.ingester, "billing: connected to the ingester");
-                self.conn = Some(Conn { writer, acks, reader });
+                self.conn = Some(Conn {
+                    writer,
+                    acks,
+                    reader,
+                });
             }
             Err(reason) => self.schedule_retry(&format!("cannot connect: {reason}")),
         }
@@ -344,7 +377,10 @@ impl Sender {
             let base = units.len() as u32;
             units.extend_from_slice(&p.event.units);
             ends.extend(p.event.ends.iter().map(|e| base + e));
-            events.push(EventMeta { key: p.event.key, amounts: p.event.amounts });
+            events.push(EventMeta {
+                key: p.event.key,
+                amounts: p.event.amounts,
+            });
         }
         let mut frames = Vec::with_capacity(units.len() + 64);
         let mut chunks = Vec::new();
@@ -354,7 +390,11 @@ impl Sender {
             if let Some(c) = &chunk {
                 chunks.push(c.clone());
             }
-            Options { size, chunk: chunk.map(String::into_bytes), compressed: None }
+            Options {
+                size,
+                chunk: chunk.map(String::into_bytes),
+                compressed: None,
+            }
         };
         match self.cfg.framing {
             Framing::PackedForward | Framing::CompressedPackedForward => {
@@ -398,12 +438,21 @@ impl Sender {
                 }
             }
         }
-        Batch { first_seq, events, frames, chunks, acked: 0, first_sent: None, sent_at: Instant::now() }
+        Batch {
+            first_seq,
+            events,
+            frames,
+            chunks,
+            acked: 0,
+            first_sent: None,
+            sent_at: Instant::now(),
+        }
     }
 
     async fn write_batch(&mut self, mut batch: Batch) {
         let conn = self.conn.as_mut().expect("pump checks the connection");
-        let write = tokio::time::timeout(self.cfg.ack_timeout, conn.writer.write_all(&batch.frames)).await;
+        let write =
+            tokio::time::timeout(self.cfg.ack_timeout, conn.writer.write_all(&batch.frames)).await;
         let now = Instant::now();
         batch.sent_at = now;
         batch.first_sent.get_or_insert(now);
@@ -430,7 +479,11 @@ impl Sender {
             Ok(id) => id,
             Err(reason) => return self.fail_connection(&reason),
         };
-        let Some(pos) = self.inflight.iter().position(|b| b.chunks.iter().any(|c| c.as_bytes() == id.as_slice())) else {
+        let Some(pos) = self
+            .inflight
+            .iter()
+            .position(|b| b.chunks.iter().any(|c| c.as_bytes() == id.as_slice()))
+        else {
             tracing::debug!(chunk = %String::from_utf8_lossy(&id), "billing: ack for an unknown chunk ignored");
             return;
         };
@@ -477,17 +530,25 @@ impl Sender {
                 self.shared.metrics.track(Status::Retrying, &e.amounts);
             }
             if let Some(first) = b.first_sent {
-                self.shared.metrics.observe_request(false, first.elapsed().as_secs_f64());
+                self.shared
+                    .metrics
+                    .observe_request(false, first.elapsed().as_secs_f64());
             }
         }
         while let Some(b) = self.inflight.pop_back() {
             self.unsent.push_front(b);
         }
-        self.schedule_retry(&format!("{reason}; {retried} unacked events will be resent"));
+        self.schedule_retry(&format!(
+            "{reason}; {retried} unacked events will be resent"
+        ));
     }
 
     fn drop_everything(&mut self, reason: &str) {
-        let batches: Vec<Batch> = self.inflight.drain(..).chain(self.unsent.drain(..)).collect();
+        let batches: Vec<Batch> = self
+            .inflight
+            .drain(..)
+            .chain(self.unsent.drain(..))
+            .collect();
         let mut dropped = 0usize;
         for b in batches {
             dropped += b.events.len();
@@ -505,7 +566,11 @@ impl Sender {
 
 async fn recv_ack(conn: &mut Option<Conn>) -> Result<Vec<u8>, String> {
     match conn {
-        Some(c) => c.acks.recv().await.unwrap_or_else(|| Err("ack reader stopped".into())),
+        Some(c) => c
+            .acks
+            .recv()
+            .await
+            .unwrap_or_else(|| Err("ack reader stopped".into())),
         None => std::future::pending().await,
     }
 }

@@ -71,7 +71,12 @@ impl Handler for Recorder {
         }
         let mut received = state.received.lock().unwrap_or_else(|e| e.into_inner());
         for e in &frame.entries {
-            received.push(Received { tag: frame.tag.clone(), time: e.time, record: forward::frame::value_to_json(&e.record), mode: frame.mode });
+            received.push(Received {
+                tag: frame.tag.clone(),
+                time: e.time,
+                record: forward::frame::value_to_json(&e.record),
+                mode: frame.mode,
+            });
         }
         drop(received);
         state.arrived.notify_all();
@@ -109,8 +114,12 @@ impl TestIngester {
     /// # Errors
     /// If the runtime or the listener cannot be created.
     pub fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let listener = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        // Bound with std so that starting works from inside a caller's runtime too.
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             mode: Mutex::new(AckMode::Ack),
@@ -126,6 +135,7 @@ impl TestIngester {
         let st = state.clone();
         let thread = std::thread::Builder::new().name("test-ingester".into()).spawn(move || {
             runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
                 loop {
                     let (stream, peer) = tokio::select! {
                         _ = &mut stop_rx => return,
@@ -147,7 +157,13 @@ impl TestIngester {
                 }
             })
         })?;
-        Ok(Self { addr, state, kill, stop: Some(stop), thread: Some(thread) })
+        Ok(Self {
+            addr,
+            state,
+            kill,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     /// The bound address.
@@ -177,7 +193,11 @@ impl TestIngester {
 
     /// Every entry received so far, in arrival order (repeats included).
     pub fn received(&self) -> Vec<Received> {
-        self.state.received.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state
+            .received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The records received so far, in arrival order (repeats included).
@@ -187,7 +207,10 @@ impl TestIngester {
 
     /// Frames received (acked or not) and frames acked.
     pub fn frames(&self) -> (usize, usize) {
-        (self.state.frames.load(Ordering::SeqCst), self.state.acked_frames.load(Ordering::SeqCst))
+        (
+            self.state.frames.load(Ordering::SeqCst),
+            self.state.acked_frames.load(Ordering::SeqCst),
+        )
     }
 
     /// Connections accepted so far.
@@ -198,13 +221,22 @@ impl TestIngester {
     /// Waits until at least `n` entries arrived; `false` if `timeout` passed first.
     pub fn wait_for_records(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut received = self.state.received.lock().unwrap_or_else(|e| e.into_inner());
+        let mut received = self
+            .state
+            .received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         while received.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            received = self.state.arrived.wait_timeout(received, left).unwrap_or_else(|e| e.into_inner()).0;
+            received = self
+                .state
+                .arrived
+                .wait_timeout(received, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         true
     }

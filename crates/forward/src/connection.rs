@@ -23,7 +23,11 @@ pub struct Connection<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps a connected stream; frames larger than `max_frame` bytes are refused.
     pub fn new(stream: S, max_frame: usize) -> Self {
-        Self { stream, buf: BytesMut::with_capacity(READ_CHUNK), max_frame }
+        Self {
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            max_frame,
+        }
     }
 
     /// The next frame, or `None` when the peer closed the stream between frames.
@@ -82,7 +86,10 @@ const MAX_REPLY: usize = 64 * 1024;
 impl<R: AsyncRead + Unpin> AckReader<R> {
     /// Wraps the read half of a client connection.
     pub fn new(stream: R) -> Self {
-        Self { stream, buf: BytesMut::with_capacity(1024) }
+        Self {
+            stream,
+            buf: BytesMut::with_capacity(1024),
+        }
     }
 
     /// The chunk id of the next ack, or `None` when the server closed the connection.
@@ -99,7 +106,16 @@ impl<R: AsyncRead + Unpin> AckReader<R> {
                 }
                 Check::Incomplete => {
                     if !fill(&mut self.stream, &mut self.buf).await? {
-                        return if self.buf.is_empty() { Ok(None) } else { Err(ConnectionError::Truncated) };
+                        // whitespace may follow a JSON ack
+                        return if self
+                            .buf
+                            .iter()
+                            .all(|&b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+                        {
+                            Ok(None)
+                        } else {
+                            Err(ConnectionError::Truncated)
+                        };
                     }
                 }
             }
@@ -108,7 +124,10 @@ impl<R: AsyncRead + Unpin> AckReader<R> {
 }
 
 /// Reads more bytes into `buf`; `false` at end of stream.
-async fn fill<R: AsyncRead + Unpin>(stream: &mut R, buf: &mut BytesMut) -> Result<bool, ConnectionError> {
+async fn fill<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut BytesMut,
+) -> Result<bool, ConnectionError> {
     buf.reserve(READ_CHUNK);
     let n = stream.read_buf(buf).await.map_err(ConnectionError::Io)?;
     Ok(n > 0)

@@ -40,7 +40,9 @@ pub fn write_entry(buf: &mut Vec<u8>, time: EventTime, record_msgpack: &[u8]) {
 }
 
 fn option_len(options: &Options) -> u32 {
-    u32::from(options.size.is_some()) + u32::from(options.chunk.is_some()) + u32::from(options.compressed.is_some())
+    u32::from(options.size.is_some())
+        + u32::from(options.chunk.is_some())
+        + u32::from(options.compressed.is_some())
 }
 
 /// Appends the option map.
@@ -56,12 +58,25 @@ pub fn write_options(buf: &mut Vec<u8>, options: &Options) {
     }
     if let Some(c) = options.compressed {
         write_str(buf, b"compressed");
-        write_str(buf, if c == crate::Compression::Gzip { b"gzip" } else { b"text" });
+        write_str(
+            buf,
+            if c == crate::Compression::Gzip {
+                b"gzip"
+            } else {
+                b"text"
+            },
+        );
     }
 }
 
 /// Appends a Message-mode frame `[tag, time, record, options]` in MessagePack.
-pub fn write_message(buf: &mut Vec<u8>, tag: &str, time: EventTime, record_msgpack: &[u8], options: &Options) {
+pub fn write_message(
+    buf: &mut Vec<u8>,
+    tag: &str,
+    time: EventTime,
+    record_msgpack: &[u8],
+    options: &Options,
+) {
     buf.push(0x94);
     write_str(buf, tag.as_bytes());
     write_event_time(buf, time);
@@ -84,7 +99,10 @@ pub fn write_packed_forward(buf: &mut Vec<u8>, tag: &str, entries: &[u8], option
     buf.push(0x93);
     write_str(buf, tag.as_bytes());
     if options.compressed == Some(crate::Compression::Gzip) {
-        let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(entries.len() / 4), flate2::Compression::fast());
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(entries.len() / 4),
+            flate2::Compression::fast(),
+        );
         gz.write_all(entries).expect("Vec write");
         let packed = gz.finish().expect("Vec write");
         rmp::encode::write_bin_len(buf, packed.len() as u32).expect("Vec write");
@@ -98,7 +116,13 @@ pub fn write_packed_forward(buf: &mut Vec<u8>, tag: &str, entries: &[u8], option
 
 /// Appends a Message-mode frame in JSON framing: `[tag, seconds, record, options]`, the time
 /// in whole seconds as fluent-logger-golang writes it.
-pub fn write_json_message(buf: &mut Vec<u8>, tag: &str, seconds: u32, record_json: &[u8], chunk: Option<&str>) {
+pub fn write_json_message(
+    buf: &mut Vec<u8>,
+    tag: &str,
+    seconds: u32,
+    record_json: &[u8],
+    chunk: Option<&str>,
+) {
     buf.push(b'[');
     serde_json::to_writer(&mut *buf, tag).expect("Vec write");
     write!(buf, ",{seconds},").expect("Vec write");

@@ -119,8 +119,14 @@ fn is_json_ws(b: u8) -> bool {
 /// [`FrameError::Invalid`] or [`FrameError::Json`] for bytes that can never become a frame.
 pub fn check(buf: &[u8], max_frame: usize) -> Result<Check, FrameError> {
     let start = buf.iter().position(|&b| !is_json_ws(b));
-    let Some(start) = start else {
-        return Ok(Check::Incomplete);
+    // Whitespace counts toward the frame: a peer cannot grow the buffer without bound by
+    // sending nothing else.
+    let Some(start) = start.filter(|&s| s < max_frame) else {
+        return if buf.len() >= max_frame {
+            Err(FrameError::TooLarge { limit: max_frame })
+        } else {
+            Ok(Check::Incomplete)
+        };
     };
     match buf[start] {
         b'[' | b'{' => check_json(buf, start, max_frame),
@@ -137,21 +143,40 @@ pub fn check(buf: &[u8], max_frame: usize) -> Result<Check, FrameError> {
     }
 }
 
-fn check_json(buf: &[u8], start: usize, max_frame: usize) -> Result<Check, FrameError> {
-    let window = &buf[start..buf.len().min(start.saturating_add(max_frame))];
-    let mut stream = serde_json::Deserializer::from_slice(window).into_iter::<serde::de::IgnoredAny>();
+/// `max` bounds the whole frame, leading whitespace included.
+fn check_json(buf: &[u8], start: usize, max: usize) -> Result<Check, FrameError> {
+    let window = &buf[start..buf.len().min(max)];
+    let incomplete = || {
+        if start + window.len() >= max {
+            Err(FrameError::TooLarge { limit: max })
+        } else {
+            Ok(Check::Incomplete)
+        }
+    };
+    let mut stream =
+        serde_json::Deserializer::from_slice(window).into_iter::<serde::de::IgnoredAny>();
     match stream.next() {
         Some(Ok(_)) => Ok(Check::Complete(start + stream.byte_offset())),
-        Some(Err(e)) if e.is_eof() => {
-            if window.len() >= max_frame {
-                Err(FrameError::TooLarge { limit: max_frame })
-            } else {
-                Ok(Check::Incomplete)
-            }
+        Some(Err(e)) if e.is_eof() => incomplete(),
+        // serde_json reports a number cut after `-`, `.`, `e` or an exponent sign as an invalid
+        // number, not as EOF: it is incomplete if one more digit would make it parse on.
+        Some(Err(_))
+            if matches!(window.last(), Some(b'-' | b'+' | b'.' | b'e' | b'E'))
+                && number_cut_short(window) =>
+        {
+            incomplete()
         }
         Some(Err(e)) => Err(FrameError::Json(e.to_string())),
-        None => Ok(Check::Incomplete),
+        None => incomplete(),
     }
+}
+
+/// Whether `window` followed by a digit is still a valid JSON prefix.
+fn number_cut_short(window: &[u8]) -> bool {
+    let extended = std::io::Read::chain(window, &b"0"[..]);
+    let mut stream =
+        serde_json::Deserializer::from_reader(extended).into_iter::<serde::de::IgnoredAny>();
+    matches!(stream.next(), Some(Err(e)) if e.is_eof())
 }
 
 /// Parses one complete frame, as delimited by [`check`].
@@ -159,9 +184,18 @@ fn check_json(buf: &[u8], start: usize, max_frame: usize) -> Result<Check, Frame
 /// # Errors
 /// [`FrameError`] describing the first thing that does not fit the protocol.
 pub fn parse(bytes: &[u8], max_frame: usize) -> Result<Frame, FrameError> {
-    let start = bytes.iter().position(|&b| !is_json_ws(b)).unwrap_or(bytes.len());
+    let start = bytes
+        .iter()
+        .position(|&b| !is_json_ws(b))
+        .unwrap_or(bytes.len());
     let (value, framing) = match bytes.get(start) {
-        Some(b'[') => (json_to_value(serde_json::from_slice(&bytes[start..]).map_err(|e| FrameError::Json(e.to_string()))?), Framing::Json),
+        Some(b'[') => (
+            json_to_value(
+                serde_json::from_slice(&bytes[start..])
+                    .map_err(|e| FrameError::Json(e.to_string()))?,
+            ),
+            Framing::Json,
+        ),
         Some(b'{') => return Err(FrameError::Invalid("a frame must be an array")),
         _ => (read_value(bytes)?, Framing::MessagePack),
     };
@@ -169,7 +203,11 @@ pub fn parse(bytes: &[u8], max_frame: usize) -> Result<Frame, FrameError> {
 }
 
 fn read_value(mut bytes: &[u8]) -> Result<Value, FrameError> {
-    rmpv::decode::read_value_with_max_depth(&mut bytes, msgpack::MAX_DEPTH * 2).map_err(|e| FrameError::MessagePack(e.to_string()))
+    // rmpv spends 2 units of depth per container and 3 per string leaf: allow whatever
+    // `msgpack::value_len` accepts (MAX_DEPTH containers with children, one more empty one,
+    // then a leaf) so that a frame `check` delimited never fails here for its depth alone.
+    rmpv::decode::read_value_with_max_depth(&mut bytes, 2 * (msgpack::MAX_DEPTH + 1) + 3)
+        .map_err(|e| FrameError::MessagePack(e.to_string()))
 }
 
 fn frame_from_value(value: Value, framing: Framing, max_frame: usize) -> Result<Frame, FrameError> {
@@ -178,24 +216,35 @@ fn frame_from_value(value: Value, framing: Framing, max_frame: usize) -> Result<
     };
     let mut items = items.into_iter();
     let tag = match items.next() {
-        Some(Value::String(s)) => s.into_str().ok_or(FrameError::Invalid("tag is not UTF-8"))?,
+        Some(Value::String(s)) => s
+            .into_str()
+            .ok_or(FrameError::Invalid("tag is not UTF-8"))?,
         Some(_) => return Err(FrameError::Invalid("tag must be a string")),
         None => return Err(FrameError::Invalid("empty frame")),
     };
-    let second = items.next().ok_or(FrameError::Invalid("frame has no entries"))?;
+    let second = items
+        .next()
+        .ok_or(FrameError::Invalid("frame has no entries"))?;
     let rest: Vec<Value> = items.collect();
     let (entries, mode, options) = match second {
         Value::Array(list) if !is_v15_time(&list) => {
             if rest.len() > 1 {
-                return Err(FrameError::Invalid("Forward mode takes at most an option after its entries"));
+                return Err(FrameError::Invalid(
+                    "Forward mode takes at most an option after its entries",
+                ));
             }
             let options = parse_options(rest.into_iter().next())?;
-            let entries = list.into_iter().map(entry_from_pair).collect::<Result<Vec<_>, _>>()?;
+            let entries = list
+                .into_iter()
+                .map(entry_from_pair)
+                .collect::<Result<Vec<_>, _>>()?;
             (entries, Mode::Forward, options)
         }
         Value::Binary(_) | Value::String(_) => {
             if rest.len() > 1 {
-                return Err(FrameError::Invalid("PackedForward mode takes at most an option after its entries"));
+                return Err(FrameError::Invalid(
+                    "PackedForward mode takes at most an option after its entries",
+                ));
             }
             let options = parse_options(rest.into_iter().next())?;
             let raw = match second {
@@ -204,23 +253,43 @@ fn frame_from_value(value: Value, framing: Framing, max_frame: usize) -> Result<
                 _ => unreachable!("matched above"),
             };
             let (raw, mode) = match options.compressed {
-                Some(Compression::Gzip) => (gunzip(&raw, max_frame)?, Mode::CompressedPackedForward),
+                Some(Compression::Gzip) => {
+                    (gunzip(&raw, max_frame)?, Mode::CompressedPackedForward)
+                }
                 _ => (raw, Mode::PackedForward),
             };
             (unpack_entries(&raw)?, mode, options)
         }
         time => {
             let mut rest = rest.into_iter();
-            let record = rest.next().ok_or(FrameError::Invalid("Message mode needs a record"))?;
+            let record = rest
+                .next()
+                .ok_or(FrameError::Invalid("Message mode needs a record"))?;
             let options = parse_options(rest.next())?;
             if rest.next().is_some() {
-                return Err(FrameError::Invalid("Message mode has at most four elements"));
+                return Err(FrameError::Invalid(
+                    "Message mode has at most four elements",
+                ));
             }
             let (time, metadata) = parse_time(time)?;
-            (vec![Entry { time, record, metadata }], Mode::Message, options)
+            (
+                vec![Entry {
+                    time,
+                    record,
+                    metadata,
+                }],
+                Mode::Message,
+                options,
+            )
         }
     };
-    Ok(Frame { tag, entries, options, mode, framing })
+    Ok(Frame {
+        tag,
+        entries,
+        options,
+        mode,
+        framing,
+    })
 }
 
 /// `[EventTime, {metadata}]` in Message mode looks like an array: tell it from a Forward list.
@@ -237,13 +306,19 @@ fn entry_from_pair(pair: Value) -> Result<Entry, FrameError> {
     }
     let record = pair.pop().expect("length checked");
     let (time, metadata) = parse_time(pair.pop().expect("length checked"))?;
-    Ok(Entry { time, record, metadata })
+    Ok(Entry {
+        time,
+        record,
+        metadata,
+    })
 }
 
 fn unpack_entries(mut raw: &[u8]) -> Result<Vec<Entry>, FrameError> {
     let mut entries = Vec::new();
     while !raw.is_empty() {
-        let len = msgpack::value_len(raw, raw.len())?.ok_or(FrameError::Invalid("truncated entry in PackedForward"))?;
+        // No limit beyond the bytes at hand (already capped): running past them is truncation.
+        let len = msgpack::value_len(raw, usize::MAX)?
+            .ok_or(FrameError::Invalid("truncated entry in PackedForward"))?;
         let value = read_value(&raw[..len])?;
         raw = &raw[len..];
         entries.push(entry_from_pair(value)?);
@@ -254,7 +329,10 @@ fn unpack_entries(mut raw: &[u8]) -> Result<Vec<Entry>, FrameError> {
 fn gunzip(raw: &[u8], cap: usize) -> Result<Vec<u8>, FrameError> {
     let mut out = Vec::new();
     let decoder = flate2::read::MultiGzDecoder::new(raw);
-    decoder.take(cap as u64 + 1).read_to_end(&mut out).map_err(|e| FrameError::Decompress(e.to_string()))?;
+    decoder
+        .take(cap as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| FrameError::Decompress(e.to_string()))?;
     if out.len() > cap {
         return Err(FrameError::TooLarge { limit: cap });
     }
@@ -271,13 +349,26 @@ fn parse_time(v: Value) -> Result<(EventTime, Option<Value>), FrameError> {
             }
             Ok((time, Some(metadata)))
         }
-        Value::Ext(0, data) => Ok((EventTime::from_ext(&data).ok_or(FrameError::Invalid("EventTime must carry 8 bytes"))?, None)),
+        Value::Ext(0, data) => Ok((
+            EventTime::from_ext(&data)
+                .ok_or(FrameError::Invalid("EventTime must carry 8 bytes"))?,
+            None,
+        )),
         Value::Integer(i) => {
-            let secs = i.as_u64().and_then(|s| u32::try_from(s).ok()).ok_or(FrameError::Invalid("time out of range"))?;
+            let secs = i
+                .as_u64()
+                .and_then(|s| u32::try_from(s).ok())
+                .ok_or(FrameError::Invalid("time out of range"))?;
             Ok((EventTime::new(secs, 0), None))
         }
-        Value::F32(f) => Ok((EventTime::from_f64(f64::from(f)).ok_or(FrameError::Invalid("time out of range"))?, None)),
-        Value::F64(f) => Ok((EventTime::from_f64(f).ok_or(FrameError::Invalid("time out of range"))?, None)),
+        Value::F32(f) => Ok((
+            EventTime::from_f64(f64::from(f)).ok_or(FrameError::Invalid("time out of range"))?,
+            None,
+        )),
+        Value::F64(f) => Ok((
+            EventTime::from_f64(f).ok_or(FrameError::Invalid("time out of range"))?,
+            None,
+        )),
         _ => Err(FrameError::Invalid("time must be an EventTime or a number")),
     }
 }
@@ -292,7 +383,11 @@ fn parse_options(v: Option<Value>) -> Result<Options, FrameError> {
     for (k, v) in entries {
         let Value::String(k) = k else { continue };
         match k.as_bytes() {
-            b"size" => options.size = Some(v.as_u64().ok_or(FrameError::Invalid("option size must be an unsigned integer"))?),
+            b"size" => {
+                options.size = Some(v.as_u64().ok_or(FrameError::Invalid(
+                    "option size must be an unsigned integer",
+                ))?)
+            }
             b"chunk" => match v {
                 Value::String(s) => options.chunk = Some(s.into_bytes()),
                 Value::Binary(b) => options.chunk = Some(b),
@@ -302,7 +397,11 @@ fn parse_options(v: Option<Value>) -> Result<Options, FrameError> {
                 options.compressed = Some(match v.as_str() {
                     Some("gzip") => Compression::Gzip,
                     Some("text") => Compression::None,
-                    _ => return Err(FrameError::Invalid("option compressed must be \"gzip\" or \"text\"")),
+                    _ => {
+                        return Err(FrameError::Invalid(
+                            "option compressed must be \"gzip\" or \"text\"",
+                        ));
+                    }
                 })
             }
             _ => {}
@@ -327,7 +426,11 @@ pub fn json_to_value(v: serde_json::Value) -> Value {
         }
         serde_json::Value::String(s) => Value::from(s),
         serde_json::Value::Array(a) => Value::Array(a.into_iter().map(json_to_value).collect()),
-        serde_json::Value::Object(o) => Value::Map(o.into_iter().map(|(k, v)| (Value::from(k), json_to_value(v))).collect()),
+        serde_json::Value::Object(o) => Value::Map(
+            o.into_iter()
+                .map(|(k, v)| (Value::from(k), json_to_value(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -336,9 +439,14 @@ pub fn json_to_value(v: serde_json::Value) -> Value {
 /// # Errors
 /// [`FrameError::Invalid`] if the value is not a map with a string `ack`.
 pub fn parse_ack(bytes: &[u8]) -> Result<Vec<u8>, FrameError> {
-    let start = bytes.iter().position(|&b| !is_json_ws(b)).unwrap_or(bytes.len());
+    let start = bytes
+        .iter()
+        .position(|&b| !is_json_ws(b))
+        .unwrap_or(bytes.len());
     let value = if bytes.get(start) == Some(&b'{') {
-        json_to_value(serde_json::from_slice(&bytes[start..]).map_err(|e| FrameError::Json(e.to_string()))?)
+        json_to_value(
+            serde_json::from_slice(&bytes[start..]).map_err(|e| FrameError::Json(e.to_string()))?,
+        )
     } else {
         read_value(bytes)?
     };
@@ -363,8 +471,12 @@ pub fn parse_ack(bytes: &[u8]) -> Result<Vec<u8>, FrameError> {
 /// As [`check`], for replies.
 pub fn check_reply(buf: &[u8], max: usize) -> Result<Check, FrameError> {
     let start = buf.iter().position(|&b| !is_json_ws(b));
-    let Some(start) = start else {
-        return Ok(Check::Incomplete);
+    let Some(start) = start.filter(|&s| s < max) else {
+        return if buf.len() >= max {
+            Err(FrameError::TooLarge { limit: max })
+        } else {
+            Ok(Check::Incomplete)
+        };
     };
     match buf[start] {
         b'{' => check_json(buf, start, max),

@@ -83,7 +83,9 @@ pub fn value_len(buf: &[u8], limit: usize) -> Result<Option<usize>, FrameError> 
         let Some(skip) = skip else {
             return Ok(None);
         };
-        let end = pos.checked_add(skip).ok_or(FrameError::TooLarge { limit })?;
+        let end = pos
+            .checked_add(skip)
+            .ok_or(FrameError::TooLarge { limit })?;
         // Every child takes at least one byte: a container claiming more children than the
         // limit allows can be refused before its bytes arrive.
         if end > limit || (end as u64).saturating_add(children) > limit as u64 {
@@ -139,7 +141,11 @@ mod tests {
         ]);
         let bytes = encode(&v);
         for cut in 0..bytes.len() {
-            assert_eq!(value_len(&bytes[..cut], usize::MAX).unwrap(), None, "cut {cut}");
+            assert_eq!(
+                value_len(&bytes[..cut], usize::MAX).unwrap(),
+                None,
+                "cut {cut}"
+            );
         }
         let mut more = bytes.clone();
         more.extend_from_slice(&[0x90]);
@@ -149,19 +155,31 @@ mod tests {
     #[test]
     fn a_huge_declared_array_is_refused_before_its_bytes_arrive() {
         let buf = [0xdd, 0xff, 0xff, 0xff, 0xff];
-        assert!(matches!(value_len(&buf, 1 << 20), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            value_len(&buf, 1 << 20),
+            Err(FrameError::TooLarge { .. })
+        ));
         let buf = [0xc6, 0x7f, 0xff, 0xff, 0xff];
-        assert!(matches!(value_len(&buf, 1 << 20), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            value_len(&buf, 1 << 20),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn deep_nesting_is_invalid_not_a_stack_overflow() {
         let buf = vec![0x91; 10_000];
-        assert!(matches!(value_len(&buf, usize::MAX), Err(FrameError::Invalid(_))));
+        assert!(matches!(
+            value_len(&buf, usize::MAX),
+            Err(FrameError::Invalid(_))
+        ));
     }
 
     #[test]
     fn reserved_marker_is_invalid() {
-        assert!(matches!(value_len(&[0x92, 0x01, 0xc1], 100), Err(FrameError::Invalid(_))));
+        assert!(matches!(
+            value_len(&[0x92, 0x01, 0xc1], 100),
+            Err(FrameError::Invalid(_))
+        ));
     }
 }

@@ -36,7 +36,11 @@ pub trait Handler: Send + Sync + 'static {
     ///
     /// # Errors
     /// Any failure to make the frame's entries safe.
-    fn handle(&self, peer: SocketAddr, frame: Frame) -> impl Future<Output = Result<Disposition, Self::Error>> + Send;
+    fn handle(
+        &self,
+        peer: SocketAddr,
+        frame: Frame,
+    ) -> impl Future<Output = Result<Disposition, Self::Error>> + Send;
 }
 
 /// Server settings.
@@ -48,7 +52,9 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { max_frame_bytes: DEFAULT_MAX_FRAME_BYTES }
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        }
     }
 }
 
@@ -65,7 +71,10 @@ impl Server {
     /// # Errors
     /// The bind failure.
     pub async fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> std::io::Result<Self> {
-        Ok(Self { listener: TcpListener::bind(addr).await?, config })
+        Ok(Self {
+            listener: TcpListener::bind(addr).await?,
+            config,
+        })
     }
 
     /// The address actually bound.
@@ -99,7 +108,12 @@ impl Server {
 }
 
 /// Serves one connection until the peer closes it or breaks the protocol.
-pub async fn serve_connection<H: Handler>(stream: TcpStream, peer: SocketAddr, handler: Arc<H>, config: ServerConfig) {
+pub async fn serve_connection<H: Handler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handler: Arc<H>,
+    config: ServerConfig,
+) {
     let mut conn = Connection::new(stream, config.max_frame_bytes);
     tracing::debug!(%peer, "forward connection opened");
     loop {

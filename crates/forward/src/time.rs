@@ -23,8 +23,13 @@ impl EventTime {
 
     /// The current time (clamped to the protocol's range).
     pub fn now() -> Self {
-        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Self::new(u32::try_from(d.as_secs()).unwrap_or(u32::MAX), d.subsec_nanos())
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self::new(
+            u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+            d.subsec_nanos(),
+        )
     }
 
     /// Decodes the 8 payload bytes of ext type 0; `None` for any other length.

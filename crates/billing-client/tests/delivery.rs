@@ -1,0 +1,257 @@
+//! Success means acknowledged: what the ingester must have done before an event counts
+//! `success`, and how unacked events are resent.
+
+mod common;
+
+use std::time::Duration;
+
+use billing_client::testing::{AckMode, TestIngester};
+use billing_client::{AmountType, FlushError, Framing, Status};
+use common::*;
+
+const SAMPLES: AmountType = AmountType::SAMPLES;
+const NODE: AmountType = AmountType::NODE_SECONDS;
+
+#[test]
+fn an_event_counts_success_only_once_acked() {
+    let ingester = TestIngester::start().unwrap();
+    ingester.set_ack_mode(AckMode::Withhold);
+    let (client, metrics) = client_for(&ingester, |c| c.ack_timeout = Duration::from_millis(200));
+    client
+        .add_amounts("k-1", "42", now(), amounts(&[(&SAMPLES, 5)]), meta(&[]))
+        .unwrap();
+    assert!(
+        ingester.wait_for_records(1, PATIENCE),
+        "the record was never written"
+    );
+    // Written, received, but not acked: not delivered.
+    assert!(matches!(
+        client.flush(Duration::from_millis(50)),
+        Err(FlushError::Timeout { pending: 1 })
+    ));
+    assert_eq!(metrics.events_total(Status::Success, &SAMPLES), 0);
+    assert_eq!(metrics.unacked_amounts(&SAMPLES), 5);
+    assert_eq!(metrics.queued_events(), 1);
+
+    ingester.set_ack_mode(AckMode::Ack);
+    client
+        .flush(PATIENCE)
+        .expect("resent after the ack timeout and acked");
+    assert_eq!(metrics.events_total(Status::Success, &SAMPLES), 1);
+    assert_eq!(metrics.amounts_total(Status::Success, &SAMPLES), 5);
+    assert!(metrics.events_total(Status::Retrying, &SAMPLES) >= 1);
+    assert_eq!(metrics.unacked_amounts(&SAMPLES), 0);
+    assert_eq!(metrics.queued_events(), 0);
+    assert!(
+        ingester.records().len() >= 2,
+        "the unacked chunk must have been sent again"
+    );
+    assert_eq!(
+        unique_keys(&ingester).into_iter().collect::<Vec<_>>(),
+        vec!["k-1:samples".to_string()]
+    );
+}
+
+#[test]
+fn everything_unacked_is_resent_after_a_dropped_connection() {
+    let ingester = TestIngester::start().unwrap();
+    ingester.set_ack_mode(AckMode::Withhold);
+    let (client, metrics) = client_for(&ingester, |c| {
+        c.batch_max_records = 7;
+        c.max_in_flight = 4;
+    });
+    for i in 0..20 {
+        client
+            .add_amounts(
+                format!("e-{i}"),
+                "1",
+                now(),
+                amounts(&[(&SAMPLES, 1)]),
+                meta(&[]),
+            )
+            .unwrap();
+    }
+    // Four chunks in flight at once (7 + 7 + 6 records), none acked.
+    assert!(ingester.wait_for_records(20, PATIENCE));
+    assert!(
+        ingester.frames().0 >= 3,
+        "several chunks were in flight: {:?}",
+        ingester.frames()
+    );
+    ingester.set_ack_mode(AckMode::Ack);
+    ingester.drop_connections();
+    client
+        .flush(PATIENCE)
+        .expect("delivered on a new connection");
+    assert!(ingester.connections() >= 2);
+    assert_eq!(metrics.events_total(Status::Success, &SAMPLES), 20);
+    assert_eq!(unique_keys(&ingester).len(), 20);
+    assert!(
+        ingester.records().len() >= 40,
+        "every unacked record was resent"
+    );
+}
+
+#[test]
+fn a_refusing_ingester_gets_the_chunk_again_until_it_acks() {
+    let ingester = TestIngester::start().unwrap();
+    ingester.set_ack_mode(AckMode::Refuse);
+    let (client, metrics) = client_for(&ingester, |_| {});
+    client
+        .add_amounts("r-1", "1", now(), amounts(&[(&NODE, 3)]), meta(&[]))
+        .unwrap();
+    // Each refusal closes the connection; wait until the client came back twice.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while ingester.connections() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client did not reconnect"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(metrics.events_total(Status::Success, &NODE), 0);
+    ingester.set_ack_mode(AckMode::Ack);
+    client.flush(PATIENCE).unwrap();
+    assert_eq!(metrics.events_total(Status::Success, &NODE), 1);
+    assert!(metrics.events_total(Status::Retrying, &NODE) >= 2);
+}
+
+#[test]
+fn events_queued_while_the_ingester_is_down_arrive_when_it_returns() {
+    let first = TestIngester::start().unwrap();
+    let addr = first.addr();
+    let (client, metrics) = client_for(&first, |_| {});
+    drop(first);
+    for i in 0..50 {
+        client
+            .add_amounts(
+                format!("d-{i}"),
+                "7",
+                now(),
+                amounts(&[(&SAMPLES, 2), (&NODE, 1)]),
+                meta(&[("report", "r")]),
+            )
+            .unwrap();
+    }
+    assert!(matches!(
+        client.flush(Duration::from_millis(100)),
+        Err(FlushError::Timeout { .. })
+    ));
+    let second = TestIngester::start_on(addr).unwrap();
+    client.flush(PATIENCE).unwrap();
+    assert_eq!(unique_keys(&second).len(), 100);
+    assert_eq!(metrics.events_total(Status::Success, &SAMPLES), 50);
+    assert_eq!(metrics.amounts_total(Status::Success, &SAMPLES), 100);
+    assert_eq!(metrics.events_total(Status::Stopping, &SAMPLES), 0);
+}
+
+#[test]
+fn many_chunks_in_flight_deliver_every_event_from_many_threads() {
+    let ingester = TestIngester::start().unwrap();
+    let (client, metrics) = client_for(&ingester, |c| {
+        c.batch_max_records = 16;
+        c.max_buffered_events = 10_000;
+    });
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let client = &client;
+            s.spawn(move || {
+                for i in 0..500 {
+                    client
+                        .add_amounts(
+                            format!("t{t}-{i}"),
+                            "9",
+                            now(),
+                            amounts(&[(&SAMPLES, 1)]),
+                            meta(&[]),
+                        )
+                        .unwrap();
+                }
+            });
+        }
+    });
+    client.flush(PATIENCE).unwrap();
+    assert_eq!(metrics.events_total(Status::Success, &SAMPLES), 2000);
+    assert_eq!(unique_keys(&ingester).len(), 2000);
+    assert!(
+        ingester.frames().1 >= 2000 / 16,
+        "records were batched into chunks of at most 16"
+    );
+}
+
+#[test]
+fn every_framing_delivers_the_same_records() {
+    for framing in [
+        Framing::PackedForward,
+        Framing::CompressedPackedForward,
+        Framing::Forward,
+        Framing::Message,
+        Framing::JsonMessage,
+    ] {
+        let ingester = TestIngester::start().unwrap();
+        let (client, metrics) = client_for(&ingester, |c| c.framing = framing);
+        for i in 0..3 {
+            client
+                .add_amounts(
+                    format!("f-{i}"),
+                    "5",
+                    now(),
+                    amounts(&[
+                        (&SAMPLES, 4),
+                        (&NODE, 0),
+                        (&AmountType::from("gpu-seconds"), 9),
+                    ]),
+                    meta(&[("k", "v")]),
+                )
+                .unwrap();
+        }
+        client
+            .flush(PATIENCE)
+            .unwrap_or_else(|e| panic!("{framing:?}: {e}"));
+        let records = ingester.records();
+        assert_eq!(records.len(), 6, "{framing:?}: zero amounts send nothing");
+        assert_eq!(
+            metrics.events_total(Status::Success, &SAMPLES),
+            3,
+            "{framing:?}"
+        );
+        let r = records
+            .iter()
+            .find(|r| r["unique_key"] == "f-1:gpu-seconds")
+            .expect("record present");
+        assert_eq!(r["amount_value"], 9);
+        assert_eq!(r["internal_instance_id"], "5");
+        assert_eq!(r["metadata"]["k"], "v");
+        assert!(
+            r["occurred_at"].as_str().unwrap().ends_with('Z'),
+            "{framing:?}: occurred_at must be an RFC 3339 string"
+        );
+        let expected_mode = match framing {
+            Framing::PackedForward => forward::Mode::PackedForward,
+            Framing::CompressedPackedForward => forward::Mode::CompressedPackedForward,
+            Framing::Forward => forward::Mode::Forward,
+            Framing::Message | Framing::JsonMessage => forward::Mode::Message,
+        };
+        assert!(
+            ingester
+                .received()
+                .iter()
+                .all(|r| r.mode == expected_mode && r.tag == "billing"),
+            "{framing:?}"
+        );
+    }
+}
+
+#[test]
+fn without_acks_success_means_written() {
+    let ingester = TestIngester::start().unwrap();
+    ingester.set_ack_mode(AckMode::Withhold);
+    let (client, metrics) = client_for(&ingester, |c| c.require_ack = false);
+    client
+        .add_amounts("n-1", "1", now(), amounts(&[(&SAMPLES, 1)]), meta(&[]))
+        .unwrap();
+    client.flush(PATIENCE).unwrap();
+    assert_eq!(metrics.events_total(Status::Success, &SAMPLES), 1);
+    assert!(ingester.wait_for_records(1, PATIENCE));
+    assert_eq!(ingester.frames().1, 0, "nothing was acked");
+}
