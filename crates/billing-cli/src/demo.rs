@@ -19,7 +19,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("billing-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("records.jsonl");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let (addr, stop) = runtime.block_on(async {
         let store = JsonlStore::open(&path).await?;
         let server = billing_ingest::bind("127.0.0.1:0").await?;
@@ -30,15 +33,41 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         }));
         anyhow::Ok((addr, stop))
     })?;
-    println!("ingester listening on {addr}, storing into {}", path.display());
+    println!(
+        "ingester listening on {addr}, storing into {}",
+        path.display()
+    );
     let metrics = Metrics::new();
-    let client = Client::with_metrics(Config { ingester: addr.to_string(), max_buffered_events: args.events.max(1), ..Config::default() }, metrics.clone())?;
-    let types = [AmountType::CONTAINER_SECONDS, AmountType::NODE_SECONDS, AmountType::SAMPLES];
+    let client = Client::with_metrics(
+        Config {
+            ingester: addr.to_string(),
+            max_buffered_events: args.events.max(1),
+            ..Config::default()
+        },
+        metrics.clone(),
+    )?;
+    let types = [
+        AmountType::CONTAINER_SECONDS,
+        AmountType::NODE_SECONDS,
+        AmountType::SAMPLES,
+    ];
     for i in 0..args.events {
-        let amounts: Amounts = types.iter().enumerate().map(|(j, t)| (t.clone(), ((i + j) % 5) as i64)).collect();
-        client.add_amounts(format!("demo-{i}"), format!("{}", 1000 + i % 7), SystemTime::now(), amounts, Default::default())?;
+        let amounts: Amounts = types
+            .iter()
+            .enumerate()
+            .map(|(j, t)| (t.clone(), ((i + j) % 5) as i64))
+            .collect();
+        client.add_amounts(
+            format!("demo-{i}"),
+            format!("{}", 1000 + i % 7),
+            SystemTime::now(),
+            amounts,
+            Default::default(),
+        )?;
     }
-    client.flush(Duration::from_secs(30)).context("events not acknowledged")?;
+    client
+        .flush(Duration::from_secs(30))
+        .context("events not acknowledged")?;
     client.close();
     let _ = stop.send(());
     let lines = std::fs::read_to_string(&path)?.lines().count();

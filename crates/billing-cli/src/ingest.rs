@@ -18,16 +18,28 @@ pub struct IngestArgs {
     pub listen: String,
     /// Where records go: jsonl:PATH appends one JSON line per record
     /// ({"tag","time","record"}), written, flushed and fsynced before the chunk is acked.
-    #[arg(long, env = "BILLING_INGEST_STORE", default_value = "jsonl:billing.jsonl", value_name = "URL")]
+    #[arg(
+        long,
+        env = "BILLING_INGEST_STORE",
+        default_value = "jsonl:billing.jsonl",
+        value_name = "URL"
+    )]
     pub store: StoreUrl,
 }
 
 pub fn run(args: IngestArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let StoreUrl::Jsonl(path) = &args.store;
-        let store = JsonlStore::open(path).await.with_context(|| format!("cannot open store {}", path.display()))?;
-        let server = billing_ingest::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        let store = JsonlStore::open(path)
+            .await
+            .with_context(|| format!("cannot open store {}", path.display()))?;
+        let server = billing_ingest::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = server.local_addr()?;
         {
             let mut out = std::io::stdout().lock();
@@ -45,10 +57,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

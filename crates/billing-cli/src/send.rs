@@ -37,16 +37,23 @@ fn parse_at(s: &str) -> Result<SystemTime, String> {
 }
 
 fn parse_amount(s: &str) -> Result<(String, i64), String> {
-    let (t, n) = s.split_once('=').ok_or_else(|| format!("{s:?} is not TYPE=N"))?;
+    let (t, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not TYPE=N"))?;
     if t.trim().is_empty() {
         return Err(format!("{s:?}: amount type is empty"));
     }
-    let n = n.trim().parse::<i64>().map_err(|_| format!("{s:?}: {n:?} is not an integer"))?;
+    let n = n
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| format!("{s:?}: {n:?} is not an integer"))?;
     Ok((t.to_string(), n))
 }
 
 fn parse_meta(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not K=V"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not K=V"))?;
     Ok((k.to_string(), v.to_string()))
 }
 
@@ -61,7 +68,11 @@ pub fn run(args: SendArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(2, e.to_string()),
     };
-    let amounts: Amounts = args.amounts.into_iter().map(|(t, n)| (AmountType::from(t), n)).collect();
+    let amounts: Amounts = args
+        .amounts
+        .into_iter()
+        .map(|(t, n)| (AmountType::from(t), n))
+        .collect();
     let metadata: Metadata = args.metadata.into_iter().collect();
     let at = args.at.unwrap_or_else(SystemTime::now);
     if let Err(e) = client.add_amounts(args.key, args.instance, at, amounts, metadata) {
@@ -72,7 +83,13 @@ pub fn run(args: SendArgs) -> ExitCode {
     client.close_within(Duration::ZERO);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(billing_client::FlushError::Timeout { .. }) => fail(1, format!("not acknowledged by {ingester} within {}", billing_client::duration::format(args.timeout))),
+        Err(billing_client::FlushError::Timeout { .. }) => fail(
+            1,
+            format!(
+                "not acknowledged by {ingester} within {}",
+                billing_client::duration::format(args.timeout)
+            ),
+        ),
         Err(e) => fail(1, e.to_string()),
     }
 }

@@ -27,14 +27,28 @@ impl JsonlStore {
     /// # Errors
     /// If the file cannot be opened.
     pub async fn open(path: &Path) -> std::io::Result<Self> {
-        let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
-        Ok(Self { file: Mutex::new(file) })
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await?;
+        Ok(Self {
+            file: Mutex::new(file),
+        })
     }
 }
 
 /// Appends the JSON line of one entry, newline included, keys in the documented order.
-pub fn write_entry_line(out: &mut Vec<u8>, tag: &str, entry: &forward::Entry) -> serde_json::Result<()> {
-    let time = UNIX_EPOCH + Duration::new(u64::from(entry.time.seconds), entry.time.nanos.min(999_999_999));
+pub fn write_entry_line(
+    out: &mut Vec<u8>,
+    tag: &str,
+    entry: &forward::Entry,
+) -> serde_json::Result<()> {
+    let time = UNIX_EPOCH
+        + Duration::new(
+            u64::from(entry.time.seconds),
+            entry.time.nanos.min(999_999_999),
+        );
     out.extend_from_slice(b"{\"tag\":");
     serde_json::to_writer(&mut *out, tag)?;
     out.extend_from_slice(b",\"time\":");
