@@ -1,5 +1,6 @@
 //! `billing`: the ingester, a one-event sender and a demo, wiring the libraries together.
 
+mod bench;
 mod demo;
 mod ingest;
 mod send;
@@ -24,6 +25,8 @@ enum Command {
     Send(send::SendArgs),
     /// Start an ingester and a client in one process and send a few events through them.
     Demo(demo::DemoArgs),
+    /// Measure the client's throughput, side by side with the Go baseline when given.
+    Bench(bench::BenchArgs),
 }
 
 fn init_logs(default: &str) {
@@ -72,6 +75,11 @@ fn main() -> ExitCode {
             // One line on stderr is the contract of `send`: library logs only when asked.
             init_logs("off");
             return send::run(args);
+        }
+        Command::Bench(args) => {
+            // The producer loop retries refused events by design: their warnings are noise here.
+            init_logs("error");
+            bench::run(args)
         }
         Command::Demo(args) => {
             init_logs("warn");

@@ -1,0 +1,493 @@
+//! Shared helpers for the interoperability tests: child-process guards, readiness
+//! via the `listening on` line, bounded polling of the jsonl store, peer discovery.
+//!
+//! Everything here uses real processes and real sockets on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// How long a server child may take to print its `listening on` line.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound for a peer/client child process to finish.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Upper bound when waiting for records to show up (store file / peer stdout).
+pub const POLL_DEADLINE: Duration = Duration::from_secs(20);
+/// Interval between checks of a polled condition (never used as synchronisation by itself).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// `2026-11-27T04:33:58Z`, the base event time the peers use.
+pub const BASE_EPOCH: i64 = 1_795_754_038;
+
+pub fn billing_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_billing")
+}
+
+// ---------------------------------------------------------------------------
+// Peers (installed by scripts/test.sh)
+// ---------------------------------------------------------------------------
+
+pub struct Peers {
+    pub python: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Peers {
+    /// Locates the interop peers. Panics (fails the test) with instructions when
+    /// they are not installed: these tests must never silently pass.
+    pub fn get() -> Peers {
+        const HOW: &str = "the interop peers (Python fluent-logger, Node @fluent-org/logger) are not set up; \
+             run `bash scripts/test.sh` from the repository root, which installs them and exports \
+             PEER_PYTHON and PEERS_DIR before running cargo test";
+        let python = std::env::var_os("PEER_PYTHON")
+            .unwrap_or_else(|| panic!("PEER_PYTHON is not set: {HOW}"));
+        let dir =
+            std::env::var_os("PEERS_DIR").unwrap_or_else(|| panic!("PEERS_DIR is not set: {HOW}"));
+        let peers = Peers {
+            python: PathBuf::from(python),
+            dir: PathBuf::from(dir),
+        };
+        assert!(
+            peers.python.exists(),
+            "PEER_PYTHON={} does not exist: {HOW}",
+            peers.python.display()
+        );
+        for f in [
+            "py_send.py",
+            "node_client.mjs",
+            "node_server.mjs",
+            "node_modules/@fluent-org/logger/package.json",
+        ] {
+            let p = peers.dir.join(f);
+            assert!(p.exists(), "{} is missing: {HOW}", p.display());
+        }
+        peers
+    }
+
+    pub fn node() -> String {
+        std::env::var("PEER_NODE").unwrap_or_else(|_| "node".to_string())
+    }
+
+    pub fn py_send(&self, addr: SocketAddr, n: usize, prefix: &str) -> Command {
+        let mut c = Command::new(&self.python);
+        c.arg(self.dir.join("py_send.py"))
+            .arg(addr.ip().to_string())
+            .arg(addr.port().to_string())
+            .arg(n.to_string())
+            .arg(prefix);
+        c
+    }
+
+    pub fn node_client(&self, addr: SocketAddr, mode: &str, n: usize, prefix: &str) -> Command {
+        let mut c = Command::new(Self::node());
+        c.current_dir(&self.dir)
+            .arg(self.dir.join("node_client.mjs"))
+            .arg(addr.ip().to_string())
+            .arg(addr.port().to_string())
+            .arg(mode)
+            .arg(n.to_string())
+            .arg(prefix);
+        c
+    }
+
+    pub fn node_server(&self) -> Server {
+        let mut c = Command::new(Self::node());
+        c.current_dir(&self.dir)
+            .arg(self.dir.join("node_server.mjs"));
+        Server::spawn("node_server.mjs", c)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Temp dirs
+// ---------------------------------------------------------------------------
+
+/// A unique directory under std::env::temp_dir(), removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p = std::env::temp_dir().join(format!(
+            "billing-interop-{label}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------
+
+/// Collects a child's stream in a background thread.
+fn collect<R: Read + Send + 'static>(mut r: R) -> Arc<Mutex<Vec<u8>>> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let b = buf.clone();
+    thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => b.lock().unwrap().extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    buf
+}
+
+fn text(buf: &Arc<Mutex<Vec<u8>>>) -> String {
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+}
+
+/// A long-running server child (our `billing ingest` or the Node FluentServer).
+/// Killed (and reaped) on drop.
+pub struct Server {
+    pub name: String,
+    child: Child,
+    pub addr: SocketAddr,
+    lines: Receiver<String>,
+    /// stdout lines after the `listening on` line, as received so far
+    seen: Vec<String>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Server {
+    /// Spawns `cmd` and waits (bounded) for its first stdout line, which must be
+    /// exactly `listening on 127.0.0.1:PORT`.
+    pub fn spawn(name: &str, mut cmd: Command) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let stderr = collect(child.stderr.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(l) => {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        let mut server = Server {
+            name: name.to_string(),
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            lines: rx,
+            seen: Vec::new(),
+            stderr,
+        };
+        let first = match server.lines.recv_timeout(READY_TIMEOUT) {
+            Ok(l) => l,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!(
+                    "{name} printed no `listening on` line within {READY_TIMEOUT:?}; stderr:\n{}",
+                    server.stderr()
+                )
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = server.child.wait().ok();
+                // give the stderr collector a chance to drain the closed pipe
+                let stderr = wait_text(&server.stderr);
+                panic!(
+                    "{name} closed stdout before printing `listening on` (exit: {status:?}); stderr:\n{stderr}"
+                )
+            }
+        };
+        let addr = first
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim_end().parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| {
+                panic!("{name}: first stdout line must be `listening on 127.0.0.1:PORT`, got {first:?}; stderr:\n{}", server.stderr())
+            });
+        assert_eq!(
+            addr.ip().to_string(),
+            "127.0.0.1",
+            "{name} listens on {addr}, expected 127.0.0.1"
+        );
+        assert_ne!(
+            addr.port(),
+            0,
+            "{name} printed port 0 instead of the real bound port"
+        );
+        server.addr = addr;
+        server
+    }
+
+    pub fn stderr(&self) -> String {
+        text(&self.stderr)
+    }
+
+    /// Non-blocking: has the server process exited?
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Waits (bounded by POLL_DEADLINE) until the stdout lines printed after the
+    /// readiness line satisfy `done`; returns all of them.
+    pub fn wait_stdout<F: Fn(&[String]) -> bool>(&mut self, what: &str, done: F) -> Vec<String> {
+        let deadline = Instant::now() + POLL_DEADLINE;
+        loop {
+            if done(&self.seen) {
+                return self.seen.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "{}: timed out after {POLL_DEADLINE:?} waiting for {what}; stdout so far:\n{}\nstderr:\n{}",
+                    self.name,
+                    self.seen.join("\n"),
+                    self.stderr()
+                );
+            }
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "{}: stdout closed (process exited: {:?}) while waiting for {what}; stdout so far:\n{}\nstderr:\n{}",
+                    self.name,
+                    self.child.try_wait(),
+                    self.seen.join("\n"),
+                    self.stderr()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_text(buf: &Arc<Mutex<Vec<u8>>>) -> String {
+    // bounded: the pipe is closed once the child exited, the reader finishes promptly
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut last = usize::MAX;
+    while Instant::now() < deadline {
+        let len = buf.lock().unwrap().len();
+        if len == last {
+            break;
+        }
+        last = len;
+        thread::sleep(POLL_INTERVAL);
+    }
+    text(buf)
+}
+
+/// Result of running a short-lived client process to completion.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to completion, bounded by RUN_TIMEOUT (killed and the test failed
+/// if it hangs). stdin is closed.
+pub fn run(name: &str, mut cmd: Command) -> Finished {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
+    let out_r = child.stdout.take().unwrap();
+    let err_r = child.stderr.take().unwrap();
+    let out_t = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = BufReader::new(out_r).read_to_end(&mut s);
+        s
+    });
+    let err_t = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = BufReader::new(err_r).read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} did not finish within {RUN_TIMEOUT:?} ({cmd:?})");
+        }
+        thread::sleep(POLL_INTERVAL);
+    };
+    Finished {
+        status,
+        stdout: String::from_utf8_lossy(&out_t.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&err_t.join().unwrap()).into_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Our binary
+// ---------------------------------------------------------------------------
+
+/// `billing ingest` on an ephemeral port writing to `<dir>/store.jsonl`.
+pub struct Ingest {
+    pub server: Server,
+    pub store: PathBuf,
+    _dir: TempDir,
+}
+
+impl Ingest {
+    pub fn start(label: &str) -> Ingest {
+        let dir = TempDir::new(label);
+        let store = dir.path().join("store.jsonl");
+        let mut c = Command::new(billing_bin());
+        c.arg("ingest")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--store")
+            .arg(format!("jsonl:{}", store.display()));
+        let server = Server::spawn("billing ingest", c);
+        Ingest {
+            server,
+            store,
+            _dir: dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// Current complete lines of the store, each parsed as JSON (a partially
+    /// written last line without its newline is left out).
+    pub fn lines_now(&self) -> Vec<Value> {
+        let data = match fs::read(&self.store) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => panic!("read {}: {e}", self.store.display()),
+        };
+        let complete = match data.iter().rposition(|&b| b == b'\n') {
+            Some(i) => &data[..=i],
+            None => return Vec::new(),
+        };
+        String::from_utf8(complete.to_vec())
+            .unwrap_or_else(|e| panic!("store {} is not UTF-8: {e}", self.store.display()))
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .unwrap_or_else(|e| panic!("store line is not JSON ({e}): {l:?}"))
+            })
+            .collect()
+    }
+
+    /// Polls the store (bounded by POLL_DEADLINE) until `done` holds for its lines.
+    pub fn wait_lines<F: Fn(&[Value]) -> bool>(&mut self, what: &str, done: F) -> Vec<Value> {
+        let deadline = Instant::now() + POLL_DEADLINE;
+        loop {
+            let lines = self.lines_now();
+            if done(&lines) {
+                return lines;
+            }
+            if let Some(st) = self.server.exited() {
+                panic!(
+                    "billing ingest exited ({st}) while waiting for {what}; store has {} lines:\n{}\nstderr:\n{}",
+                    lines.len(),
+                    show(&lines),
+                    self.server.stderr()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {POLL_DEADLINE:?} waiting for {what}; store has {} lines:\n{}\ningest stderr:\n{}",
+                    lines.len(),
+                    show(&lines),
+                    self.server.stderr()
+                );
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Panics if the ingest process is no longer running.
+    pub fn assert_running(&mut self) {
+        if let Some(st) = self.server.exited() {
+            panic!(
+                "billing ingest exited ({st}); stderr:\n{}",
+                self.server.stderr()
+            );
+        }
+    }
+}
+
+pub fn show(lines: &[Value]) -> String {
+    lines
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Lines whose record.unique_key starts with `prefix`.
+pub fn with_prefix<'a>(lines: &'a [Value], prefix: &str) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|l| {
+            l["record"]["unique_key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with(prefix))
+        })
+        .collect()
+}
+
+/// Parses an RFC3339 timestamp into (unix seconds, nanoseconds).
+pub fn parse_rfc3339(s: &str) -> (i64, u32) {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{s:?} is not an RFC3339 timestamp: {e}"));
+    (t.unix_timestamp(), t.nanosecond())
+}
+
+/// Asserts that a JSON value is an RFC3339 string for the given instant.
+pub fn assert_time(v: &Value, epoch: i64, nanos: u32, ctx: &str) {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("{ctx}: expected an RFC3339 string, got {v}"));
+    assert!(
+        s.ends_with('Z') || s.ends_with("+00:00"),
+        "{ctx}: time {s:?} is not expressed in UTC"
+    );
+    assert_eq!(parse_rfc3339(s), (epoch, nanos), "{ctx}: time {s:?}");
+}
