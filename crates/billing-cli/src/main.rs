@@ -22,7 +22,7 @@ enum Command {
     /// Run an ingester: a forward server that acks each chunk once its records are stored.
     Ingest(ingest::IngestArgs),
     /// Send one event through the client library; exit 0 only once it was acknowledged.
-    Send(send::SendArgs),
+    Send(Box<send::SendArgs>),
     /// Start an ingester and a client in one process and send a few events through them.
     Demo(demo::DemoArgs),
     /// Measure the client's throughput, side by side with the Go baseline when given.
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
         Command::Send(args) => {
             // One line on stderr is the contract of `send`: library logs only when asked.
             init_logs("off");
-            return send::run(args);
+            return send::run(*args);
         }
         Command::Bench(args) => {
             // The producer loop retries refused events by design: their warnings are noise here.

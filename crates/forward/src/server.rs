@@ -132,11 +132,11 @@ pub async fn serve_connection<H: Handler>(
         let framing = frame.framing;
         match handler.handle(peer, frame).await {
             Ok(Disposition::Ack) => {
-                if let Some(chunk) = chunk {
-                    if let Err(e) = conn.write_ack(&chunk, framing).await {
-                        tracing::warn!(%peer, reason = %e, "closing forward connection: ack not written");
-                        return;
-                    }
+                if let Some(chunk) = chunk
+                    && let Err(e) = conn.write_ack(&chunk, framing).await
+                {
+                    tracing::warn!(%peer, reason = %e, "closing forward connection: ack not written");
+                    return;
                 }
             }
             Ok(Disposition::Withhold) => {}
