@@ -28,8 +28,10 @@ use crate::FrameError;
 use crate::msgpack;
 use crate::time::EventTime;
 
-/// Default largest frame accepted, in bytes (also the cap on decompressed entries).
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// Default largest frame accepted, in bytes (also the cap on decompressed entries). Decoded
+/// values take up to ~40 bytes per encoded byte (a frame of nils), so this bounds a
+/// connection's decoded frame near 320 MiB in the worst case; our client's chunks are ~1 MiB.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 
 /// How a frame was encoded on the wire; acks are answered in the same framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -97,9 +97,10 @@ impl Server {
                         tokio::spawn(serve_connection(stream, peer, handler.clone(), self.config.clone()));
                     }
                     Err(e) => {
-                        // EMFILE and friends: keep serving the connections we have.
+                        // EMFILE and friends: keep serving the connections we have, and do
+                        // not spin while descriptors are exhausted.
                         tracing::warn!(error = %e, "forward accept failed");
-                        tokio::task::yield_now().await;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     }
                 },
             }
