@@ -44,24 +44,38 @@ impl Handler for AckAll {
 fn discard_server() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    std::thread::Builder::new().name("bench-discard".into()).spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 256 * 1024];
-                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
-            });
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("bench-discard".into())
+        .spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+        })?;
     Ok(addr)
 }
 
 fn run_ours(addr: SocketAddr, args: &BenchArgs, require_ack: bool) -> anyhow::Result<f64> {
-    let names = [AmountType::CONTAINER_SECONDS, AmountType::NODE_SECONDS, AmountType::WEAVENET_SECONDS, AmountType::SAMPLES];
-    let cfg = Config { ingester: addr.to_string(), require_ack, ..Config::default() };
+    let names = [
+        AmountType::CONTAINER_SECONDS,
+        AmountType::NODE_SECONDS,
+        AmountType::WEAVENET_SECONDS,
+        AmountType::SAMPLES,
+    ];
+    let cfg = Config {
+        ingester: addr.to_string(),
+        require_ack,
+        ..Config::default()
+    };
     let client = Client::with_metrics(cfg, Metrics::new())?;
     let start = Instant::now();
     for i in 0..args.events {
-        let amounts: Amounts = names[..usize::from(args.types)].iter().map(|t| (t.clone(), i as i64 + 1)).collect();
+        let amounts: Amounts = names[..usize::from(args.types)]
+            .iter()
+            .map(|t| (t.clone(), i as i64 + 1))
+            .collect();
         let metadata: Metadata = [("report".to_string(), format!("r-{i}"))].into();
         let mut event = billing_client::Event {
             unique_key: format!("seed-{i}"),
@@ -81,13 +95,20 @@ fn run_ours(addr: SocketAddr, args: &BenchArgs, require_ack: bool) -> anyhow::Re
             }
         }
     }
-    client.flush(Duration::from_secs(120)).context("not delivered")?;
+    client
+        .flush(Duration::from_secs(120))
+        .context("not delivered")?;
     let secs = start.elapsed().as_secs_f64();
     client.close();
     Ok(args.events as f64 / secs)
 }
 
-fn run_go(go: &std::path::Path, addr: SocketAddr, args: &BenchArgs, json: bool) -> anyhow::Result<f64> {
+fn run_go(
+    go: &std::path::Path,
+    addr: SocketAddr,
+    args: &BenchArgs,
+    json: bool,
+) -> anyhow::Result<f64> {
     let out = std::process::Command::new(go)
         .arg(format!("-billing.ingester={addr}"))
         .arg(format!("-n={}", args.events))
@@ -96,28 +117,53 @@ fn run_go(go: &std::path::Path, addr: SocketAddr, args: &BenchArgs, json: bool) 
         .arg(format!("-json={json}"))
         .output()
         .with_context(|| format!("cannot run {}", go.display()))?;
-    anyhow::ensure!(out.status.success(), "Go baseline failed: {}", String::from_utf8_lossy(&out.stderr));
-    let line: serde_json::Value = serde_json::from_slice(&out.stdout).context("Go baseline printed no JSON line")?;
-    line["events_per_s"].as_f64().context("no events_per_s in the Go baseline's output")
+    anyhow::ensure!(
+        out.status.success(),
+        "Go baseline failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("Go baseline printed no JSON line")?;
+    line["events_per_s"]
+        .as_f64()
+        .context("no events_per_s in the Go baseline's output")
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let discard = discard_server()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let ack_addr = runtime.block_on(async {
         let server = forward::Server::bind("127.0.0.1:0", forward::ServerConfig::default()).await?;
         let addr = server.local_addr()?;
         tokio::spawn(server.serve(Arc::new(AckAll), std::future::pending()));
         anyhow::Ok(addr)
     })?;
-    println!("events per run: {}, records per event: {}", args.events, args.types);
+    println!(
+        "events per run: {}, records per event: {}",
+        args.events, args.types
+    );
     println!("{:<58} {:>14}", "run", "events/s");
     let row = |name: &str, v: f64| println!("{name:<58} {v:>14.0}");
     if let Some(go) = &args.go {
-        row("go baseline, JSON, no acks -> discard socket", run_go(go, discard, &args, true)?);
-        row("go baseline, MessagePack, no acks -> discard socket", run_go(go, discard, &args, false)?);
+        row(
+            "go baseline, JSON, no acks -> discard socket",
+            run_go(go, discard, &args, true)?,
+        );
+        row(
+            "go baseline, MessagePack, no acks -> discard socket",
+            run_go(go, discard, &args, false)?,
+        );
     }
-    row("rust client, PackedForward, no acks -> discard socket", run_ours(discard, &args, false)?);
-    row("rust client, PackedForward, acked -> forward server", run_ours(ack_addr, &args, true)?);
+    row(
+        "rust client, PackedForward, no acks -> discard socket",
+        run_ours(discard, &args, false)?,
+    );
+    row(
+        "rust client, PackedForward, acked -> forward server",
+        run_ours(ack_addr, &args, true)?,
+    );
     Ok(())
 }

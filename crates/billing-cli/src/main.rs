@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod ingest;
+mod report;
 mod send;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run an ingester: a forward server that acks each chunk once its records are stored.
     Ingest(ingest::IngestArgs),
+    /// Print usage per instance, amount type and hour/day/month from a store, or its totals.
+    Report(report::ReportArgs),
     /// Send one event through the client library; exit 0 only once it was acknowledged.
     Send(Box<send::SendArgs>),
     /// Start an ingester and a client in one process and send a few events through them.
@@ -70,6 +73,10 @@ fn main() -> ExitCode {
         Command::Ingest(args) => {
             init_logs("info");
             ingest::run(args)
+        }
+        Command::Report(args) => {
+            init_logs("warn");
+            report::run(args)
         }
         Command::Send(args) => {
             // One line on stderr is the contract of `send`: library logs only when asked.

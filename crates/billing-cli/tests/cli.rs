@@ -11,7 +11,15 @@ use common::*;
 
 fn send(addr: &str) -> Command {
     let mut c = Command::new(billing_bin());
-    c.args(["send", "--billing.ingester", addr, "--instance", "7", "--timeout", "20s"]);
+    c.args([
+        "send",
+        "--billing.ingester",
+        addr,
+        "--instance",
+        "7",
+        "--timeout",
+        "20s",
+    ]);
     c
 }
 
@@ -27,7 +35,11 @@ fn send_with_a_blank_key_exits_2_with_the_go_message() {
     c.args(["--key", "  ", "--amount", "samples=1"]);
     let out = run("billing send", c);
     assert_eq!(out.status.code(), Some(2));
-    assert!(one_line(&out.stderr).contains("uniqueKey cannot be blank"), "{}", out.stderr);
+    assert!(
+        one_line(&out.stderr).contains("uniqueKey cannot be blank"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -37,7 +49,11 @@ fn send_with_a_bad_amount_exits_2_naming_it() {
         c.args(["--key", "k", "--amount", bad]);
         let out = run("billing send", c);
         assert_eq!(out.status.code(), Some(2), "{bad}");
-        assert!(one_line(&out.stderr).contains("--amount"), "{bad}: {}", out.stderr);
+        assert!(
+            one_line(&out.stderr).contains("--amount"),
+            "{bad}: {}",
+            out.stderr
+        );
     }
 }
 
@@ -47,40 +63,93 @@ fn send_to_an_unparsable_ingester_address_exits_2() {
     c.args(["--key", "k", "--amount", "samples=1"]);
     let out = run("billing send", c);
     assert_eq!(out.status.code(), Some(2));
-    assert!(one_line(&out.stderr).contains("invalid ingester address"), "{}", out.stderr);
+    assert!(
+        one_line(&out.stderr).contains("invalid ingester address"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn send_to_an_unreachable_ingester_exits_1_within_its_timeout() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
     let mut c = Command::new(billing_bin());
-    c.args(["send", "--billing.ingester", &dead, "--key", "k", "--instance", "7", "--amount", "samples=1", "--timeout", "300ms"]);
+    c.args([
+        "send",
+        "--billing.ingester",
+        &dead,
+        "--key",
+        "k",
+        "--instance",
+        "7",
+        "--amount",
+        "samples=1",
+        "--timeout",
+        "300ms",
+    ]);
     let out = run("billing send", c);
     assert_eq!(out.status.code(), Some(1));
     let line = one_line(&out.stderr);
-    assert!(line.contains("not acknowledged") && line.contains(&dead), "{line}");
+    assert!(
+        line.contains("not acknowledged") && line.contains(&dead),
+        "{line}"
+    );
 }
 
 #[test]
 fn client_flags_are_read_from_billing_environment_variables() {
     let mut ingest = Ingest::start("env");
     let mut c = Command::new(billing_bin());
-    c.args(["send", "--key", "env-1", "--instance", "7", "--amount", "samples=2", "--timeout", "20s"])
-        .env("BILLING_INGESTER", ingest.addr().to_string())
-        .env("BILLING_FRAMING", "json-message");
+    c.args([
+        "send",
+        "--key",
+        "env-1",
+        "--instance",
+        "7",
+        "--amount",
+        "samples=2",
+        "--timeout",
+        "20s",
+    ])
+    .env("BILLING_INGESTER", ingest.addr().to_string())
+    .env("BILLING_FRAMING", "json-message");
     let out = run("billing send", c);
     assert!(out.status.success(), "{}", out.stderr);
     let lines = ingest.wait_lines("env-1 record", |l| !l.is_empty());
     assert_eq!(lines[0]["record"]["unique_key"], "env-1:samples");
     // JSON framing sends the time in whole seconds: the env var was honoured.
-    assert!(!lines[0]["time"].as_str().unwrap().contains('.'), "{}", lines[0]);
+    assert!(
+        !lines[0]["time"].as_str().unwrap().contains('.'),
+        "{}",
+        lines[0]
+    );
 }
 
 #[test]
 fn help_of_every_command_names_each_flag_and_its_default() {
     for (cmd, expected) in [
-        ("send", &["--billing.max-buffered-events", "[default: 1024]", "--billing.retry-delay", "[default: 500ms]", "--billing.ingester", "[default: localhost:24225]", "BILLING_INGESTER", "--timeout", "[default: 10s]"][..]),
-        ("ingest", &["--listen", "[default: 127.0.0.1:24225]", "--store"][..]),
+        (
+            "send",
+            &[
+                "--billing.max-buffered-events",
+                "[default: 1024]",
+                "--billing.retry-delay",
+                "[default: 500ms]",
+                "--billing.ingester",
+                "[default: localhost:24225]",
+                "BILLING_INGESTER",
+                "--timeout",
+                "[default: 10s]",
+            ][..],
+        ),
+        (
+            "ingest",
+            &["--listen", "[default: 127.0.0.1:24225]", "--store"][..],
+        ),
         ("demo", &["--events", "[default: 1000]"][..]),
         ("bench", &["--events", "--types", "--go"][..]),
     ] {
@@ -89,7 +158,11 @@ fn help_of_every_command_names_each_flag_and_its_default() {
         let out = run("billing --help", c);
         assert!(out.status.success(), "{cmd}: {}", out.stderr);
         for e in expected {
-            assert!(out.stdout.contains(e), "`billing {cmd} --help` lacks {e:?}:\n{}", out.stdout);
+            assert!(
+                out.stdout.contains(e),
+                "`billing {cmd} --help` lacks {e:?}:\n{}",
+                out.stdout
+            );
         }
     }
 }
@@ -107,9 +180,15 @@ fn a_connection_sending_garbage_is_closed_with_a_log_line_naming_peer_and_reason
         let s = ingest.server.stderr();
         s.contains("closing forward connection").then_some(s)
     });
-    let line = stderr.lines().find(|l| l.contains("closing forward connection")).unwrap();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("closing forward connection"))
+        .unwrap();
     assert!(line.contains(&local.to_string()), "peer missing: {line}");
-    assert!(line.contains("frame must be an array"), "reason missing: {line}");
+    assert!(
+        line.contains("frame must be an array"),
+        "reason missing: {line}"
+    );
     ingest.assert_running();
 }
 
@@ -120,7 +199,10 @@ fn wait_for<T>(f: impl Fn() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(std::time::Instant::now() < deadline, "condition not met in {POLL_DEADLINE:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met in {POLL_DEADLINE:?}"
+        );
         std::thread::sleep(POLL_INTERVAL);
     }
 }

@@ -1,6 +1,9 @@
 //! The `jsonl:` sink: each received entry becomes one line
 //! `{"tag":...,"time":"<RFC 3339>","record":{...}}` (plus `"metadata"` for v1.5 entries).
 //!
+//! No validation and no dedupe: every entry is written and reported as stored
+//! ([`StoreOutcome::stored`]); resent chunks appear again.
+//!
 //! Invariant: a frame's lines are written in one `write_all`, flushed and `fdatasync`ed before
 //! `store` returns, so an acked chunk survives a crash of the ingester; frames are written one
 //! at a time, so lines of different frames never interleave.
@@ -13,7 +16,7 @@ use forward::frame::value_to_json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use crate::{Store, StoreError};
+use crate::{Store, StoreError, StoreOutcome};
 
 /// Appends JSON lines to a file.
 #[derive(Debug)]
@@ -64,7 +67,7 @@ pub fn write_entry_line(
 }
 
 impl Store for JsonlStore {
-    async fn store(&self, frame: &Frame) -> Result<(), StoreError> {
+    async fn store(&self, frame: &Frame) -> Result<StoreOutcome, StoreError> {
         let mut out = Vec::with_capacity(256 * frame.entries.len());
         for entry in &frame.entries {
             write_entry_line(&mut out, &frame.tag, entry).map_err(std::io::Error::other)?;
@@ -73,6 +76,11 @@ impl Store for JsonlStore {
         file.write_all(&out).await?;
         file.flush().await?;
         file.sync_data().await?;
-        Ok(())
+        let n = frame.entries.len() as u64;
+        Ok(StoreOutcome {
+            received: n,
+            stored: n,
+            ..StoreOutcome::default()
+        })
     }
 }

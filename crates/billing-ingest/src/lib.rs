@@ -1,10 +1,33 @@
 //! The billing ingester: a forward server that acknowledges a chunk only once its records are
 //! safely in the store.
 //!
-//! Stores are named by URL ([`StoreUrl`]). Today: `jsonl:PATH`, one JSON line per received
-//! entry, kept as a debugging and export sink.
+//! Stores are named by URL ([`StoreUrl`]):
+//! - `sqlite:PATH` (the default, `sqlite:billing.db`): one SQLite file, see [`sqlite`];
+//! - `postgres://USER@HOST:PORT/DB[?schema=NAME][&pool_size=N]`: PostgreSQL, shared by several
+//!   ingesters that dedupe together, see [`postgres`];
+//! - `jsonl:PATH`: one JSON line per received entry, a debugging and export sink with no
+//!   dedupe, see [`jsonl`].
+//!
+//! What every database store guarantees for one frame (one chunk), in **one transaction**:
+//! each entry is validated ([`validate`]); a valid record whose `unique_key` is new is stored
+//! and added to its hourly rollup; a repeat with the same body is a *duplicate*; a repeat with a
+//! different body is a *conflict* (the first version stays, the new one is kept in `conflicts`
+//! and logged); an invalid entry goes to `quarantine` with its raw form and the reason; the
+//! totals go to `counters`. The ack is sent only after that transaction committed; when it
+//! fails, [`Store::store`] returns an error and the server closes the connection without ack,
+//! so the client resends the whole chunk, which the unique key then makes harmless.
+//!
+//! Known limit: a rollup whose sum would leave the `i64` range makes the database refuse the
+//! transaction (PostgreSQL `bigint out of range`, SQLite STRICT column), so such a chunk is
+//! never acked. Validation bounds every field that could otherwise poison a transaction
+//! (lengths, NUL, integer range); realistic amounts are far from this limit.
 
 pub mod jsonl;
+pub mod postgres;
+pub mod report;
+pub mod schema;
+pub mod sqlite;
+pub mod validate;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,51 +36,271 @@ use std::sync::Arc;
 
 use forward::{Disposition, Frame, Handler, Server, ServerConfig};
 
+pub use postgres::{PgStore, PgUrl};
+pub use report::{Format, Granularity, Summary, UsageQuery, UsageRow};
+pub use sqlite::SqliteStore;
+
+/// The store `billing ingest` and `billing report` use when none is named.
+pub const DEFAULT_STORE: &str = "sqlite:billing.db";
+
 /// Where received records go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// `jsonl:PATH`: append one JSON line per entry.
     Jsonl(PathBuf),
+    /// `sqlite:PATH` (also `sqlite://PATH`): a SQLite database file.
+    Sqlite(PathBuf),
+    /// `postgres://...` or `postgresql://...`: a PostgreSQL database.
+    Postgres(PgUrl),
 }
 
 /// Why a store URL was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StoreUrlError {
     /// The scheme is not one this build knows.
-    #[error("unsupported store {0:?}: expected jsonl:PATH")]
+    #[error(
+        "unsupported store {0:?}: expected sqlite:PATH, postgres://USER@HOST:PORT/DB[?schema=NAME] or jsonl:PATH"
+    )]
     Unsupported(String),
-    /// `jsonl:` without a path.
+    /// `jsonl:` or `sqlite:` without a path.
     #[error("store {0:?} has no path")]
     MissingPath(String),
+    /// A PostgreSQL URL that does not parse.
+    #[error("invalid PostgreSQL store URL: {0}")]
+    Postgres(String),
 }
 
 impl std::str::FromStr for StoreUrl {
     type Err = StoreUrlError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let path = |p: &str| {
+            if p.is_empty() {
+                Err(StoreUrlError::MissingPath(s.to_string()))
+            } else {
+                Ok(PathBuf::from(p))
+            }
+        };
         match s.split_once(':') {
-            Some(("jsonl", path)) if !path.is_empty() => Ok(StoreUrl::Jsonl(PathBuf::from(path))),
-            Some(("jsonl", _)) => Err(StoreUrlError::MissingPath(s.to_string())),
+            Some(("jsonl", p)) => Ok(StoreUrl::Jsonl(path(p)?)),
+            // `sqlite://rel` and `sqlite:///abs` as other tools write them.
+            Some(("sqlite", p)) => Ok(StoreUrl::Sqlite(path(p.strip_prefix("//").unwrap_or(p))?)),
+            Some(("postgres" | "postgresql", _)) => Ok(StoreUrl::Postgres(s.parse()?)),
             _ => Err(StoreUrlError::Unsupported(s.to_string())),
         }
     }
 }
 
-/// Why a store could not take a chunk.
+impl std::fmt::Display for StoreUrl {
+    /// The URL with any password replaced by `***`, fit for logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Jsonl(p) => write!(f, "jsonl:{}", p.display()),
+            StoreUrl::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            StoreUrl::Postgres(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// Why a store could not take a chunk, open, or answer a report.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// File or socket error.
     #[error("store I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// SQLite refused a statement or the commit.
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL refused a statement or the commit, or the connection failed.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database was migrated by a newer build; this one does not know its tables.
+    #[error(
+        "store schema version {found} is newer than this build knows ({known}): upgrade billing"
+    )]
+    SchemaTooNew {
+        /// Version in the database.
+        found: i64,
+        /// Newest version this build knows.
+        known: i64,
+    },
+    /// A reader found a schema older than this build's (readers never migrate).
+    #[error(
+        "store schema version {found} is older than this build's ({known}); version 0 means no billing store there: run `billing ingest` on it once to create or migrate it"
+    )]
+    SchemaTooOld {
+        /// Version in the database.
+        found: i64,
+        /// Version this build reads.
+        known: i64,
+    },
+    /// A reader was pointed at a SQLite file that does not exist.
+    #[error("no store at {0}")]
+    NotFound(String),
+    /// The store cannot do this (e.g. reports from a `jsonl:` store).
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The SQLite thread has stopped (it panicked or the store is closing).
+    #[error("the SQLite store's thread has stopped")]
+    Closed,
+    /// The database holds something this build never writes (e.g. a row vanished while a
+    /// frame was being stored).
+    #[error("store is inconsistent: {0}")]
+    Inconsistent(String),
+    /// A sum exceeded the 64-bit range.
+    #[error("a usage sum exceeds the 64-bit integer range")]
+    Overflow,
+}
+
+/// What became of a frame's entries. `received == stored + duplicates + conflicts +
+/// quarantined`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreOutcome {
+    /// Entries in the frame.
+    pub received: u64,
+    /// New records stored.
+    pub stored: u64,
+    /// Identical repeats of stored records.
+    pub duplicates: u64,
+    /// Repeats of a stored key with a different body (kept in `conflicts`).
+    pub conflicts: u64,
+    /// Invalid entries (kept in `quarantine`).
+    pub quarantined: u64,
+}
+
+impl StoreOutcome {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &StoreOutcome) {
+        self.received += other.received;
+        self.stored += other.stored;
+        self.duplicates += other.duplicates;
+        self.conflicts += other.conflicts;
+        self.quarantined += other.quarantined;
+    }
+}
+
+/// What a database store wrote for one frame; logged once committed.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    pub outcome: StoreOutcome,
+    /// Keys of conflicting arrivals.
+    pub conflicts: Vec<String>,
+    /// Reasons of quarantined entries.
+    pub quarantined: Vec<String>,
+}
+
+impl Written {
+    /// Logs the conflicts and quarantined entries of a committed frame.
+    pub(crate) fn log(self) -> StoreOutcome {
+        for key in &self.conflicts {
+            tracing::warn!(
+                unique_key = %key,
+                "conflict: a stored key arrived with a different body; the first version stays, the new one is kept in conflicts"
+            );
+        }
+        for reason in &self.quarantined {
+            tracing::warn!(%reason, "invalid record quarantined");
+        }
+        self.outcome
+    }
 }
 
 /// Something that makes a frame's entries durable before the ack.
 pub trait Store: Send + Sync + 'static {
-    /// Stores every entry of `frame`; returns only once they are safe.
+    /// Stores every entry of `frame`; returns only once they are safe (committed).
     ///
     /// # Errors
-    /// Any failure; the chunk is then not acked and the client resends it.
-    fn store(&self, frame: &Frame) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Any failure; nothing of the frame is then stored, the chunk is not acked and the client
+    /// resends it.
+    fn store(&self, frame: &Frame)
+    -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send;
+}
+
+/// Any store a [`StoreUrl`] names, for binaries that pick one at run time.
+#[derive(Debug)]
+pub enum AnyStore {
+    /// `jsonl:`
+    Jsonl(jsonl::JsonlStore),
+    /// `sqlite:`
+    Sqlite(SqliteStore),
+    /// `postgres://` (boxed: its pool and config are large)
+    Postgres(Box<PgStore>),
+}
+
+impl AnyStore {
+    /// Opens the store for ingesting: creates the file, schema and tables when missing and
+    /// applies pending migrations.
+    ///
+    /// # Errors
+    /// The store cannot be opened or migrated, or its schema is newer than this build
+    /// ([`StoreError::SchemaTooNew`]).
+    pub async fn open(url: &StoreUrl) -> Result<Self, StoreError> {
+        Ok(match url {
+            StoreUrl::Jsonl(p) => AnyStore::Jsonl(jsonl::JsonlStore::open(p).await?),
+            StoreUrl::Sqlite(p) => AnyStore::Sqlite(SqliteStore::open(p).await?),
+            StoreUrl::Postgres(u) => AnyStore::Postgres(Box::new(PgStore::open(u).await?)),
+        })
+    }
+
+    /// Opens the store for reports only: creates and migrates nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] for `jsonl:`, [`StoreError::NotFound`] for a missing
+    /// SQLite file, [`StoreError::SchemaTooOld`] / [`StoreError::SchemaTooNew`] when the schema
+    /// is not this build's, or the connection failure.
+    pub async fn open_reader(url: &StoreUrl) -> Result<Self, StoreError> {
+        Ok(match url {
+            StoreUrl::Jsonl(_) => return Err(NO_JSONL_REPORTS),
+            StoreUrl::Sqlite(p) => AnyStore::Sqlite(SqliteStore::open_reader(p).await?),
+            StoreUrl::Postgres(u) => AnyStore::Postgres(Box::new(PgStore::open_reader(u).await?)),
+        })
+    }
+
+    /// Usage per instance, amount type and bucket, sorted (see [`report`]).
+    ///
+    /// # Errors
+    /// Query failures; [`StoreError::Unsupported`] for `jsonl:`.
+    pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        match self {
+            AnyStore::Jsonl(_) => Err(NO_JSONL_REPORTS),
+            AnyStore::Sqlite(s) => s.usage(query).await,
+            AnyStore::Postgres(s) => s.usage(query).await,
+        }
+    }
+
+    /// Totals of received, stored, duplicate, conflicting and quarantined entries.
+    ///
+    /// # Errors
+    /// Query failures; [`StoreError::Unsupported`] for `jsonl:`.
+    pub async fn summary(&self) -> Result<Summary, StoreError> {
+        match self {
+            AnyStore::Jsonl(_) => Err(NO_JSONL_REPORTS),
+            AnyStore::Sqlite(s) => s.summary().await,
+            AnyStore::Postgres(s) => s.summary().await,
+        }
+    }
+}
+
+const NO_JSONL_REPORTS: StoreError =
+    StoreError::Unsupported("a jsonl: store keeps raw lines only and has no reports");
+
+impl Store for AnyStore {
+    async fn store(&self, frame: &Frame) -> Result<StoreOutcome, StoreError> {
+        match self {
+            AnyStore::Jsonl(s) => s.store(frame).await,
+            AnyStore::Sqlite(s) => s.store(frame).await,
+            AnyStore::Postgres(s) => s.store(frame).await,
+        }
+    }
+}
+
+impl<S: Store> Store for Arc<S> {
+    fn store(
+        &self,
+        frame: &Frame,
+    ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send {
+        (**self).store(frame)
+    }
 }
 
 struct Ingest<S>(Arc<S>);
@@ -66,8 +309,8 @@ impl<S: Store> Handler for Ingest<S> {
     type Error = StoreError;
 
     async fn handle(&self, peer: SocketAddr, frame: Frame) -> Result<Disposition, StoreError> {
-        tracing::debug!(%peer, entries = frame.entries.len(), mode = ?frame.mode, "frame received");
-        self.0.store(&frame).await?;
+        let outcome = self.0.store(&frame).await?;
+        tracing::debug!(%peer, mode = ?frame.mode, ?outcome, "frame stored");
         Ok(Disposition::Ack)
     }
 }
@@ -83,4 +326,53 @@ pub async fn serve<S: Store>(server: Server, store: Arc<S>, shutdown: impl Futur
 /// The bind failure.
 pub async fn bind(addr: &str) -> std::io::Result<Server> {
     Server::bind(addr, ServerConfig::default()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_parse() {
+        assert_eq!(
+            "sqlite:billing.db".parse::<StoreUrl>(),
+            Ok(StoreUrl::Sqlite("billing.db".into()))
+        );
+        assert_eq!(
+            "sqlite:///var/lib/b.db".parse::<StoreUrl>(),
+            Ok(StoreUrl::Sqlite("/var/lib/b.db".into()))
+        );
+        assert_eq!(
+            "jsonl:x.jsonl".parse::<StoreUrl>(),
+            Ok(StoreUrl::Jsonl("x.jsonl".into()))
+        );
+        assert!(matches!(
+            "sqlite:".parse::<StoreUrl>(),
+            Err(StoreUrlError::MissingPath(_))
+        ));
+        assert!(matches!(
+            "mysql://x".parse::<StoreUrl>(),
+            Err(StoreUrlError::Unsupported(_))
+        ));
+        let pg: StoreUrl = "postgres://postgres:secret@127.0.0.1:5432/test?schema=t_1&pool_size=2"
+            .parse()
+            .unwrap();
+        let StoreUrl::Postgres(u) = &pg else {
+            panic!("{pg:?}")
+        };
+        assert_eq!(u.schema(), Some("t_1"));
+        assert_eq!(u.pool_size(), 2);
+        assert_eq!(
+            pg.to_string(),
+            "postgres://postgres:***@127.0.0.1:5432/test?schema=t_1&pool_size=2"
+        );
+        assert!(matches!(
+            "postgres://h/db?schema=a;drop".parse::<StoreUrl>(),
+            Err(StoreUrlError::Postgres(_))
+        ));
+        assert!(matches!(
+            "postgres://h/db?pool_size=0".parse::<StoreUrl>(),
+            Err(StoreUrlError::Postgres(_))
+        ));
+    }
 }

@@ -1,0 +1,107 @@
+//! `billing report`: usage per instance, amount type and hour/day/month from a store, or the
+//! store's totals (`--summary`). Read-only: it never creates or migrates a store.
+
+use std::io::Write as _;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use billing_ingest::{AnyStore, Format, Granularity, StoreUrl, UsageQuery};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum By {
+    /// One bucket per UTC hour.
+    Hour,
+    /// One bucket per UTC day.
+    Day,
+    /// One bucket per UTC calendar month.
+    Month,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns with a header.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// A JSON array of {"instance","amount_type","bucket","value","records"} (summary: one
+    /// object).
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The store to read (the same URLs as `billing ingest --store`; jsonl: has no reports).
+    #[arg(
+        long,
+        env = "BILLING_INGEST_STORE",
+        default_value = billing_ingest::DEFAULT_STORE,
+        value_name = "URL"
+    )]
+    pub store: StoreUrl,
+    /// Only buckets starting at or after this time, RFC 3339 [default: no lower bound].
+    #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+    pub from: Option<SystemTime>,
+    /// Only buckets starting before this time (exclusive), RFC 3339 [default: no upper bound].
+    #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+    pub to: Option<SystemTime>,
+    /// Only this internal instance id [default: all].
+    #[arg(long, value_name = "ID")]
+    pub instance: Option<String>,
+    /// Only this amount type, e.g. container-seconds [default: all].
+    #[arg(long = "type", value_name = "TYPE")]
+    pub amount_type: Option<String>,
+    /// Bucket size (UTC); day and month add up the hourly rollups.
+    #[arg(long, value_enum, default_value = "hour")]
+    pub by: By,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+    /// Print the store's totals instead: records received, stored, duplicates, conflicts and
+    /// quarantined, over every ingester and restart.
+    #[arg(long, conflicts_with_all = ["from", "to", "instance", "amount_type", "by"])]
+    pub summary: bool,
+}
+
+fn parse_time(s: &str) -> Result<SystemTime, String> {
+    billing_client::record::parse_rfc3339(s)
+}
+
+pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let format = match args.format {
+        OutputFormat::Table => Format::Table,
+        OutputFormat::Csv => Format::Csv,
+        OutputFormat::Json => Format::Json,
+    };
+    let mut out = Vec::new();
+    runtime.block_on(async {
+        let store = AnyStore::open_reader(&args.store)
+            .await
+            .with_context(|| format!("cannot read store {}", args.store))?;
+        if args.summary {
+            let summary = store.summary().await?;
+            billing_ingest::report::write_summary(&mut out, &summary, format)?;
+        } else {
+            let query = UsageQuery {
+                from: args.from,
+                to: args.to,
+                instance: args.instance,
+                amount_type: args.amount_type,
+                by: match args.by {
+                    By::Hour => Granularity::Hour,
+                    By::Day => Granularity::Day,
+                    By::Month => Granularity::Month,
+                },
+            };
+            let rows = store.usage(&query).await?;
+            billing_ingest::report::write_usage(&mut out, &rows, format)?;
+        }
+        anyhow::Ok(())
+    })?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out)?;
+    stdout.flush()?;
+    Ok(())
+}

@@ -1,0 +1,397 @@
+//! Usage reports and store summaries: the query types, the roll-up of hourly rows into days and
+//! months, and the table / CSV / JSON writers that `billing report` prints.
+//!
+//! Stores only answer "the hourly rollup rows in `[lo, hi)` matching these filters"; everything
+//! calendar-related happens here, once, so both databases report identically. Bucket bounds:
+//! `--from` is inclusive and `--to` exclusive, both applied to the **bucket start**: a bucket
+//! is reported when `from <= start < to`. Because every bucket boundary is an hour boundary,
+//! that is exactly the hourly rows whose hour is in `[ceil(from), ceil(to))`, `ceil` rounding up
+//! to the next bucket boundary of the chosen granularity.
+//!
+//! Output order is by instance, then amount type (both bytewise), then bucket.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::time::SystemTime;
+
+use time::{Date, OffsetDateTime, Time};
+
+use crate::StoreError;
+use crate::validate::{HOUR_SECONDS, rfc3339_secs};
+
+/// Size of the buckets a report sums into (all in UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Granularity {
+    /// One bucket per hour.
+    #[default]
+    Hour,
+    /// One bucket per day.
+    Day,
+    /// One bucket per calendar month.
+    Month,
+}
+
+/// What a usage report selects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// Only buckets starting at or after this instant.
+    pub from: Option<SystemTime>,
+    /// Only buckets starting before this instant.
+    pub to: Option<SystemTime>,
+    /// Only this `internal_instance_id`.
+    pub instance: Option<String>,
+    /// Only this `amount_type`.
+    pub amount_type: Option<String>,
+    /// Bucket size.
+    pub by: Granularity,
+}
+
+/// One bucket of usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// `internal_instance_id`.
+    pub instance: String,
+    /// `amount_type`.
+    pub amount_type: String,
+    /// Start of the bucket, Unix seconds (UTC).
+    pub bucket: i64,
+    /// Sum of `amount_value`.
+    pub value: i64,
+    /// Number of records.
+    pub records: i64,
+}
+
+impl UsageRow {
+    /// The bucket start as RFC 3339 UTC, e.g. `2026-11-27T04:00:00Z`.
+    pub fn bucket_rfc3339(&self) -> String {
+        rfc3339_secs(self.bucket)
+    }
+}
+
+/// Totals over the whole store, across restarts and ingesters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Entries received in committed chunks.
+    pub received: i64,
+    /// Records stored (first versions).
+    pub records: i64,
+    /// Identical repeats of stored records.
+    pub duplicates: i64,
+    /// Arrivals of a stored key with a different body.
+    pub conflicts: i64,
+    /// Invalid entries kept in quarantine.
+    pub quarantined: i64,
+}
+
+/// Output format of reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Aligned columns with a header, for people.
+    #[default]
+    Table,
+    /// RFC 4180 CSV with a header line.
+    Csv,
+    /// One JSON array (usage) or object (summary) on one line.
+    Json,
+}
+
+/// The hourly rows a store must return for a query: `hour` in `[lo, hi)` and the filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HourFilter {
+    pub lo: i64,
+    pub hi: i64,
+    pub instance: Option<String>,
+    pub amount_type: Option<String>,
+}
+
+fn unix(t: SystemTime) -> (i64, u32) {
+    let dt = OffsetDateTime::from(t);
+    (dt.unix_timestamp(), dt.nanosecond())
+}
+
+fn floor(secs: i64, by: Granularity) -> i64 {
+    match by {
+        Granularity::Hour => secs.div_euclid(HOUR_SECONDS) * HOUR_SECONDS,
+        Granularity::Day => secs.div_euclid(24 * HOUR_SECONDS) * 24 * HOUR_SECONDS,
+        Granularity::Month => match OffsetDateTime::from_unix_timestamp(secs) {
+            Ok(dt) => month_start(dt.year(), dt.month()).unwrap_or(secs),
+            Err(_) => secs,
+        },
+    }
+}
+
+fn month_start(year: i32, month: time::Month) -> Option<i64> {
+    let date = Date::from_calendar_date(year, month, 1).ok()?;
+    Some(date.with_time(Time::MIDNIGHT).assume_utc().unix_timestamp())
+}
+
+fn next(bucket: i64, by: Granularity) -> i64 {
+    match by {
+        Granularity::Hour => bucket.saturating_add(HOUR_SECONDS),
+        Granularity::Day => bucket.saturating_add(24 * HOUR_SECONDS),
+        Granularity::Month => match OffsetDateTime::from_unix_timestamp(bucket) {
+            Ok(dt) => {
+                let (y, m) = match dt.month() {
+                    time::Month::December => (dt.year() + 1, time::Month::January),
+                    m => (dt.year(), m.next()),
+                };
+                month_start(y, m).unwrap_or(i64::MAX)
+            }
+            Err(_) => i64::MAX,
+        },
+    }
+}
+
+/// The first bucket start at or after `t`.
+fn ceil(t: SystemTime, by: Granularity) -> i64 {
+    let (secs, nanos) = unix(t);
+    let f = floor(secs, by);
+    if f == secs && nanos == 0 {
+        f
+    } else {
+        next(f, by)
+    }
+}
+
+impl UsageQuery {
+    pub(crate) fn hour_filter(&self) -> HourFilter {
+        HourFilter {
+            lo: self.from.map_or(i64::MIN, |t| ceil(t, self.by)),
+            hi: self.to.map_or(i64::MAX, |t| ceil(t, self.by)),
+            instance: self.instance.clone(),
+            amount_type: self.amount_type.clone(),
+        }
+    }
+}
+
+/// Sums hourly rows into the query's buckets and sorts them.
+pub(crate) fn roll_up(
+    hourly: impl IntoIterator<Item = UsageRow>,
+    by: Granularity,
+) -> Result<Vec<UsageRow>, StoreError> {
+    let mut buckets: BTreeMap<(String, String, i64), (i64, i64)> = BTreeMap::new();
+    for row in hourly {
+        let slot = buckets
+            .entry((row.instance, row.amount_type, floor(row.bucket, by)))
+            .or_default();
+        slot.0 = slot.0.checked_add(row.value).ok_or(StoreError::Overflow)?;
+        slot.1 = slot
+            .1
+            .checked_add(row.records)
+            .ok_or(StoreError::Overflow)?;
+    }
+    Ok(buckets
+        .into_iter()
+        .map(
+            |((instance, amount_type, bucket), (value, records))| UsageRow {
+                instance,
+                amount_type,
+                bucket,
+                value,
+                records,
+            },
+        )
+        .collect())
+}
+
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}
+
+fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |out: &mut dyn Write, cells: &[&str]| -> io::Result<()> {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            // Numbers (the trailing columns) are right-aligned, text left-aligned.
+            let pad = w - cell.chars().count();
+            if i + 2 >= cells.len() {
+                text.extend(std::iter::repeat_n(' ', pad));
+                text.push_str(cell);
+            } else {
+                text.push_str(cell);
+                if i + 1 < cells.len() {
+                    text.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+        }
+        writeln!(out, "{}", text.trim_end())
+    };
+    line(out, header)?;
+    for row in rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(out, &cells)?;
+    }
+    Ok(())
+}
+
+/// Writes usage rows in `format`.
+///
+/// JSON: `[{"instance","amount_type","bucket","value","records"}, ...]`, `bucket` the RFC 3339
+/// UTC start of the bucket. CSV: the same columns under a header line. Table: the same columns,
+/// aligned.
+///
+/// # Errors
+/// The writer's.
+pub fn write_usage(out: &mut impl Write, rows: &[UsageRow], format: Format) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            // Written by hand to keep the documented key order.
+            let json = |s: &str| serde_json::Value::from(s).to_string();
+            out.write_all(b"[")?;
+            for (i, r) in rows.iter().enumerate() {
+                write!(
+                    out,
+                    "{}{{\"instance\":{},\"amount_type\":{},\"bucket\":\"{}\",\"value\":{},\"records\":{}}}",
+                    if i == 0 { "" } else { "," },
+                    json(&r.instance),
+                    json(&r.amount_type),
+                    r.bucket_rfc3339(),
+                    r.value,
+                    r.records
+                )?;
+            }
+            writeln!(out, "]")
+        }
+        Format::Csv => {
+            writeln!(out, "instance,amount_type,bucket,value,records")?;
+            for r in rows {
+                writeln!(
+                    out,
+                    "{},{},{},{},{}",
+                    csv_field(&r.instance),
+                    csv_field(&r.amount_type),
+                    r.bucket_rfc3339(),
+                    r.value,
+                    r.records
+                )?;
+            }
+            Ok(())
+        }
+        Format::Table => {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.instance.clone(),
+                        r.amount_type.clone(),
+                        r.bucket_rfc3339(),
+                        r.value.to_string(),
+                        r.records.to_string(),
+                    ]
+                })
+                .collect();
+            write_table(
+                out,
+                &["INSTANCE", "AMOUNT_TYPE", "BUCKET", "VALUE", "RECORDS"],
+                &cells,
+            )
+        }
+    }
+}
+
+/// Writes a summary in `format`.
+///
+/// JSON: `{"received","records","duplicates","conflicts","quarantined"}`. CSV: those names as
+/// a header, then one line of numbers. Table: one `name  number` line each.
+///
+/// # Errors
+/// The writer's.
+pub fn write_summary(out: &mut impl Write, s: &Summary, format: Format) -> io::Result<()> {
+    let pairs = [
+        ("received", s.received),
+        ("records", s.records),
+        ("duplicates", s.duplicates),
+        ("conflicts", s.conflicts),
+        ("quarantined", s.quarantined),
+    ];
+    match format {
+        Format::Json => {
+            let fields: Vec<String> = pairs.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            writeln!(out, "{{{}}}", fields.join(","))
+        }
+        Format::Csv => {
+            let names: Vec<&str> = pairs.iter().map(|p| p.0).collect();
+            let values: Vec<String> = pairs.iter().map(|p| p.1.to_string()).collect();
+            writeln!(out, "{}", names.join(","))?;
+            writeln!(out, "{}", values.join(","))
+        }
+        Format::Table => {
+            let width = pairs
+                .iter()
+                .map(|p| p.1.to_string().len())
+                .max()
+                .unwrap_or(1);
+            for (name, v) in pairs {
+                writeln!(out, "{name:<12}{v:>width$}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use billing_client::record::parse_rfc3339;
+
+    fn at(s: &str) -> SystemTime {
+        parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn ceil_rounds_up_to_the_next_bucket_start() {
+        let t = at("2026-11-27T04:30:00Z");
+        assert_eq!(
+            rfc3339_secs(ceil(t, Granularity::Hour)),
+            "2026-11-27T05:00:00Z"
+        );
+        assert_eq!(
+            rfc3339_secs(ceil(t, Granularity::Day)),
+            "2026-11-28T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339_secs(ceil(t, Granularity::Month)),
+            "2026-12-01T00:00:00Z"
+        );
+        let dec = at("2026-12-31T23:00:00.000000001Z");
+        assert_eq!(
+            rfc3339_secs(ceil(dec, Granularity::Month)),
+            "2027-01-01T00:00:00Z"
+        );
+        let exact = at("2026-11-01T00:00:00Z");
+        assert_eq!(
+            rfc3339_secs(ceil(exact, Granularity::Month)),
+            "2026-11-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn csv_quotes_fields_that_need_it() {
+        let rows = vec![UsageRow {
+            instance: "a,\"b\"".into(),
+            amount_type: "t".into(),
+            bucket: 0,
+            value: -1,
+            records: 1,
+        }];
+        let mut out = Vec::new();
+        write_usage(&mut out, &rows, Format::Csv).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "instance,amount_type,bucket,value,records\n\"a,\"\"b\"\"\",t,1970-01-01T00:00:00Z,-1,1\n"
+        );
+    }
+}

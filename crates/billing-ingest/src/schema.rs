@@ -1,0 +1,167 @@
+//! The database schema and its versioned migrations, one list per backend, kept side by side
+//! so that SQLite and PostgreSQL hold the same logical schema.
+//!
+//! Invariants:
+//! - `schema_version` holds one row per applied migration; the store's version is its largest
+//!   `version` (0 for a database without the table);
+//! - migrations are applied on open, all in one transaction with the version rows, so a
+//!   database is at exactly one version; concurrent openers serialize (SQLite: `BEGIN
+//!   IMMEDIATE`; PostgreSQL: a transaction-scoped advisory lock per schema);
+//! - a store at a version newer than [`LATEST`] is refused ([`StoreError::SchemaTooNew`]):
+//!   this build does not know what the newer tables mean;
+//! - migrations are append-only: a released migration is never edited, a change is a new one.
+//!
+//! Tables (version 1):
+//! - `records(unique_key PK, instance, amount_type, value, occurred_at, hour, metadata)`: the
+//!   first version of every valid record; `occurred_at` is canonical UTC RFC 3339, `hour` the
+//!   Unix second starting its UTC hour, `metadata` canonical JSON (see [`crate::validate`]);
+//! - `rollups(instance, amount_type, hour, value, records)`, PK `(instance, amount_type,
+//!   hour)`: sum of `value` and count of the records of each UTC hour, updated in the same
+//!   transaction as `records`;
+//! - `conflicts(id, unique_key, stored_body, received_body, first_seen, last_seen, count)`: one
+//!   row per distinct differing version of a stored key (bodies as JSON, see
+//!   [`crate::validate::Body::to_json`]), `count` its arrivals;
+//! - `quarantine(id, received_at, reason, raw)`: invalid entries with their raw JSON;
+//! - `counters(slot PK, received, stored, duplicates, conflicts, quarantined)`: totals of every
+//!   outcome; the summary adds all slots (PostgreSQL ingesters spread over 16 slots by backend
+//!   pid so concurrent commits do not queue on one row; SQLite uses slot 0).
+
+use crate::StoreError;
+
+/// The newest schema version this build knows.
+pub const LATEST: i64 = 1;
+
+/// SQLite migrations; entry `i` takes the schema from version `i` to `i + 1`.
+pub(crate) const SQLITE: &[&str] = &[r#"
+CREATE TABLE records (
+    unique_key  TEXT    NOT NULL PRIMARY KEY,
+    instance    TEXT    NOT NULL,
+    amount_type TEXT    NOT NULL,
+    value       INTEGER NOT NULL,
+    occurred_at TEXT    NOT NULL,
+    hour        INTEGER NOT NULL,
+    metadata    TEXT    NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE TABLE rollups (
+    instance    TEXT    NOT NULL,
+    amount_type TEXT    NOT NULL,
+    hour        INTEGER NOT NULL,
+    value       INTEGER NOT NULL,
+    records     INTEGER NOT NULL,
+    PRIMARY KEY (instance, amount_type, hour)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX rollups_hour ON rollups (hour);
+CREATE TABLE conflicts (
+    id            INTEGER PRIMARY KEY,
+    unique_key    TEXT    NOT NULL,
+    stored_body   TEXT    NOT NULL,
+    received_body TEXT    NOT NULL,
+    first_seen    TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    last_seen     TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    count         INTEGER NOT NULL DEFAULT 1
+) STRICT;
+CREATE INDEX conflicts_key ON conflicts (unique_key);
+CREATE TABLE quarantine (
+    id          INTEGER PRIMARY KEY,
+    received_at TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    reason      TEXT    NOT NULL,
+    raw         TEXT    NOT NULL
+) STRICT;
+CREATE TABLE counters (
+    slot        INTEGER NOT NULL PRIMARY KEY,
+    received    INTEGER NOT NULL DEFAULT 0,
+    stored      INTEGER NOT NULL DEFAULT 0,
+    duplicates  INTEGER NOT NULL DEFAULT 0,
+    conflicts   INTEGER NOT NULL DEFAULT 0,
+    quarantined INTEGER NOT NULL DEFAULT 0
+) STRICT;
+"#];
+
+/// PostgreSQL migrations; entry `i` takes the schema from version `i` to `i + 1`.
+pub(crate) const POSTGRES: &[&str] = &[r#"
+CREATE TABLE records (
+    unique_key  TEXT   NOT NULL PRIMARY KEY,
+    instance    TEXT   NOT NULL,
+    amount_type TEXT   NOT NULL,
+    value       BIGINT NOT NULL,
+    occurred_at TEXT   NOT NULL,
+    hour        BIGINT NOT NULL,
+    metadata    TEXT   NOT NULL
+);
+CREATE TABLE rollups (
+    instance    TEXT   NOT NULL,
+    amount_type TEXT   NOT NULL,
+    hour        BIGINT NOT NULL,
+    value       BIGINT NOT NULL,
+    records     BIGINT NOT NULL,
+    PRIMARY KEY (instance, amount_type, hour)
+);
+CREATE INDEX rollups_hour ON rollups (hour);
+CREATE TABLE conflicts (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    unique_key    TEXT        NOT NULL,
+    stored_body   TEXT        NOT NULL,
+    received_body TEXT        NOT NULL,
+    first_seen    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_seen     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    count         BIGINT      NOT NULL DEFAULT 1
+);
+CREATE INDEX conflicts_key ON conflicts (unique_key);
+CREATE TABLE quarantine (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    reason      TEXT        NOT NULL,
+    raw         TEXT        NOT NULL
+);
+CREATE TABLE counters (
+    slot        INTEGER NOT NULL PRIMARY KEY,
+    received    BIGINT  NOT NULL DEFAULT 0,
+    stored      BIGINT  NOT NULL DEFAULT 0,
+    duplicates  BIGINT  NOT NULL DEFAULT 0,
+    conflicts   BIGINT  NOT NULL DEFAULT 0,
+    quarantined BIGINT  NOT NULL DEFAULT 0
+);
+"#];
+
+/// Creates `schema_version` if needed (same text in both backends).
+pub(crate) const CREATE_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (\
+     version BIGINT NOT NULL PRIMARY KEY, \
+     applied_at TEXT NOT NULL)";
+
+/// Reads the current version (same text in both backends).
+pub(crate) const CURRENT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM schema_version";
+
+/// The migrations to run from `current`, or the refusal of a newer schema.
+pub(crate) fn pending<'a>(
+    migrations: &'a [&'a str],
+    current: i64,
+) -> Result<impl Iterator<Item = (i64, &'a str)> + 'a, StoreError> {
+    debug_assert_eq!(migrations.len() as i64, LATEST);
+    if current > LATEST {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known: LATEST,
+        });
+    }
+    Ok(migrations
+        .iter()
+        .enumerate()
+        .skip(current.max(0) as usize)
+        .map(|(i, sql)| (i as i64 + 1, *sql)))
+}
+
+/// Refusal for readers (reports), which never migrate: the store must be exactly at
+/// [`LATEST`].
+pub(crate) fn check_readable(current: i64) -> Result<(), StoreError> {
+    match current {
+        LATEST => Ok(()),
+        v if v > LATEST => Err(StoreError::SchemaTooNew {
+            found: v,
+            known: LATEST,
+        }),
+        v => Err(StoreError::SchemaTooOld {
+            found: v,
+            known: LATEST,
+        }),
+    }
+}

@@ -1,0 +1,1214 @@
+//! One conformance suite, run against every database store: each behaviour below is a plain
+//! `async fn(TestDb)`, and `conformance!` turns it into `sqlite::NAME` and `postgres::NAME`.
+//!
+//! SQLite runs on a file in a fresh temp dir. PostgreSQL runs at `BILLING_TEST_POSTGRES`
+//! (default `postgres://postgres@127.0.0.1:5432/test`; set it to `skip` to skip those tests),
+//! each test in its own freshly created schema, dropped by a guard when the test ends, whether
+//! it passed or panicked.
+//!
+//! No test sleeps to synchronise: acks are awaited on the socket, a closed connection is seen
+//! as end of stream, threads meet at barriers. Timeouts only bound a hang.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use billing_client::record::parse_rfc3339;
+use billing_ingest::report::{write_summary, write_usage};
+use billing_ingest::{
+    AnyStore, Format, Granularity, Store, StoreError, StoreOutcome, StoreUrl, UsageQuery, UsageRow,
+};
+use forward::{AckReader, Entry, EventTime, Frame, Framing, Mode, Options};
+use rmpv::Value;
+use tokio::io::AsyncWriteExt;
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+const PG_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Bounds a hang; never an assertion about speed.
+const HANG: Duration = Duration::from_secs(60);
+
+fn pg_base() -> Option<String> {
+    match std::env::var("BILLING_TEST_POSTGRES") {
+        Ok(v) if v == "skip" => None,
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => Some(PG_DEFAULT.to_string()),
+    }
+}
+
+enum Raw {
+    Sqlite(std::path::PathBuf),
+    Postgres(tokio_postgres::Client),
+}
+
+/// A store location made for one test, with raw SQL access for assertions and sabotage.
+struct TestDb {
+    url: StoreUrl,
+    raw: Raw,
+    backend: &'static str,
+    _dir: Option<tempfile::TempDir>,
+    _schema: Option<SchemaGuard>,
+}
+
+/// Drops its PostgreSQL schema when dropped, also while a failing test unwinds.
+struct SchemaGuard {
+    base: String,
+    schema: String,
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let base = self.base.clone();
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
+        // Drop cannot await, and may run inside a runtime: use a thread with its own.
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                client.batch_execute(&sql).await
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = done {
+            eprintln!("could not drop test schema {}: {e}", self.schema);
+        }
+    }
+}
+
+async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL at {url} is needed by the postgres:: tests ({e}); \
+                 set BILLING_TEST_POSTGRES=URL, or =skip to skip them"
+            )
+        });
+    tokio::spawn(conn);
+    client
+}
+
+impl TestDb {
+    fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("billing.db");
+        TestDb {
+            url: StoreUrl::Sqlite(path.clone()),
+            raw: Raw::Sqlite(path),
+            backend: "sqlite",
+            _dir: Some(dir),
+            _schema: None,
+        }
+    }
+
+    async fn postgres() -> Option<TestDb> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let base = pg_base()?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let schema = format!(
+            "billing_test_{}_{}_{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = pg_connect(&base).await;
+        admin
+            .batch_execute(&format!(
+                "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\""
+            ))
+            .await
+            .expect("create test schema");
+        let guard = SchemaGuard {
+            base: base.clone(),
+            schema: schema.clone(),
+        };
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url: StoreUrl = format!("{base}{sep}schema={schema}")
+            .parse()
+            .expect("store url");
+        Some(TestDb {
+            url,
+            raw: Raw::Postgres(admin),
+            backend: "postgres",
+            _dir: None,
+            _schema: Some(guard),
+        })
+    }
+
+    async fn open(&self) -> AnyStore {
+        AnyStore::open(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.url))
+    }
+
+    /// Runs statements outside the store.
+    async fn exec(&self, sql: &str) {
+        match &self.raw {
+            Raw::Sqlite(p) => rusqlite::Connection::open(p)
+                .and_then(|c| c.execute_batch(sql))
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            Raw::Postgres(c) => c
+                .batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+
+    /// One integer (use `CAST(... AS BIGINT)` around sums: valid in both dialects).
+    async fn int(&self, sql: &str) -> i64 {
+        match &self.raw {
+            Raw::Sqlite(p) => rusqlite::Connection::open(p)
+                .and_then(|c| c.query_row(sql, [], |r| r.get(0)))
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            Raw::Postgres(c) => c
+                .query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get(0),
+        }
+    }
+
+    /// Rows of text columns.
+    async fn texts(&self, sql: &str) -> Vec<Vec<String>> {
+        match &self.raw {
+            Raw::Sqlite(p) => {
+                let c = rusqlite::Connection::open(p).unwrap();
+                let mut stmt = c.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let n = stmt.column_count();
+                stmt.query_map([], |r| (0..n).map(|i| r.get::<_, String>(i)).collect())
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            }
+            Raw::Postgres(c) => c
+                .query(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .iter()
+                .map(|r| (0..r.len()).map(|i| r.get::<_, String>(i)).collect())
+                .collect(),
+        }
+    }
+
+    /// Makes every later frame's transaction fail. SQLite: a trigger aborts the rollup insert
+    /// (after the records were inserted); PostgreSQL: a deferred constraint trigger raises at
+    /// `COMMIT` itself.
+    async fn sabotage(&self) {
+        match self.raw {
+            Raw::Sqlite(_) => {
+                self.exec(
+                    "CREATE TRIGGER sabotage BEFORE INSERT ON rollups
+                     BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+                )
+                .await
+            }
+            Raw::Postgres(_) => {
+                self.exec(
+                    "CREATE FUNCTION sabotage() RETURNS trigger LANGUAGE plpgsql AS
+                       $$ BEGIN RAISE EXCEPTION 'injected commit failure'; END $$;
+                     CREATE CONSTRAINT TRIGGER sabotage AFTER INSERT ON records
+                       DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sabotage();",
+                )
+                .await
+            }
+        }
+    }
+
+    async fn repair(&self) {
+        match self.raw {
+            Raw::Sqlite(_) => self.exec("DROP TRIGGER sabotage").await,
+            Raw::Postgres(_) => self.exec("DROP TRIGGER sabotage ON records").await,
+        }
+    }
+}
+
+/// A `billing_ingest::serve` task on a real forward listener.
+struct Ingester {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Ingester {
+    async fn start(store: Arc<AnyStore>) -> Ingester {
+        let server = billing_ingest::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(billing_ingest::serve(server, store, async move {
+            let _ = stopped.await;
+        }));
+        Ingester {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Sends one chunk on a new connection and returns what came back: `Ok(Some(ack))`,
+    /// `Ok(None)` when the server closed the connection, or the socket error.
+    async fn send(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, forward::ConnectionError> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let (read, mut write) = stream.into_split();
+        write.write_all(bytes).await.unwrap();
+        let mut acks = AckReader::new(read);
+        tokio::time::timeout(HANG, acks.read_ack())
+            .await
+            .expect("the server neither acked nor closed the connection")
+    }
+
+    /// Sends a chunk and insists on its ack.
+    async fn send_acked(&self, records: &[Value], chunk: &str) {
+        let ack = self.send(&wire(records, chunk)).await;
+        assert_eq!(
+            ack.expect("socket").as_deref(),
+            Some(chunk.as_bytes()),
+            "chunk {chunk} not acked"
+        );
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+const TAG: &str = "billing";
+
+fn md(pairs: &[(&str, &str)]) -> Value {
+    Value::Map(
+        pairs
+            .iter()
+            .map(|(k, v)| (Value::from(*k), Value::from(*v)))
+            .collect(),
+    )
+}
+
+/// A record with the schema's fields, metadata `{"source":"test"}`.
+fn rec(key: &str, instance: &str, ty: &str, value: i64, at: &str) -> Value {
+    rec_md(key, instance, ty, value, at, md(&[("source", "test")]))
+}
+
+fn rec_md(key: &str, instance: &str, ty: &str, value: i64, at: &str, metadata: Value) -> Value {
+    Value::Map(vec![
+        (Value::from("amount_type"), Value::from(ty)),
+        (Value::from("amount_value"), Value::from(value)),
+        (Value::from("internal_instance_id"), Value::from(instance)),
+        (Value::from("metadata"), metadata),
+        (Value::from("occurred_at"), Value::from(at)),
+        (
+            Value::from("unique_key"),
+            Value::from(format!("{key}:{ty}")),
+        ),
+    ])
+}
+
+/// `record` with `field` replaced (or added) with `value`.
+fn with(record: &Value, field: &str, value: Value) -> Value {
+    let Value::Map(mut fields) = record.clone() else {
+        unreachable!()
+    };
+    fields.retain(|(k, _)| k.as_str() != Some(field));
+    fields.push((Value::from(field), value));
+    Value::Map(fields)
+}
+
+fn without(record: &Value, field: &str) -> Value {
+    let Value::Map(mut fields) = record.clone() else {
+        unreachable!()
+    };
+    fields.retain(|(k, _)| k.as_str() != Some(field));
+    Value::Map(fields)
+}
+
+const EVENT_TIME: EventTime = EventTime::new(1_795_754_038, 0);
+
+fn frame(records: &[Value]) -> Frame {
+    Frame {
+        tag: TAG.to_string(),
+        entries: records
+            .iter()
+            .map(|r| Entry {
+                time: EVENT_TIME,
+                record: r.clone(),
+                metadata: None,
+            })
+            .collect(),
+        options: Options::default(),
+        mode: Mode::Forward,
+        framing: Framing::MessagePack,
+    }
+}
+
+/// A Forward-mode chunk asking for an ack, as a client sends it.
+fn wire(records: &[Value], chunk: &str) -> Vec<u8> {
+    let mut entries = Vec::new();
+    for r in records {
+        let mut body = Vec::new();
+        rmpv::encode::write_value(&mut body, r).unwrap();
+        forward::encode::write_entry(&mut entries, EVENT_TIME, &body);
+    }
+    let mut buf = Vec::new();
+    forward::encode::write_forward(
+        &mut buf,
+        TAG,
+        &entries,
+        records.len() as u32,
+        &Options {
+            chunk: Some(chunk.as_bytes().to_vec()),
+            ..Options::default()
+        },
+    );
+    buf
+}
+
+async fn put(s: &AnyStore, records: &[Value]) -> StoreOutcome {
+    s.store(&frame(records)).await.expect("store")
+}
+
+fn outcome(received: u64, stored: u64, dup: u64, conflicts: u64, quarantined: u64) -> StoreOutcome {
+    StoreOutcome {
+        received,
+        stored,
+        duplicates: dup,
+        conflicts,
+        quarantined,
+    }
+}
+
+async fn usage(s: &AnyStore, by: Granularity) -> Vec<UsageRow> {
+    s.usage(&UsageQuery {
+        by,
+        ..UsageQuery::default()
+    })
+    .await
+    .expect("usage")
+}
+
+fn row(instance: &str, ty: &str, bucket: &str, value: i64, records: i64) -> UsageRow {
+    let bucket = time::OffsetDateTime::from(parse_rfc3339(bucket).unwrap()).unix_timestamp();
+    UsageRow {
+        instance: instance.into(),
+        amount_type: ty.into(),
+        bucket,
+        value,
+        records,
+    }
+}
+
+/// Rollups must equal the records they summarize, at every commit.
+async fn assert_rollups_match_records(db: &TestDb) {
+    let mismatched = db
+        .int(
+            "SELECT COUNT(*) FROM (
+               SELECT instance, amount_type, hour, CAST(SUM(value) AS BIGINT) AS v, COUNT(*) AS n
+               FROM records GROUP BY instance, amount_type, hour) r
+             FULL OUTER JOIN rollups u
+               ON u.instance = r.instance AND u.amount_type = r.amount_type AND u.hour = r.hour
+             WHERE u.value IS DISTINCT FROM r.v OR u.records IS DISTINCT FROM r.n",
+        )
+        .await;
+    assert_eq!(mismatched, 0, "{}: rollups differ from records", db.backend);
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::TestDb::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    match super::TestDb::postgres().await {
+                        Some(db) => super::$name(db).await,
+                        None => eprintln!("BILLING_TEST_POSTGRES=skip: skipped"),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    acked_chunk_is_stored_with_rollups_and_counted,
+    identical_repeat_is_a_counted_duplicate_and_still_acked,
+    same_instant_in_another_offset_and_reordered_metadata_is_a_duplicate,
+    different_body_under_a_stored_key_is_a_conflict_and_the_first_version_stays,
+    repeats_inside_one_chunk_count_like_repeats_across_chunks,
+    invalid_records_are_quarantined_and_the_rest_of_the_chunk_is_stored_and_acked,
+    rollups_sum_values_and_count_records_per_utc_hour_across_boundaries,
+    report_rolls_hours_up_into_days_and_months,
+    report_filters_by_instance_type_and_bucket_start,
+    report_writes_json_csv_and_table,
+    summary_totals_persist_across_reopening,
+    migrations_run_once_and_reopening_keeps_data,
+    store_with_a_newer_schema_version_is_refused,
+    reader_refuses_a_store_that_does_not_exist,
+    failed_commit_sends_no_ack_closes_the_connection_and_stores_nothing,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Behaviours
+// ---------------------------------------------------------------------------------------------
+
+async fn acked_chunk_is_stored_with_rollups_and_counted(db: TestDb) {
+    let store = Arc::new(db.open().await);
+    let ingester = Ingester::start(store.clone()).await;
+    let records = [
+        rec("e1", "i-1", "samples", 3, "2026-11-27T04:10:00Z"),
+        rec("e1", "i-1", "node-seconds", 5, "2026-11-27T04:10:00Z"),
+        rec("e2", "i-1", "samples", 4, "2026-11-27T04:50:00.5Z"),
+    ];
+    ingester.send_acked(&records, "chunk-1").await;
+    // The ack came after the commit: everything is visible now.
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 3);
+    assert_eq!(
+        usage(&store, Granularity::Hour).await,
+        vec![
+            row("i-1", "node-seconds", "2026-11-27T04:00:00Z", 5, 1),
+            row("i-1", "samples", "2026-11-27T04:00:00Z", 7, 2),
+        ]
+    );
+    let s = store.summary().await.unwrap();
+    assert_eq!((s.received, s.records, s.duplicates), (3, 3, 0));
+    ingester.stop().await;
+}
+
+async fn identical_repeat_is_a_counted_duplicate_and_still_acked(db: TestDb) {
+    let store = Arc::new(db.open().await);
+    let ingester = Ingester::start(store.clone()).await;
+    let records = [
+        rec("e1", "i-1", "samples", 3, "2026-11-27T04:10:00Z"),
+        rec("e2", "i-1", "samples", 4, "2026-11-27T04:20:00Z"),
+    ];
+    // The client resends a chunk whose ack it never saw: same records, new chunk id.
+    ingester.send_acked(&records, "first").await;
+    ingester.send_acked(&records, "resent").await;
+    assert_eq!(
+        store.store(&frame(&records)).await.unwrap(),
+        outcome(2, 0, 2, 0, 0)
+    );
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 2);
+    assert_eq!(
+        usage(&store, Granularity::Hour).await,
+        vec![row("i-1", "samples", "2026-11-27T04:00:00Z", 7, 2)]
+    );
+    let s = store.summary().await.unwrap();
+    assert_eq!(
+        (s.received, s.records, s.duplicates, s.conflicts),
+        (6, 2, 4, 0)
+    );
+    assert_eq!(db.int("SELECT COUNT(*) FROM conflicts").await, 0);
+    ingester.stop().await;
+}
+
+async fn same_instant_in_another_offset_and_reordered_metadata_is_a_duplicate(db: TestDb) {
+    let store = db.open().await;
+    let first = rec_md(
+        "e1",
+        "i-1",
+        "samples",
+        3,
+        "2026-11-27T04:10:00Z",
+        md(&[("a", "1"), ("b", "2")]),
+    );
+    let same = rec_md(
+        "e1",
+        "i-1",
+        "samples",
+        3,
+        "2026-11-27T05:10:00.000+01:00",
+        md(&[("b", "2"), ("a", "1")]),
+    );
+    assert_eq!(put(&store, &[first]).await, outcome(1, 1, 0, 0, 0));
+    assert_eq!(put(&store, &[same]).await, outcome(1, 0, 1, 0, 0));
+    // Absent and nil metadata are both the empty map.
+    let bare = without(
+        &rec("e2", "i-1", "samples", 1, "2026-11-27T04:10:00Z"),
+        "metadata",
+    );
+    let nil = with(&bare, "metadata", Value::Nil);
+    assert_eq!(put(&store, &[bare]).await, outcome(1, 1, 0, 0, 0));
+    assert_eq!(put(&store, &[nil]).await, outcome(1, 0, 1, 0, 0));
+    // The canonical instant is what is stored.
+    assert_eq!(
+        db.texts("SELECT occurred_at FROM records WHERE unique_key = 'e1:samples'")
+            .await,
+        vec![vec!["2026-11-27T04:10:00Z".to_string()]]
+    );
+}
+
+async fn different_body_under_a_stored_key_is_a_conflict_and_the_first_version_stays(db: TestDb) {
+    let store = Arc::new(db.open().await);
+    let ingester = Ingester::start(store.clone()).await;
+    let original = rec("e1", "i-1", "samples", 3, "2026-11-27T04:10:00Z");
+    ingester
+        .send_acked(std::slice::from_ref(&original), "c1")
+        .await;
+    let variants = [
+        with(&original, "amount_value", Value::from(4)),
+        with(&original, "internal_instance_id", Value::from("i-2")),
+        with(
+            &original,
+            "occurred_at",
+            Value::from("2026-11-27T04:10:00.001Z"),
+        ),
+        with(&original, "metadata", md(&[("source", "other")])),
+    ];
+    for (i, v) in variants.iter().enumerate() {
+        // Acked: the client must not resend a conflict forever.
+        ingester
+            .send_acked(std::slice::from_ref(v), &format!("v{i}"))
+            .await;
+    }
+    // The same conflicting version again: counted again, still one row, its count grows.
+    assert_eq!(
+        put(&store, &[variants[0].clone()]).await,
+        outcome(1, 0, 0, 1, 0)
+    );
+    let stored = db
+        .texts("SELECT instance, occurred_at, metadata FROM records")
+        .await;
+    assert_eq!(
+        stored,
+        vec![vec![
+            "i-1".to_string(),
+            "2026-11-27T04:10:00Z".into(),
+            r#"{"source":"test"}"#.into()
+        ]]
+    );
+    assert_eq!(db.int("SELECT value FROM records").await, 3);
+    assert_eq!(
+        usage(&store, Granularity::Hour).await,
+        vec![row("i-1", "samples", "2026-11-27T04:00:00Z", 3, 1)]
+    );
+    assert_eq!(db.int("SELECT COUNT(*) FROM conflicts").await, 4);
+    assert_eq!(
+        db.int("SELECT CAST(SUM(count) AS BIGINT) FROM conflicts")
+            .await,
+        5
+    );
+    let rows = db
+        .texts(
+            "SELECT unique_key, stored_body, received_body FROM conflicts
+             WHERE received_body LIKE '%\"value\":4%'",
+        )
+        .await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let stored_body: serde_json::Value = serde_json::from_str(&rows[0][1]).unwrap();
+    let received_body: serde_json::Value = serde_json::from_str(&rows[0][2]).unwrap();
+    assert_eq!(rows[0][0], "e1:samples");
+    assert_eq!(
+        stored_body,
+        serde_json::json!({"instance":"i-1","amount_type":"samples","value":3,
+            "occurred_at":"2026-11-27T04:10:00Z","metadata":{"source":"test"}})
+    );
+    assert_eq!(received_body["value"], 4);
+    let s = store.summary().await.unwrap();
+    assert_eq!((s.records, s.conflicts, s.duplicates), (1, 5, 0));
+    ingester.stop().await;
+}
+
+async fn repeats_inside_one_chunk_count_like_repeats_across_chunks(db: TestDb) {
+    let store = db.open().await;
+    let a = rec("e1", "i-1", "samples", 3, "2026-11-27T04:10:00Z");
+    let a_changed = with(&a, "amount_value", Value::from(9));
+    let b = rec("e2", "i-1", "samples", 4, "2026-11-27T04:10:00Z");
+    // The first on the wire wins; later ones compare against it.
+    assert_eq!(
+        put(
+            &store,
+            &[
+                a.clone(),
+                b.clone(),
+                a.clone(),
+                a_changed.clone(),
+                b.clone()
+            ]
+        )
+        .await,
+        outcome(5, 2, 2, 1, 0)
+    );
+    assert_eq!(
+        db.int("SELECT value FROM records WHERE unique_key = 'e1:samples'")
+            .await,
+        3
+    );
+    // Against stored keys in a later chunk: same classification.
+    assert_eq!(
+        put(&store, &[a_changed.clone(), a.clone(), a]).await,
+        outcome(3, 0, 2, 1, 0)
+    );
+    assert_rollups_match_records(&db).await;
+}
+
+async fn invalid_records_are_quarantined_and_the_rest_of_the_chunk_is_stored_and_acked(db: TestDb) {
+    let store = Arc::new(db.open().await);
+    let ingester = Ingester::start(store.clone()).await;
+    let good = rec("ok", "i-1", "samples", 3, "2026-11-27T04:10:00Z");
+    let base = rec("bad", "i-1", "samples", 3, "2026-11-27T04:10:00Z");
+    let invalid = [
+        (
+            with(&base, "unique_key", Value::from("")),
+            "unique_key is empty",
+        ),
+        (without(&base, "unique_key"), "unique_key is missing"),
+        (
+            with(&base, "internal_instance_id", Value::from(7)),
+            "internal_instance_id is not a string",
+        ),
+        (
+            with(&base, "amount_type", Value::from("")),
+            "amount_type is empty",
+        ),
+        (
+            with(&base, "amount_value", Value::F64(1.5)),
+            "amount_value is not an integer",
+        ),
+        (
+            with(&base, "amount_value", Value::from(u64::MAX)),
+            "amount_value does not fit",
+        ),
+        (
+            with(&base, "occurred_at", Value::from("27/11/2026")),
+            "occurred_at",
+        ),
+        (
+            with(&base, "occurred_at", Value::from(1_795_754_038)),
+            "occurred_at is not a string",
+        ),
+        (
+            with(&base, "metadata", Value::from("x")),
+            "metadata is not a map",
+        ),
+        (with(&base, "metadata", md(&[("k", "v")])), ""), // valid, key "bad:samples"
+        (
+            with(
+                &base,
+                "metadata",
+                Value::Map(vec![(Value::from("k"), Value::from(1))]),
+            ),
+            "metadata value",
+        ),
+        (Value::from("not a map"), "record is not a map"),
+    ];
+    let mut chunk = vec![good.clone()];
+    chunk.extend(invalid.iter().map(|(r, _)| r.clone()));
+    let ack = ingester.send(&wire(&chunk, "mixed")).await.unwrap();
+    assert_eq!(
+        ack.as_deref(),
+        Some(&b"mixed"[..]),
+        "a mixed chunk is acked"
+    );
+    let expected_invalid = invalid.iter().filter(|(_, why)| !why.is_empty()).count() as i64;
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 2);
+    assert_eq!(
+        db.int("SELECT COUNT(*) FROM quarantine").await,
+        expected_invalid
+    );
+    let quarantined = db
+        .texts("SELECT reason, raw FROM quarantine ORDER BY id")
+        .await;
+    for ((_, why), q) in invalid
+        .iter()
+        .filter(|(_, why)| !why.is_empty())
+        .zip(&quarantined)
+    {
+        assert!(
+            q[0].contains(why),
+            "reason {:?} should mention {why:?}",
+            q[0]
+        );
+        let raw: serde_json::Value = serde_json::from_str(&q[1]).expect("raw is JSON");
+        assert_eq!(raw["tag"], TAG, "{raw}");
+        assert!(raw.get("record").is_some(), "{raw}");
+    }
+    let first: serde_json::Value = serde_json::from_str(&quarantined[0][1]).unwrap();
+    assert_eq!(first["record"]["unique_key"], "");
+    assert_eq!(first["record"]["amount_value"], 3);
+    let s = store.summary().await.unwrap();
+    assert_eq!(
+        (s.received, s.records, s.quarantined),
+        (chunk.len() as i64, 2, expected_invalid)
+    );
+    ingester.stop().await;
+}
+
+async fn rollups_sum_values_and_count_records_per_utc_hour_across_boundaries(db: TestDb) {
+    let store = db.open().await;
+    let chunk1 = [
+        rec("a", "i-1", "samples", 1, "2026-11-27T03:59:59.999999999Z"),
+        rec("b", "i-1", "samples", 2, "2026-11-27T04:00:00Z"),
+        rec("c", "i-1", "samples", 3, "2026-11-27T04:59:59Z"),
+        rec("d", "i-1", "samples", -4, "2026-11-27T06:30:00+01:00"), // 05:30Z
+        rec("e", "i-2", "samples", 10, "2026-11-27T04:15:00Z"),
+        rec("f", "i-1", "node-seconds", 7, "2026-11-27T04:15:00Z"),
+    ];
+    let chunk2 = [
+        rec("g", "i-1", "samples", 100, "2026-11-27T04:30:00Z"),
+        rec("h", "i-1", "samples", 5, "2026-11-28T00:00:00Z"),
+        rec("b", "i-1", "samples", 2, "2026-11-27T04:00:00Z"), // duplicate: not counted twice
+    ];
+    put(&store, &chunk1).await;
+    assert_rollups_match_records(&db).await;
+    put(&store, &chunk2).await;
+    assert_rollups_match_records(&db).await;
+    assert_eq!(
+        usage(&store, Granularity::Hour).await,
+        vec![
+            row("i-1", "node-seconds", "2026-11-27T04:00:00Z", 7, 1),
+            row("i-1", "samples", "2026-11-27T03:00:00Z", 1, 1),
+            row("i-1", "samples", "2026-11-27T04:00:00Z", 105, 3),
+            row("i-1", "samples", "2026-11-27T05:00:00Z", -4, 1),
+            row("i-1", "samples", "2026-11-28T00:00:00Z", 5, 1),
+            row("i-2", "samples", "2026-11-27T04:00:00Z", 10, 1),
+        ]
+    );
+}
+
+async fn seed_for_reports(store: &AnyStore) {
+    let records = [
+        rec("a", "i-1", "samples", 1, "2026-10-31T23:10:00Z"),
+        rec("b", "i-1", "samples", 2, "2026-11-01T00:10:00Z"),
+        rec("c", "i-1", "samples", 3, "2026-11-01T05:10:00Z"),
+        rec("d", "i-1", "samples", 4, "2026-11-02T05:10:00Z"),
+        rec("e", "i-1", "samples", 5, "2026-12-01T00:00:00Z"),
+        rec("f", "i-2", "samples", 6, "2026-11-01T05:20:00Z"),
+        rec("g", "i-1", "node-seconds", 7, "2026-11-01T05:30:00Z"),
+    ];
+    put(store, &records).await;
+}
+
+async fn report_rolls_hours_up_into_days_and_months(db: TestDb) {
+    let store = db.open().await;
+    seed_for_reports(&store).await;
+    assert_eq!(
+        usage(&store, Granularity::Day).await,
+        vec![
+            row("i-1", "node-seconds", "2026-11-01T00:00:00Z", 7, 1),
+            row("i-1", "samples", "2026-10-31T00:00:00Z", 1, 1),
+            row("i-1", "samples", "2026-11-01T00:00:00Z", 5, 2),
+            row("i-1", "samples", "2026-11-02T00:00:00Z", 4, 1),
+            row("i-1", "samples", "2026-12-01T00:00:00Z", 5, 1),
+            row("i-2", "samples", "2026-11-01T00:00:00Z", 6, 1),
+        ]
+    );
+    assert_eq!(
+        usage(&store, Granularity::Month).await,
+        vec![
+            row("i-1", "node-seconds", "2026-11-01T00:00:00Z", 7, 1),
+            row("i-1", "samples", "2026-10-01T00:00:00Z", 1, 1),
+            row("i-1", "samples", "2026-11-01T00:00:00Z", 9, 3),
+            row("i-1", "samples", "2026-12-01T00:00:00Z", 5, 1),
+            row("i-2", "samples", "2026-11-01T00:00:00Z", 6, 1),
+        ]
+    );
+}
+
+async fn report_filters_by_instance_type_and_bucket_start(db: TestDb) {
+    let store = db.open().await;
+    seed_for_reports(&store).await;
+    let q = |from: Option<&str>, to: Option<&str>, by| UsageQuery {
+        from: from.map(|t| parse_rfc3339(t).unwrap()),
+        to: to.map(|t| parse_rfc3339(t).unwrap()),
+        instance: Some("i-1".into()),
+        amount_type: Some("samples".into()),
+        by,
+    };
+    // from inclusive, to exclusive, on the bucket start.
+    assert_eq!(
+        store
+            .usage(&q(
+                Some("2026-11-01T00:00:00Z"),
+                Some("2026-11-01T05:00:00Z"),
+                Granularity::Hour
+            ))
+            .await
+            .unwrap(),
+        vec![row("i-1", "samples", "2026-11-01T00:00:00Z", 2, 1)]
+    );
+    assert_eq!(
+        store
+            .usage(&q(
+                Some("2026-11-01T00:00:00Z"),
+                Some("2026-11-01T05:00:00.000000001Z"),
+                Granularity::Hour
+            ))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // A day whose start is before `from` is not reported, even if some of its hours are after.
+    assert_eq!(
+        store
+            .usage(&q(Some("2026-11-01T03:00:00Z"), None, Granularity::Day))
+            .await
+            .unwrap(),
+        vec![
+            row("i-1", "samples", "2026-11-02T00:00:00Z", 4, 1),
+            row("i-1", "samples", "2026-12-01T00:00:00Z", 5, 1),
+        ]
+    );
+    assert_eq!(
+        store
+            .usage(&q(None, Some("2026-12-01T00:00:00Z"), Granularity::Month))
+            .await
+            .unwrap(),
+        vec![
+            row("i-1", "samples", "2026-10-01T00:00:00Z", 1, 1),
+            row("i-1", "samples", "2026-11-01T00:00:00Z", 9, 3),
+        ]
+    );
+    let only_i2 = UsageQuery {
+        instance: Some("i-2".into()),
+        ..UsageQuery::default()
+    };
+    assert_eq!(
+        store.usage(&only_i2).await.unwrap(),
+        vec![row("i-2", "samples", "2026-11-01T05:00:00Z", 6, 1)]
+    );
+    let only_node = UsageQuery {
+        amount_type: Some("node-seconds".into()),
+        ..UsageQuery::default()
+    };
+    assert_eq!(store.usage(&only_node).await.unwrap().len(), 1);
+    let nobody = UsageQuery {
+        instance: Some("nobody".into()),
+        ..UsageQuery::default()
+    };
+    assert!(store.usage(&nobody).await.unwrap().is_empty());
+}
+
+async fn report_writes_json_csv_and_table(db: TestDb) {
+    let store = db.open().await;
+    seed_for_reports(&store).await;
+    let rows = store
+        .usage(&UsageQuery {
+            instance: Some("i-1".into()),
+            amount_type: Some("samples".into()),
+            by: Granularity::Month,
+            ..UsageQuery::default()
+        })
+        .await
+        .unwrap();
+    let mut json = Vec::new();
+    write_usage(&mut json, &rows, Format::Json).unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(
+        parsed,
+        serde_json::json!([
+            {"instance":"i-1","amount_type":"samples","bucket":"2026-10-01T00:00:00Z","value":1,"records":1},
+            {"instance":"i-1","amount_type":"samples","bucket":"2026-11-01T00:00:00Z","value":9,"records":3},
+            {"instance":"i-1","amount_type":"samples","bucket":"2026-12-01T00:00:00Z","value":5,"records":1},
+        ])
+    );
+    assert!(
+        String::from_utf8(json)
+            .unwrap()
+            .starts_with(r#"[{"instance":"i-1","amount_type":"samples","bucket":"#),
+        "documented key order"
+    );
+    let mut csv = Vec::new();
+    write_usage(&mut csv, &rows, Format::Csv).unwrap();
+    assert_eq!(
+        String::from_utf8(csv).unwrap(),
+        "instance,amount_type,bucket,value,records\n\
+         i-1,samples,2026-10-01T00:00:00Z,1,1\n\
+         i-1,samples,2026-11-01T00:00:00Z,9,3\n\
+         i-1,samples,2026-12-01T00:00:00Z,5,1\n"
+    );
+    let mut table = Vec::new();
+    write_usage(&mut table, &rows, Format::Table).unwrap();
+    let table = String::from_utf8(table).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[0].starts_with("INSTANCE"), "{table}");
+    assert!(
+        lines[2].contains("2026-11-01T00:00:00Z") && lines[2].ends_with(" 9        3"),
+        "{table}"
+    );
+    let mut summary = Vec::new();
+    write_summary(&mut summary, &store.summary().await.unwrap(), Format::Json).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&summary).unwrap(),
+        serde_json::json!({"received":7,"records":7,"duplicates":0,"conflicts":0,"quarantined":0})
+    );
+}
+
+async fn summary_totals_persist_across_reopening(db: TestDb) {
+    let a = rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z");
+    let b = rec("b", "i-1", "samples", 2, "2026-11-27T04:10:00Z");
+    {
+        let store = db.open().await;
+        put(&store, &[a.clone(), b.clone()]).await;
+        put(
+            &store,
+            &[a.clone(), with(&b, "amount_value", Value::from(3))],
+        )
+        .await;
+    }
+    let store = db.open().await;
+    put(&store, &[a, Value::Nil]).await;
+    let s = store.summary().await.unwrap();
+    assert_eq!(
+        (
+            s.received,
+            s.records,
+            s.duplicates,
+            s.conflicts,
+            s.quarantined
+        ),
+        (6, 2, 2, 1, 1)
+    );
+    // A reader (what `billing report --summary` opens) sees the same.
+    let reader = AnyStore::open_reader(&db.url).await.unwrap();
+    assert_eq!(reader.summary().await.unwrap(), s);
+}
+
+async fn migrations_run_once_and_reopening_keeps_data(db: TestDb) {
+    {
+        let store = db.open().await;
+        put(
+            &store,
+            &[rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z")],
+        )
+        .await;
+    }
+    let store = db.open().await;
+    assert_eq!(db.int("SELECT COUNT(*) FROM schema_version").await, 1);
+    assert_eq!(
+        db.int("SELECT MAX(version) FROM schema_version").await,
+        billing_ingest::schema::LATEST
+    );
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 1);
+    assert_eq!(usage(&store, Granularity::Hour).await.len(), 1);
+}
+
+async fn store_with_a_newer_schema_version_is_refused(db: TestDb) {
+    drop(db.open().await);
+    let newer = billing_ingest::schema::LATEST + 1;
+    db.exec(&format!(
+        "INSERT INTO schema_version (version, applied_at) VALUES ({newer}, 'by a newer build')"
+    ))
+    .await;
+    let err = AnyStore::open(&db.url)
+        .await
+        .expect_err("newer schema accepted");
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found, known } if found == newer && known == newer - 1),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("newer than this build"), "{err}");
+    let err = AnyStore::open_reader(&db.url)
+        .await
+        .expect_err("reader accepted newer schema");
+    assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err:?}");
+}
+
+async fn reader_refuses_a_store_that_does_not_exist(db: TestDb) {
+    let err = AnyStore::open_reader(&db.url)
+        .await
+        .expect_err("reader opened a store that was never created");
+    assert!(
+        matches!(
+            err,
+            StoreError::NotFound(_) | StoreError::SchemaTooOld { found: 0, .. }
+        ),
+        "{err:?}"
+    );
+    // ... and created nothing: an ingester then migrates from scratch.
+    let store = db.open().await;
+    assert_eq!(store.summary().await.unwrap().received, 0);
+}
+
+async fn failed_commit_sends_no_ack_closes_the_connection_and_stores_nothing(db: TestDb) {
+    let store = Arc::new(db.open().await);
+    let ingester = Ingester::start(store.clone()).await;
+    let records = [
+        rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z"),
+        rec("b", "i-1", "samples", 2, "2026-11-27T04:10:00Z"),
+        Value::Nil, // would be quarantined
+    ];
+    db.sabotage().await;
+    let reply = ingester.send(&wire(&records, "doomed")).await;
+    assert!(
+        !matches!(reply, Ok(Some(_))),
+        "{}: a chunk whose transaction failed was acked: {reply:?}",
+        db.backend
+    );
+    // Whole transaction rolled back: no record, rollup, quarantine or count of it.
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 0);
+    assert_eq!(db.int("SELECT COUNT(*) FROM rollups").await, 0);
+    assert_eq!(db.int("SELECT COUNT(*) FROM quarantine").await, 0);
+    assert_eq!(store.summary().await.unwrap(), Default::default());
+    // Once the store works again, the client's resend is acked and stored once.
+    db.repair().await;
+    ingester.send_acked(&records, "doomed").await;
+    ingester.send_acked(&records, "doomed-again").await;
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 2);
+    let s = store.summary().await.unwrap();
+    assert_eq!(
+        (s.received, s.records, s.duplicates, s.quarantined),
+        (6, 2, 2, 2)
+    );
+    assert_rollups_match_records(&db).await;
+    ingester.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend-specific
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn jsonl_store_reports_every_entry_as_stored_and_has_no_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = StoreUrl::Jsonl(dir.path().join("r.jsonl"));
+    let store = AnyStore::open(&url).await.unwrap();
+    let records = [
+        rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z"),
+        Value::Nil,
+    ];
+    assert_eq!(put(&store, &records).await, outcome(2, 2, 0, 0, 0));
+    assert_eq!(put(&store, &records).await, outcome(2, 2, 0, 0, 0));
+    let text = std::fs::read_to_string(dir.path().join("r.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 4);
+    assert!(matches!(
+        store.summary().await,
+        Err(StoreError::Unsupported(_))
+    ));
+    assert!(matches!(
+        AnyStore::open_reader(&url).await,
+        Err(StoreError::Unsupported(_))
+    ));
+}
+
+/// Two ingesters (two stores, each with its own connection pool and runtime, on their own
+/// threads) share one PostgreSQL schema and receive the same chunks at the same time, with
+/// their records in opposite orders. Each key must be stored once, the rest
+/// counted as duplicates, and the rollups must add up exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_ingesters_receiving_the_same_events_concurrently_store_each_once() {
+    let Some(db) = TestDb::postgres().await else {
+        return eprintln!("BILLING_TEST_POSTGRES=skip: skipped");
+    };
+    const N: usize = 2000;
+    let hours = ["03", "04", "05", "06"];
+    let records: Vec<Value> = (0..N)
+        .map(|i| {
+            rec(
+                &format!("k{i:04}"),
+                &format!("i-{}", i % 3),
+                if i % 2 == 0 {
+                    "samples"
+                } else {
+                    "node-seconds"
+                },
+                (i % 7) as i64 + 1,
+                &format!("2026-11-27T{}:{:02}:00Z", hours[i % 4], i % 60),
+            )
+        })
+        .collect();
+    let expected_sum: i64 = (0..N).map(|i| (i % 7) as i64 + 1).sum();
+    // The same chunks, in opposite record order: without a fixed lock order the two
+    // transactions of a chunk would each hold keys the other one waits for.
+    let forward_chunks: Vec<Vec<Value>> = records.chunks(50).map(<[Value]>::to_vec).collect();
+    let backward_chunks: Vec<Vec<Value>> = forward_chunks
+        .iter()
+        .map(|c| c.iter().rev().cloned().collect())
+        .collect();
+
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let spawn = |chunks: Vec<Vec<Value>>, url: StoreUrl| {
+        let barrier = barrier.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                barrier.wait();
+                // Both open (and so migrate) at once, too.
+                let store = Arc::new(AnyStore::open(&url).await.expect("open"));
+                let mut total = StoreOutcome::default();
+                // Two chunks in flight per ingester, as two client connections would do.
+                let (even, odd): (Vec<_>, Vec<_>) = chunks
+                    .into_iter()
+                    .enumerate()
+                    .partition(|(i, _)| i % 2 == 0);
+                let mut tasks = Vec::new();
+                for half in [even, odd] {
+                    let store = store.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let mut sub = StoreOutcome::default();
+                        for (_, chunk) in half {
+                            sub.add(&store.store(&frame(&chunk)).await.expect("store"));
+                        }
+                        sub
+                    }));
+                }
+                for t in tasks {
+                    total.add(&t.await.unwrap());
+                }
+                total
+            })
+        })
+    };
+    let a = spawn(forward_chunks, db.url.clone());
+    let b = spawn(backward_chunks, db.url.clone());
+    let (a, b) = tokio::task::spawn_blocking(move || (a.join(), b.join()))
+        .await
+        .unwrap();
+    let (a, b) = (a.expect("ingester A"), b.expect("ingester B"));
+    let mut both = a;
+    both.add(&b);
+    assert_eq!(
+        both,
+        outcome(2 * N as u64, N as u64, N as u64, 0, 0),
+        "A {a:?} B {b:?}"
+    );
+
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, N as i64);
+    assert_eq!(
+        db.int("SELECT CAST(SUM(value) AS BIGINT) FROM rollups")
+            .await,
+        expected_sum
+    );
+    assert_eq!(
+        db.int("SELECT CAST(SUM(records) AS BIGINT) FROM rollups")
+            .await,
+        N as i64
+    );
+    assert_rollups_match_records(&db).await;
+    assert_eq!(db.int("SELECT COUNT(*) FROM schema_version").await, 1);
+    let reader = AnyStore::open_reader(&db.url).await.unwrap();
+    let s = reader.summary().await.unwrap();
+    assert_eq!(
+        (s.received, s.records, s.duplicates, s.conflicts),
+        (2 * N as i64, N as i64, N as i64, 0)
+    );
+    let by_day = usage(&reader, Granularity::Day).await;
+    assert_eq!(by_day.iter().map(|r| r.value).sum::<i64>(), expected_sum);
+    assert_eq!(
+        by_day.len(),
+        6,
+        "3 instances x 2 types on one day: {by_day:?}"
+    );
+}
