@@ -14,7 +14,7 @@ pub mod time;
 
 pub use connection::{AckReader, Connection};
 pub use frame::{Check, Compression, Entry, Frame, Framing, Mode, Options};
-pub use server::{Disposition, Handler, Server, ServerConfig};
+pub use server::{Disposition, Handler, Server, ServerConfig, ServerStats};
 pub use time::EventTime;
 
 /// Why bytes are not a valid frame.

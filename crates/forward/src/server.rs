@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
@@ -63,6 +64,7 @@ impl Default for ServerConfig {
 pub struct Server {
     listener: TcpListener,
     config: ServerConfig,
+    stats: Arc<ServerStats>,
 }
 
 impl Server {
@@ -74,6 +76,7 @@ impl Server {
         Ok(Self {
             listener: TcpListener::bind(addr).await?,
             config,
+            stats: Arc::default(),
         })
     }
 
@@ -85,16 +88,27 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Accepts connections until `shutdown` completes; each connection runs in its own task.
+    /// Counters of this server's connections and frames, shared with its tasks.
+    pub fn stats(&self) -> Arc<ServerStats> {
+        self.stats.clone()
+    }
+
+    /// Accepts connections until `shutdown` completes, each in its own task; then ends every
+    /// open connection too (frames not yet acked stay unacked, so their clients resend them).
     pub async fn serve<H: Handler>(self, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => break,
+                // Reap finished connection tasks so the set does not grow.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(serve_connection(stream, peer, handler.clone(), self.config.clone()));
+                        let stats = self.stats.clone();
+                        let fut = serve_connection_with_stats(stream, peer, handler.clone(), self.config.clone(), stats);
+                        connections.spawn(fut);
                     }
                     Err(e) => {
                         // EMFILE and friends: keep serving the connections we have, and do
@@ -105,7 +119,25 @@ impl Server {
                 },
             }
         }
+        connections.shutdown().await;
     }
+}
+
+/// Counters a [`Server`] keeps; read them to export metrics.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicI64,
+    /// Frames decoded.
+    pub frames: AtomicU64,
+    /// Acks written.
+    pub acks: AtomicU64,
+    /// Connections closed because of bytes that are not a frame.
+    pub protocol_errors: AtomicU64,
+    /// Frames the handler failed to take (closed without ack).
+    pub handler_errors: AtomicU64,
 }
 
 /// Serves one connection until the peer closes it or breaks the protocol.
@@ -115,6 +147,26 @@ pub async fn serve_connection<H: Handler>(
     handler: Arc<H>,
     config: ServerConfig,
 ) {
+    serve_connection_with_stats(stream, peer, handler, config, Arc::default()).await;
+}
+
+async fn serve_connection_with_stats<H: Handler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handler: Arc<H>,
+    config: ServerConfig,
+    stats: Arc<ServerStats>,
+) {
+    stats.connections_total.fetch_add(1, Ordering::Relaxed);
+    stats.connections_open.fetch_add(1, Ordering::Relaxed);
+    // Decrements the open count however the task ends, aborts included.
+    struct Open(Arc<ServerStats>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _open = Open(stats.clone());
     let mut conn = Connection::new(stream, config.max_frame_bytes);
     tracing::debug!(%peer, "forward connection opened");
     loop {
@@ -125,24 +177,30 @@ pub async fn serve_connection<H: Handler>(
                 return;
             }
             Err(e) => {
+                if matches!(e, crate::ConnectionError::Frame(_)) {
+                    stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::warn!(%peer, reason = %e, "closing forward connection");
                 return;
             }
         };
+        stats.frames.fetch_add(1, Ordering::Relaxed);
         let chunk = frame.options.chunk.clone();
         let framing = frame.framing;
         match handler.handle(peer, frame).await {
             Ok(Disposition::Ack) => {
-                if let Some(chunk) = chunk
-                    && let Err(e) = conn.write_ack(&chunk, framing).await
-                {
-                    tracing::warn!(%peer, reason = %e, "closing forward connection: ack not written");
-                    return;
+                if let Some(chunk) = chunk {
+                    if let Err(e) = conn.write_ack(&chunk, framing).await {
+                        tracing::warn!(%peer, reason = %e, "closing forward connection: ack not written");
+                        return;
+                    }
+                    stats.acks.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Ok(Disposition::Withhold) => {}
             Ok(Disposition::Close) => return,
             Err(e) => {
+                stats.handler_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, reason = %e, "closing forward connection without ack: frame not stored");
                 return;
             }
