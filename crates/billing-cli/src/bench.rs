@@ -4,7 +4,12 @@
 //! - `discard`: a socket that reads and throws away (what the Go baseline's README measures);
 //!   our client runs with acks off there, like the Go client;
 //! - `ack`: a forward server that decodes every frame and acks it without storing: the full
-//!   acked path of the client.
+//!   acked path of the client;
+//! - `sqlite`, `postgres`: end to end into a real store: the client library into an in-process
+//!   ingester (the same handler and store code as `billing ingest`, on its own 2-thread
+//!   runtime) writing a SQLite file in a temp dir, or PostgreSQL (`--postgres URL`, in a schema
+//!   `bench_<pid>` created for the run and dropped after it). Timed until the client's `flush`
+//!   returns: every chunk acked, so every record committed (deduped, rolled up).
 //!
 //! The producer loop mirrors the Go baseline's: add N events as fast as possible, retrying
 //! a refused event after a short pause, then wait until everything is delivered.
@@ -16,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use billing_client::{AmountType, Amounts, Client, Config, Metadata, Metrics};
+use billing_ingest::{AnyStore, IngestMetrics, PgUrl, StoreUrl};
 use forward::{Disposition, Frame, Handler};
 
 #[derive(Debug, clap::Args)]
@@ -30,7 +36,29 @@ pub struct BenchArgs {
     /// when given, it runs against the same discard socket in the same run.
     #[arg(long, value_name = "PATH")]
     pub go: Option<std::path::PathBuf>,
+    /// PostgreSQL to run the store target against, e.g.
+    /// postgres://postgres@127.0.0.1:5432/test (a schema bench_<pid> is created there and
+    /// dropped after the run) [default: no PostgreSQL run].
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// Only the store targets (sqlite, postgres when given), not discard/ack/Go.
+    #[arg(long)]
+    pub stores_only: bool,
+    /// Client's most records per chunk in the store runs.
+    #[arg(long, default_value_t = STORE_BATCH, value_name = "N")]
+    pub store_batch: usize,
+    /// Client's most unacked chunks in the store runs.
+    #[arg(long, default_value_t = STORE_IN_FLIGHT, value_name = "N")]
+    pub store_in_flight: usize,
+    /// Client's most buffered events in the store runs.
+    #[arg(long, default_value_t = STORE_BUFFERED, value_name = "N")]
+    pub store_buffered: usize,
 }
+
+/// Client settings of the store runs: the client's defaults (the flags try others).
+const STORE_BATCH: usize = billing_client::config::DEFAULT_BATCH_MAX_RECORDS;
+const STORE_IN_FLIGHT: usize = billing_client::config::DEFAULT_MAX_IN_FLIGHT;
+const STORE_BUFFERED: usize = billing_client::config::DEFAULT_MAX_BUFFERED_EVENTS;
 
 struct AckAll;
 
@@ -57,7 +85,8 @@ fn discard_server() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn run_ours(addr: SocketAddr, args: &BenchArgs, require_ack: bool) -> anyhow::Result<f64> {
+/// Sends `args.events` events and returns the seconds until all were delivered.
+fn run_client(addr: SocketAddr, args: &BenchArgs, cfg: Config) -> anyhow::Result<f64> {
     let names = [
         AmountType::CONTAINER_SECONDS,
         AmountType::NODE_SECONDS,
@@ -66,8 +95,7 @@ fn run_ours(addr: SocketAddr, args: &BenchArgs, require_ack: bool) -> anyhow::Re
     ];
     let cfg = Config {
         ingester: addr.to_string(),
-        require_ack,
-        ..Config::default()
+        ..cfg
     };
     let client = Client::with_metrics(cfg, Metrics::new())?;
     let start = Instant::now();
@@ -96,11 +124,163 @@ fn run_ours(addr: SocketAddr, args: &BenchArgs, require_ack: bool) -> anyhow::Re
         }
     }
     client
-        .flush(Duration::from_secs(120))
+        .flush(Duration::from_secs(600))
         .context("not delivered")?;
     let secs = start.elapsed().as_secs_f64();
     client.close();
-    Ok(args.events as f64 / secs)
+    Ok(secs)
+}
+
+fn run_ours(addr: SocketAddr, args: &BenchArgs, require_ack: bool) -> anyhow::Result<f64> {
+    let cfg = Config {
+        require_ack,
+        ..Config::default()
+    };
+    Ok(args.events as f64 / run_client(addr, args, cfg)?)
+}
+
+/// An in-process ingester on `store`, on its own runtime shaped like `billing ingest`'s.
+struct StoreTarget {
+    runtime: tokio::runtime::Runtime,
+    addr: SocketAddr,
+    store: Arc<AnyStore>,
+    metrics: IngestMetrics,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl StoreTarget {
+    fn start(url: &StoreUrl) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics = IngestMetrics::new();
+        let (addr, store, served) = runtime.block_on(async {
+            let store = Arc::new(
+                AnyStore::open(url)
+                    .await
+                    .with_context(|| format!("cannot open store {url}"))?,
+            );
+            let server = billing_ingest::bind("127.0.0.1:0").await?;
+            let addr = server.local_addr()?;
+            let served = tokio::spawn(billing_ingest::serve_with_metrics(
+                server,
+                store.clone(),
+                metrics.clone(),
+                async {
+                    let _ = stopped.await;
+                },
+            ));
+            anyhow::Ok((addr, store, served))
+        })?;
+        Ok(Self {
+            runtime,
+            addr,
+            store,
+            metrics,
+            stop: Some(stop),
+            served: Some(served),
+        })
+    }
+
+    /// Runs the client against this ingester; records per second, checked against the store,
+    /// and where the time went.
+    fn run(&self, args: &BenchArgs) -> anyhow::Result<(f64, Breakdown)> {
+        let cfg = Config {
+            batch_max_records: args.store_batch,
+            max_in_flight: args.store_in_flight,
+            max_buffered_events: args.store_buffered,
+            ..Config::default()
+        };
+        let secs = run_client(self.addr, args, cfg)?;
+        let records = (args.events * usize::from(args.types)) as i64;
+        let summary = self.runtime.block_on(self.store.summary())?;
+        anyhow::ensure!(
+            summary.records == records,
+            "the store holds {} records, {records} were sent",
+            summary.records
+        );
+        let (frames, store_secs) = self.metrics.commits();
+        let breakdown = Breakdown {
+            frames,
+            records_per_frame: records as f64 / frames.max(1) as f64,
+            store_share: store_secs / secs,
+        };
+        Ok((records as f64 / secs, breakdown))
+    }
+
+    fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            let _ = self.runtime.block_on(served);
+        }
+    }
+}
+
+/// Where a store run's time went, from the ingester's own metrics.
+struct Breakdown {
+    frames: u64,
+    records_per_frame: f64,
+    /// Time inside `Store::store` (validation, transaction, commit) over the run's wall time.
+    store_share: f64,
+}
+
+impl std::fmt::Display for Breakdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "  {} frames, {:.0} records/frame, store() busy {:.0}% of the run",
+            self.frames,
+            self.records_per_frame,
+            self.store_share * 100.0
+        )
+    }
+}
+
+/// A schema made for one PostgreSQL run; dropped with everything in it.
+struct BenchSchema {
+    name: String,
+    url: PgUrl,
+    /// `--postgres` without this crate's own parameters, for tokio-postgres.
+    conn: String,
+}
+
+impl BenchSchema {
+    fn new(base: &str) -> anyhow::Result<Self> {
+        let name = format!("bench_{}", std::process::id());
+        let url = base.parse::<PgUrl>()?.with_schema(&name)?;
+        let (head, query) = base.split_once('?').unwrap_or((base, ""));
+        let rest: Vec<&str> = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("schema=") && !p.starts_with("pool_size="))
+            .collect();
+        let conn = if rest.is_empty() {
+            head.to_string()
+        } else {
+            format!("{head}?{}", rest.join("&"))
+        };
+        Ok(Self { name, url, conn })
+    }
+
+    fn drop_schema(&self) -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.conn, tokio_postgres::NoTls).await?;
+            let conn = tokio::spawn(conn);
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name))
+                .await?;
+            drop(client);
+            let _ = conn.await;
+            anyhow::Ok(())
+        })
+    }
 }
 
 fn run_go(
@@ -130,40 +310,76 @@ fn run_go(
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let discard = discard_server()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let ack_addr = runtime.block_on(async {
-        let server = forward::Server::bind("127.0.0.1:0", forward::ServerConfig::default()).await?;
-        let addr = server.local_addr()?;
-        tokio::spawn(server.serve(Arc::new(AckAll), std::future::pending()));
-        anyhow::Ok(addr)
-    })?;
+    let records = args.events * usize::from(args.types);
     println!(
-        "events per run: {}, records per event: {}",
+        "events per run: {}, records per event: {}, records per run: {records}",
         args.events, args.types
     );
-    println!("{:<58} {:>14}", "run", "events/s");
-    let row = |name: &str, v: f64| println!("{name:<58} {v:>14.0}");
-    if let Some(go) = &args.go {
+    println!("{:<62} {:>12} {:>12}", "run", "events/s", "records/s");
+    let row = |name: &str, events_per_s: f64| {
+        println!(
+            "{name:<62} {events_per_s:>12.0} {:>12.0}",
+            events_per_s * f64::from(args.types)
+        );
+    };
+    if !args.stores_only {
+        let discard = discard_server()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let ack_addr = runtime.block_on(async {
+            let server =
+                forward::Server::bind("127.0.0.1:0", forward::ServerConfig::default()).await?;
+            let addr = server.local_addr()?;
+            tokio::spawn(server.serve(Arc::new(AckAll), std::future::pending()));
+            anyhow::Ok(addr)
+        })?;
+        if let Some(go) = &args.go {
+            row(
+                "go baseline, JSON, no acks -> discard socket",
+                run_go(go, discard, &args, true)?,
+            );
+            row(
+                "go baseline, MessagePack, no acks -> discard socket",
+                run_go(go, discard, &args, false)?,
+            );
+        }
         row(
-            "go baseline, JSON, no acks -> discard socket",
-            run_go(go, discard, &args, true)?,
+            "rust client, PackedForward, no acks -> discard socket",
+            run_ours(discard, &args, false)?,
         );
         row(
-            "go baseline, MessagePack, no acks -> discard socket",
-            run_go(go, discard, &args, false)?,
+            "rust client, PackedForward, acked -> forward server",
+            run_ours(ack_addr, &args, true)?,
         );
     }
-    row(
-        "rust client, PackedForward, no acks -> discard socket",
-        run_ours(discard, &args, false)?,
-    );
-    row(
-        "rust client, PackedForward, acked -> forward server",
-        run_ours(ack_addr, &args, true)?,
-    );
+    let store_row = |name: &str, (records_per_s, breakdown): (f64, Breakdown)| {
+        row(name, records_per_s / f64::from(args.types));
+        println!("{breakdown}");
+    };
+    {
+        let dir = tempfile::tempdir()?;
+        let url = StoreUrl::Sqlite(dir.path().join("bench.db"));
+        let target = StoreTarget::start(&url)?;
+        let result = target.run(&args);
+        target.stop();
+        store_row(
+            "rust client, acked -> ingester -> SQLite (temp file)",
+            result?,
+        );
+    }
+    if let Some(base) = &args.postgres {
+        let schema = BenchSchema::new(base)?;
+        let result = StoreTarget::start(&StoreUrl::Postgres(schema.url.clone())).and_then(|t| {
+            let r = t.run(&args);
+            t.stop();
+            r
+        });
+        let cleanup = schema.drop_schema();
+        let result = result?;
+        cleanup.with_context(|| format!("cannot drop the bench schema {}", schema.name))?;
+        store_row("rust client, acked -> ingester -> PostgreSQL", result);
+    }
     Ok(())
 }

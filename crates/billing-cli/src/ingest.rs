@@ -1,11 +1,14 @@
 //! `billing ingest`: binds, prints `listening on ADDR` on stdout (tests and scripts wait for
-//! that line), then serves until SIGINT/SIGTERM.
+//! that line; with `--metrics-listen`, a second line `metrics on ADDR` follows), then serves
+//! until SIGINT/SIGTERM.
 
 use std::io::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
-use billing_ingest::{AnyStore, StoreUrl};
+use billing_ingest::{AnyStore, IngestMetrics, Store, StoreError, StoreOutcome, StoreUrl};
+use forward::Frame;
 
 /// Default listen address: where the Go client's default `--billing.ingester` points.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:24225";
@@ -31,6 +34,13 @@ pub struct IngestArgs {
         value_name = "URL"
     )]
     pub store: StoreUrl,
+    /// Serve Prometheus metrics (billing_ingest_*) at http://ADDR/metrics [default: none].
+    #[arg(long, env = "BILLING_INGEST_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Test only: after the N-th committed frame print `committed N` and never ack it, nor
+    /// take another frame (so a test can kill the process between commit and ack).
+    #[arg(long, hide = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub test_hold_after_commits: Option<u64>,
 }
 
 pub fn run(args: IngestArgs) -> anyhow::Result<()> {
@@ -45,17 +55,79 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         let server = billing_ingest::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let metrics_listener = match &args.metrics_listen {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("cannot listen for metrics on {a}"))?,
+            ),
+            None => None,
+        };
         let addr = server.local_addr()?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on {addr}")?;
+            if let Some(l) = &metrics_listener {
+                writeln!(out, "metrics on {}", l.local_addr()?)?;
+            }
             out.flush()?;
         }
         tracing::info!(%addr, store = %args.store, "ingester listening");
-        billing_ingest::serve(server, Arc::new(store), shutdown_signal()).await;
+        let metrics = IngestMetrics::new();
+        if let Some(listener) = metrics_listener {
+            let registry = metrics.registry(server.stats());
+            tokio::spawn(billing_ingest::http::serve_metrics(
+                listener,
+                billing_ingest::metrics::CONTENT_TYPE,
+                move || billing_ingest::metrics::encode(&registry),
+                std::future::pending(),
+            ));
+        }
+        match args.test_hold_after_commits {
+            Some(n) => {
+                let held = HoldAfter {
+                    store,
+                    commits: AtomicU64::new(0),
+                    hold_at: n,
+                };
+                serve(server, held, metrics).await;
+            }
+            None => serve(server, store, metrics).await,
+        }
         tracing::info!("ingester stopped");
         Ok(())
     })
+}
+
+async fn serve(server: forward::Server, store: impl Store, metrics: IngestMetrics) {
+    billing_ingest::serve_with_metrics(server, Arc::new(store), metrics, shutdown_signal()).await;
+}
+
+/// `--test-hold-after-commits`: the store that commits, then stops before the ack.
+struct HoldAfter {
+    store: AnyStore,
+    commits: AtomicU64,
+    hold_at: u64,
+}
+
+impl Store for HoldAfter {
+    async fn store(&self, frame: &Frame) -> Result<StoreOutcome, StoreError> {
+        if self.commits.load(Ordering::SeqCst) >= self.hold_at {
+            // Held: take nothing more.
+            return std::future::pending().await;
+        }
+        let outcome = self.store.store(frame).await?;
+        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= self.hold_at {
+            if n == self.hold_at {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "committed {n}");
+                let _ = out.flush();
+            }
+            std::future::pending::<()>().await;
+        }
+        Ok(outcome)
+    }
 }
 
 async fn shutdown_signal() {

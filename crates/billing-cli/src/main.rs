@@ -1,10 +1,12 @@
-//! `billing`: the ingester, a one-event sender and a demo, wiring the libraries together.
+//! `billing`: the ingester, a one-event sender, reports, the demo, benchmarks and spool tools,
+//! wiring the libraries together.
 
 mod bench;
 mod demo;
 mod ingest;
 mod report;
 mod send;
+mod spool_cmd;
 
 use std::process::ExitCode;
 
@@ -26,10 +28,13 @@ enum Command {
     Report(report::ReportArgs),
     /// Send one event through the client library; exit 0 only once it was acknowledged.
     Send(Box<send::SendArgs>),
-    /// Start an ingester and a client in one process and send a few events through them.
+    /// Run the main job in one process: an ingester and a client report a day of usage through
+    /// retries and an ingester restart, then reconcile what was stored.
     Demo(demo::DemoArgs),
     /// Measure the client's throughput, side by side with the Go baseline when given.
     Bench(bench::BenchArgs),
+    /// Inspect or drain a client's disk spool.
+    Spool(spool_cmd::SpoolArgs),
 }
 
 fn init_logs(default: &str) {
@@ -82,6 +87,10 @@ fn main() -> ExitCode {
             // One line on stderr is the contract of `send`: library logs only when asked.
             init_logs("off");
             return send::run(*args);
+        }
+        Command::Spool(args) => {
+            init_logs("warn");
+            return spool_cmd::run(args);
         }
         Command::Bench(args) => {
             // The producer loop retries refused events by design: their warnings are noise here.

@@ -1,6 +1,8 @@
 //! `billing send`: one event through the library, exit status telling whether it was
 //! acknowledged. Exit codes: 0 acknowledged; 1 not acknowledged within `--timeout` (ingester
-//! unreachable or not acking); 2 refused before sending (bad flags, blank key, bad amount).
+//! unreachable or not acking); 2 refused before sending (bad flags, blank key, bad amount,
+//! spool full or unwritable); 3 with `--billing.spool-dir`: not acknowledged within `--timeout`
+//! but safely in the spool, to be delivered later.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -63,6 +65,7 @@ pub fn run(args: SendArgs) -> ExitCode {
         ExitCode::from(code)
     };
     let config: billing_client::Config = args.billing.into();
+    let spooled = config.spool_dir.clone();
     let ingester = config.ingester.clone();
     let client = match Client::with_metrics(config, Metrics::new()) {
         Ok(c) => c,
@@ -83,6 +86,17 @@ pub fn run(args: SendArgs) -> ExitCode {
     client.close_within(Duration::ZERO);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(billing_client::FlushError::Timeout { .. }) if spooled.is_some() => fail(
+            3,
+            format!(
+                "not yet acknowledged by {ingester} within {}; the event is safe in the spool {} and will be delivered later",
+                billing_client::duration::format(args.timeout),
+                spooled
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display()
+            ),
+        ),
         Err(billing_client::FlushError::Timeout { .. }) => fail(
             1,
             format!(

@@ -150,7 +150,10 @@ fn help_of_every_command_names_each_flag_and_its_default() {
             "ingest",
             &["--listen", "[default: 127.0.0.1:24225]", "--store"][..],
         ),
-        ("demo", &["--events", "[default: 1000]"][..]),
+        (
+            "demo",
+            &["--instances", "[default: 200]", "--seed", "--db"][..],
+        ),
         ("bench", &["--events", "--types", "--go"][..]),
     ] {
         let mut c = Command::new(billing_bin());

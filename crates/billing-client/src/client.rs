@@ -21,16 +21,18 @@ use crate::record::{RecordRef, TAG, rfc3339};
 use crate::sender::{Command, Queued, Sender};
 
 /// State shared by the client handle and its sender thread.
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub buffered: AtomicUsize,
     pub closed: AtomicBool,
     pub metrics: Metrics,
+    /// The disk spool, when configured: accepted events live there until acked.
+    pub spool: Option<Arc<spool::Spool>>,
+    /// Set while a `Wake` is on its way to the sender, so appends send at most one.
+    pub wake_pending: AtomicBool,
 }
 
 /// A billing client: cheap to share between threads (`&self` everywhere), usable with or
 /// without a tokio runtime. Dropping it closes it (bounded by `close_timeout`).
-#[derive(Debug)]
 pub struct Client {
     cfg: Config,
     shared: Arc<Shared>,
@@ -67,17 +69,40 @@ impl Client {
                 "batch_max_records and max_in_flight must be at least 1",
             ));
         }
+        let (spool, recovered_below) = match &config.spool_dir {
+            Some(dir) => {
+                let (spool, recovery) = spool::Spool::open(dir, config.spool_options())
+                    .map_err(NewClientError::Spool)?;
+                if recovery.damaged_records > 0 || !recovery.unreadable_segments.is_empty() {
+                    tracing::warn!(dir = %dir.display(), damaged = recovery.damaged_records, unreadable = ?recovery.unreadable_segments, "billing: spool recovered with damaged records moved aside");
+                }
+                if recovery.records > 0 {
+                    tracing::info!(dir = %dir.display(), events = recovery.records, "billing: spool recovered events to deliver");
+                }
+                (Some(Arc::new(spool)), recovery.next_seq)
+            }
+            None => (None, 0),
+        };
         let shared = Arc::new(Shared {
             buffered: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             metrics,
+            spool,
+            wake_pending: AtomicBool::new(false),
         });
         let (tx, rx) = unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(NewClientError::Spawn)?;
-        let sender = Sender::new(config.clone(), host, port, shared.clone(), rx);
+        let sender = Sender::new(
+            config.clone(),
+            host,
+            port,
+            shared.clone(),
+            rx,
+            recovered_below,
+        );
         let thread = std::thread::Builder::new()
             .name("billing-sender".into())
             .spawn(move || runtime.block_on(sender.run()))
@@ -129,6 +154,9 @@ impl Client {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(self.refuse_closed(event));
         }
+        if let Some(spool) = &self.shared.spool {
+            return self.add_to_spool(spool, event);
+        }
         let limit = self.cfg.max_buffered_events;
         if self.shared.buffered.fetch_add(1, Ordering::AcqRel) >= limit {
             self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
@@ -156,6 +184,46 @@ impl Client {
                 metrics.queued(-1);
                 self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
                 Err(self.refuse_closed(event))
+            }
+        }
+    }
+
+    /// The spool path: `Ok` once the spool holds the event as durably as configured; the
+    /// sender reads it back from disk.
+    fn add_to_spool(&self, spool: &spool::Spool, event: Event) -> Result<(), AddError> {
+        let metrics = &self.shared.metrics;
+        let queued = self.encode(&event);
+        if queued.ends.is_empty() {
+            metrics.track(Status::Success, &event.amounts);
+            return Ok(());
+        }
+        let mut payload = Vec::with_capacity(queued.units.len() + 64);
+        crate::spooled::encode(&queued, &mut payload);
+        match spool.append(&payload) {
+            Ok(_) => {
+                metrics.unacked(1, &event.amounts);
+                metrics.queued(1);
+                if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
+                    // A closed sender will find the event in the spool on the next start.
+                    let _ = self.tx.send(Command::Wake);
+                }
+                Ok(())
+            }
+            Err(source @ spool::SpoolError::Full { .. }) => {
+                metrics.track(Status::SpoolFull, &event.amounts);
+                tracing::warn!(unique_key = %event.unique_key, reason = %source, "billing: event dropped: spool full");
+                Err(AddError::SpoolFull {
+                    source,
+                    event: Box::new(event),
+                })
+            }
+            Err(source) => {
+                metrics.track(Status::SpoolError, &event.amounts);
+                tracing::error!(unique_key = %event.unique_key, reason = %source, "billing: event dropped: spool write failed");
+                Err(AddError::Spool {
+                    source,
+                    event: Box::new(event),
+                })
             }
         }
     }
@@ -212,8 +280,10 @@ impl Client {
     /// on); [`FlushError::Closed`] if the client is closed.
     pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
         let (reply, done) = std::sync::mpsc::sync_channel(1);
+        // With a spool, events are numbered by the spool: wait for all below its next number.
+        let target = self.shared.spool.as_ref().map(|s| s.stats().next_seq);
         self.tx
-            .send(Command::Flush(reply))
+            .send(Command::Flush(target, reply))
             .map_err(|_| FlushError::Closed)?;
         match done.recv_timeout(timeout) {
             Ok(()) => Ok(()),
@@ -226,11 +296,15 @@ impl Client {
 
     /// Events accepted and not yet delivered or dropped.
     pub fn pending(&self) -> usize {
-        self.shared.buffered.load(Ordering::Acquire)
+        match &self.shared.spool {
+            Some(spool) => usize::try_from(spool.stats().records).unwrap_or(usize::MAX),
+            None => self.shared.buffered.load(Ordering::Acquire),
+        }
     }
 
     /// Stops intake, delivers what is queued within `close_timeout` (the rest is dropped and
-    /// counted `stopping`), closes the connection and stops the sender thread. Idempotent.
+    /// counted `stopping`; with a spool it stays on disk for the next start instead), closes
+    /// the connection and stops the sender thread. Idempotent.
     pub fn close(&self) {
         self.close_within(self.cfg.close_timeout);
     }
@@ -252,6 +326,14 @@ impl Client {
     /// The metrics this client reports into.
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 

@@ -24,6 +24,36 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_BATCH_MAX_RECORDS: usize = 4096;
 /// Default most unacknowledged chunks on a connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+/// Default bound of the spool's files on disk (1 GiB).
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+/// Default longest time an accepted event waits in the page cache before an fsync, in the
+/// `interval` durability mode: the window of loss on an OS crash or power cut.
+pub const DEFAULT_SPOOL_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// Default wait for space when the spool is full and `spool_when_full` is `wait`.
+pub const DEFAULT_SPOOL_FULL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// When `add_amounts` returns `Ok` with a spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SpoolSync {
+    /// Once the event is fsynced (group commit: concurrent callers share each fsync). An `Ok`
+    /// event survives a process kill, an OS crash and a power cut.
+    #[default]
+    Fsync,
+    /// At once, with the event written to the OS and fsynced within
+    /// `spool_sync_interval`: survives a process kill; an OS crash or power cut can lose the
+    /// last interval.
+    Interval,
+}
+
+/// What `add_amounts` does when the spool holds `spool_max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SpoolWhenFull {
+    /// Refuse the event (`AddError::SpoolFull`, counted `spool_full`).
+    #[default]
+    Reject,
+    /// Wait up to `spool_full_timeout` for acks to free space (the call blocks), then refuse.
+    Wait,
+}
 
 /// How records are put on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -70,6 +100,19 @@ pub struct Config {
     pub batch_max_records: usize,
     /// Most unacknowledged chunks on one connection.
     pub max_in_flight: usize,
+    /// Keep accepted events in this directory until acknowledged, so they survive crashes
+    /// and restarts (`None`: in memory only, as the Go client).
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// Bound of the spool's files.
+    pub spool_max_bytes: u64,
+    /// Durability of an accepted event with a spool.
+    pub spool_sync: SpoolSync,
+    /// Longest fsync delay in [`SpoolSync::Interval`] mode.
+    pub spool_sync_interval: Duration,
+    /// Behaviour when the spool is full.
+    pub spool_when_full: SpoolWhenFull,
+    /// Longest wait for space with [`SpoolWhenFull::Wait`].
+    pub spool_full_timeout: Duration,
 }
 
 impl Default for Config {
@@ -86,6 +129,12 @@ impl Default for Config {
             framing: Framing::PackedForward,
             batch_max_records: DEFAULT_BATCH_MAX_RECORDS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            spool_dir: None,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            spool_sync: SpoolSync::Fsync,
+            spool_sync_interval: DEFAULT_SPOOL_SYNC_INTERVAL,
+            spool_when_full: SpoolWhenFull::Reject,
+            spool_full_timeout: DEFAULT_SPOOL_FULL_TIMEOUT,
         }
     }
 }
@@ -142,6 +191,50 @@ pub struct Args {
     /// Most unacknowledged chunks on one connection.
     #[arg(long = "billing.max-in-flight", env = "BILLING_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT, value_parser = positive, value_name = "N")]
     pub max_in_flight: usize,
+    /// Directory of the crash-safe disk spool: accepted events survive crashes, restarts and
+    /// ingester outages (one process per directory). Unset: events are kept in memory.
+    #[arg(
+        long = "billing.spool-dir",
+        env = "BILLING_SPOOL_DIR",
+        value_name = "DIR"
+    )]
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// Bound of the spool's files in bytes.
+    #[arg(long = "billing.spool-max-bytes", env = "BILLING_SPOOL_MAX_BYTES", default_value_t = DEFAULT_SPOOL_MAX_BYTES, value_name = "BYTES")]
+    pub spool_max_bytes: u64,
+    /// When an event is accepted with a spool: fsync (after it is fsynced; group commit) or
+    /// interval (at once; fsynced within --billing.spool-sync-interval, the window of loss on
+    /// an OS crash).
+    #[arg(long = "billing.spool-sync", env = "BILLING_SPOOL_SYNC", value_enum, default_value_t = SpoolSync::Fsync, value_name = "MODE")]
+    pub spool_sync: SpoolSync,
+    /// Longest fsync delay in the interval mode.
+    #[arg(long = "billing.spool-sync-interval", env = "BILLING_SPOOL_SYNC_INTERVAL", default_value = "100ms", value_parser = go_duration, value_name = "DURATION")]
+    pub spool_sync_interval: Duration,
+    /// When the spool is full: reject (refuse the event, status spool_full) or wait (block up
+    /// to --billing.spool-full-timeout for space).
+    #[arg(long = "billing.spool-when-full", env = "BILLING_SPOOL_WHEN_FULL", value_enum, default_value_t = SpoolWhenFull::Reject, value_name = "POLICY")]
+    pub spool_when_full: SpoolWhenFull,
+    /// Longest wait for spool space with --billing.spool-when-full=wait.
+    #[arg(long = "billing.spool-full-timeout", env = "BILLING_SPOOL_FULL_TIMEOUT", default_value = "1s", value_parser = go_duration, value_name = "DURATION")]
+    pub spool_full_timeout: Duration,
+}
+
+impl Config {
+    /// The spool options these settings ask for.
+    pub fn spool_options(&self) -> spool::SpoolOptions {
+        spool::SpoolOptions {
+            max_bytes: self.spool_max_bytes,
+            durability: match self.spool_sync {
+                SpoolSync::Fsync => spool::Durability::Fsync,
+                SpoolSync::Interval => spool::Durability::Interval(self.spool_sync_interval),
+            },
+            when_full: match self.spool_when_full {
+                SpoolWhenFull::Reject => spool::WhenFull::Reject,
+                SpoolWhenFull::Wait => spool::WhenFull::Wait(self.spool_full_timeout),
+            },
+            ..spool::SpoolOptions::default()
+        }
+    }
 }
 
 impl From<Args> for Config {
@@ -158,6 +251,12 @@ impl From<Args> for Config {
             framing: a.framing,
             batch_max_records: a.batch_max_records,
             max_in_flight: a.max_in_flight,
+            spool_dir: a.spool_dir,
+            spool_max_bytes: a.spool_max_bytes,
+            spool_sync: a.spool_sync,
+            spool_sync_interval: a.spool_sync_interval,
+            spool_when_full: a.spool_when_full,
+            spool_full_timeout: a.spool_full_timeout,
         }
     }
 }

@@ -14,6 +14,9 @@ pub enum NewClientError {
     /// The background sender could not start.
     #[error("billing: cannot start the sender thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The spool directory cannot be opened (locked by another process, unreadable, ...).
+    #[error("billing: cannot open the spool: {0}")]
+    Spool(#[source] spool::SpoolError),
 }
 
 /// Why `add_amounts` refused an event. Each variant returns the event.
@@ -33,21 +36,44 @@ pub enum AddError {
     /// The client is closed or closing; counted `stopping`.
     #[error("billing: client is closed, discarding event {}", .0.unique_key)]
     Closed(Box<Event>),
+    /// The spool holds `spool_max_bytes` (after waiting, if so configured); counted `spool_full`.
+    #[error("billing: spool full, discarding event {}: {source}", .event.unique_key)]
+    SpoolFull {
+        /// What the spool said.
+        source: spool::SpoolError,
+        /// The refused event.
+        event: Box<Event>,
+    },
+    /// The spool could not write the event (disk full, I/O error); nothing accepted before is
+    /// affected; counted `spool_error`.
+    #[error("billing: spool write failed, discarding event {}: {source}", .event.unique_key)]
+    Spool {
+        /// What the spool said.
+        source: spool::SpoolError,
+        /// The refused event.
+        event: Box<Event>,
+    },
 }
 
 impl AddError {
     /// The refused event, to keep or retry.
     pub fn into_event(self) -> Event {
         match self {
-            AddError::BlankKey(e) | AddError::Closed(e) | AddError::QueueFull { event: e, .. } => {
-                *e
-            }
+            AddError::BlankKey(e)
+            | AddError::Closed(e)
+            | AddError::QueueFull { event: e, .. }
+            | AddError::SpoolFull { event: e, .. }
+            | AddError::Spool { event: e, .. } => *e,
         }
     }
 
-    /// Whether the same event may be accepted later (only a full buffer drains).
+    /// Whether the same event may be accepted later (a full buffer or spool drains; a disk
+    /// may get space back).
     pub fn is_retriable(&self) -> bool {
-        matches!(self, AddError::QueueFull { .. })
+        matches!(
+            self,
+            AddError::QueueFull { .. } | AddError::SpoolFull { .. } | AddError::Spool { .. }
+        )
     }
 }
 

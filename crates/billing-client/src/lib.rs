@@ -21,10 +21,11 @@ pub mod event;
 pub mod metrics;
 pub mod record;
 mod sender;
+mod spooled;
 pub mod testing;
 
 pub use client::Client;
-pub use config::{Args, Config, Framing};
+pub use config::{Args, Config, Framing, SpoolSync, SpoolWhenFull};
 pub use error::{AddError, FlushError, NewClientError};
 pub use event::{AmountType, Amounts, Event, Metadata};
 pub use metrics::{Metrics, Status, register_metrics};

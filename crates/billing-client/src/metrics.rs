@@ -8,9 +8,13 @@
 //! - `billing_client_queued_events`: events accepted and not yet delivered or dropped;
 //! - `billing_client_unacked_amounts{amount_type}`: amounts accepted and not yet acknowledged.
 //!
+//! - with a spool: `billing_client_spool_bytes`, `_spool_records`,
+//!   `_spool_oldest_unacked_age_seconds`, `_spool_damaged_records`.
+//!
 //! Statuses: `success` (acknowledged), `retrying` (a delivery attempt failed; counted per
 //! attempt, as Go did), `stopping` (dropped because the client was closing), `buffer_full`
-//! (refused: `max_buffered_events` reached). Like the Go package, metrics are process-wide by
+//! (refused: `max_buffered_events` reached), `spool_full` and `spool_error` (refused: the spool
+//! is full or cannot write). Like the Go package, metrics are process-wide by
 //! default ([`Metrics::global`]); tests and multi-client programs can give each client its own.
 
 use std::collections::HashMap;
@@ -36,14 +40,20 @@ pub enum Status {
     Stopping,
     /// Refused because the buffer was full.
     BufferFull,
+    /// Refused because the spool was full.
+    SpoolFull,
+    /// Refused because the spool could not write it (disk full, I/O error).
+    SpoolError,
 }
 
 impl Status {
-    const ALL: [Status; 4] = [
+    const ALL: [Status; 6] = [
         Status::Success,
         Status::Retrying,
         Status::Stopping,
         Status::BufferFull,
+        Status::SpoolFull,
+        Status::SpoolError,
     ];
 
     /// The label value.
@@ -53,6 +63,8 @@ impl Status {
             Status::Retrying => "retrying",
             Status::Stopping => "stopping",
             Status::BufferFull => "buffer_full",
+            Status::SpoolFull => "spool_full",
+            Status::SpoolError => "spool_error",
         }
     }
 }
@@ -86,8 +98,8 @@ fn new_histogram() -> Histogram {
 /// Counters of one amount type, resolved once so the hot path does no label allocation.
 #[derive(Debug)]
 struct PerType {
-    events: [Counter; 4],
-    amounts: [Counter; 4],
+    events: [Counter; 6],
+    amounts: [Counter; 6],
     unacked: Gauge,
 }
 
@@ -98,6 +110,10 @@ struct Inner {
     request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
     queued: Gauge,
     unacked: Family<TypeLabels, Gauge>,
+    spool_bytes: Gauge,
+    spool_records: Gauge,
+    spool_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    spool_damaged: Gauge,
     per_type: RwLock<HashMap<AmountType, Arc<PerType>>>,
 }
 
@@ -122,6 +138,10 @@ impl Metrics {
             request_duration: Family::new_with_constructor(new_histogram as fn() -> Histogram),
             queued: Gauge::default(),
             unacked: Family::default(),
+            spool_bytes: Gauge::default(),
+            spool_records: Gauge::default(),
+            spool_oldest_age: Gauge::default(),
+            spool_damaged: Gauge::default(),
             per_type: RwLock::new(HashMap::new()),
         }))
     }
@@ -223,6 +243,31 @@ impl Metrics {
         for (t, v) in amounts {
             self.per_type(t).unacked.inc_by(delta * *v);
         }
+    }
+
+    pub(crate) fn spool(&self, stats: &spool::SpoolStats) {
+        self.0
+            .spool_bytes
+            .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+        self.0
+            .spool_records
+            .set(i64::try_from(stats.records).unwrap_or(i64::MAX));
+        self.0
+            .spool_oldest_age
+            .set(stats.oldest_unacked_age.map_or(0.0, |d| d.as_secs_f64()));
+        self.0
+            .spool_damaged
+            .set(i64::try_from(stats.damaged_records).unwrap_or(i64::MAX));
+    }
+
+    /// Current value of `billing_client_spool_records`.
+    pub fn spool_records(&self) -> i64 {
+        self.0.spool_records.get()
+    }
+
+    /// Current value of `billing_client_spool_damaged_records`.
+    pub fn spool_damaged_records(&self) -> i64 {
+        self.0.spool_damaged.get()
     }
 
     pub(crate) fn queued(&self, delta: i64) {

@@ -55,12 +55,17 @@ pub(crate) struct Queued {
 #[derive(Debug)]
 pub(crate) enum Command {
     Event(Queued),
-    Flush(SyncSender<()>),
+    /// Reply once every event below the target is resolved; `None`: below the sender's own
+    /// next sequence number (memory mode), `Some`: below this spool sequence number.
+    Flush(Option<u64>, SyncSender<()>),
     Close(std::time::Instant, SyncSender<()>),
+    /// New events are in the spool.
+    Wake,
 }
 
 #[derive(Debug)]
 struct EventMeta {
+    seq: u64,
     key: String,
     amounts: Amounts,
 }
@@ -138,6 +143,12 @@ pub(crate) struct Sender {
     backoff: Backoff,
     next_attempt: Instant,
     failing: bool,
+    /// Spool mode: where reading from the spool goes on.
+    cursor: spool::Cursor,
+    /// Spool mode: events below this sequence number were recovered from disk at start and
+    /// are not yet in this process's gauges.
+    recovered_below: u64,
+    spool_stats_at: Instant,
 }
 
 impl Sender {
@@ -147,6 +158,7 @@ impl Sender {
         port: u16,
         shared: Arc<Shared>,
         rx: UnboundedReceiver<Command>,
+        recovered_below: u64,
     ) -> Self {
         let backoff = Backoff {
             base: cfg.retry_delay,
@@ -170,6 +182,9 @@ impl Sender {
             backoff,
             next_attempt: Instant::now(),
             failing: false,
+            cursor: spool::Cursor::new(),
+            recovered_below,
+            spool_stats_at: Instant::now(),
         }
     }
 
@@ -183,10 +198,62 @@ impl Sender {
             .iter()
             .chain(self.unsent.iter())
             .map(|b| b.first_seq);
-        batches
+        let min = batches
             .chain(self.backlog.front().map(|p| p.seq))
             .min()
-            .unwrap_or(u64::MAX)
+            .unwrap_or(u64::MAX);
+        // Spool mode: what the cursor has not read yet is pending too.
+        match &self.shared.spool {
+            Some(_) => min.min(self.cursor.next_seq()),
+            None => min,
+        }
+    }
+
+    /// Spool mode: reads events from the spool until the backlog holds enough for every
+    /// chunk that may be in flight, so memory stays bounded however long the backlog on disk.
+    fn refill(&mut self) {
+        let Some(spool) = self.shared.spool.clone() else {
+            return;
+        };
+        let limit = self.cfg.batch_max_records * self.cfg.max_in_flight;
+        let metrics = &self.shared.metrics;
+        while self.backlog.len() < limit {
+            let records = match spool.read_from(&mut self.cursor, limit - self.backlog.len()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(reason = %e, "billing: cannot read the spool; retrying later");
+                    return;
+                }
+            };
+            if records.is_empty() {
+                return;
+            }
+            for (seq, payload) in records {
+                match crate::spooled::decode(&payload) {
+                    Ok(event) => {
+                        if seq < self.recovered_below {
+                            metrics.unacked(1, &event.amounts);
+                            metrics.queued(1);
+                        }
+                        self.backlog.push_back(Pending { seq, event });
+                    }
+                    Err(reason) => {
+                        // Checksummed but not an event this version can read: keep it on disk
+                        // for inspection rather than lose it; acking would delete it.
+                        tracing::error!(seq, %reason, "billing: spool record is not a readable event; skipped");
+                    }
+                }
+            }
+        }
+    }
+
+    fn update_spool_gauges(&mut self) {
+        if let Some(spool) = &self.shared.spool
+            && self.spool_stats_at.elapsed() >= Duration::from_secs(1)
+        {
+            self.shared.metrics.spool(&spool.stats());
+            self.spool_stats_at = Instant::now();
+        }
     }
 
     fn complete_flushes(&mut self) {
@@ -201,7 +268,12 @@ impl Sender {
     }
 
     pub(crate) async fn run(mut self) {
+        if let Some(spool) = &self.shared.spool {
+            self.shared.metrics.spool(&spool.stats());
+        }
         loop {
+            self.refill();
+            self.update_spool_gauges();
             self.complete_flushes();
             if let Some((deadline, _)) = &self.closing {
                 if !self.has_work() && !self.rx_open {
@@ -236,6 +308,11 @@ impl Sender {
             let close_deadline = self.closing.as_ref().map(|(d, _)| *d);
             let retry_at = self.next_attempt;
             let waiting_to_retry = self.conn.is_none() && self.has_work();
+            let gauges_at = self
+                .shared
+                .spool
+                .as_ref()
+                .map(|_| self.spool_stats_at + Duration::from_secs(1));
             tokio::select! {
                 biased;
                 ack = recv_ack(&mut self.conn) => self.on_ack(ack),
@@ -263,7 +340,8 @@ impl Sender {
                     self.fail_connection("no ack within the ack timeout");
                 }
                 _ = tokio::time::sleep_until(retry_at), if waiting_to_retry => {}
-                _ = sleep_until(close_deadline), if close_deadline.is_some() => {}
+                                _ = sleep_until(close_deadline), if close_deadline.is_some() => {}
+                _ = sleep_until(gauges_at), if gauges_at.is_some() => {}
             }
         }
         if let Some(mut conn) = self.conn.take() {
@@ -286,7 +364,10 @@ impl Sender {
                 });
                 self.next_seq += 1;
             }
-            Command::Flush(reply) => self.flushes.push((self.next_seq, reply)),
+            Command::Flush(target, reply) => {
+                self.flushes.push((target.unwrap_or(self.next_seq), reply))
+            }
+            Command::Wake => self.shared.wake_pending.store(false, Ordering::Release),
             Command::Close(deadline, reply) => {
                 let deadline = Instant::from_std(deadline);
                 match &mut self.closing {
@@ -378,6 +459,7 @@ impl Sender {
             units.extend_from_slice(&p.event.units);
             ends.extend(p.event.ends.iter().map(|e| base + e));
             events.push(EventMeta {
+                seq: p.seq,
                 key: p.event.key,
                 amounts: p.event.amounts,
             });
@@ -506,6 +588,16 @@ impl Sender {
         if let Some(first) = batch.first_sent {
             metrics.observe_request(status == Status::Success, first.elapsed().as_secs_f64());
         }
+        if let Some(spool) = &self.shared.spool
+            && status == Status::Success
+        {
+            let seqs: Vec<u64> = batch.events.iter().map(|e| e.seq).collect();
+            if let Err(e) = spool.ack(&seqs) {
+                // Not fatal: the events are delivered; at worst they are sent again after a
+                // restart, and the ingester dedupes them.
+                tracing::warn!(reason = %e, "billing: spool ack not recorded");
+            }
+        }
         for e in &batch.events {
             self.resolve_event(&e.key, &e.amounts, status);
         }
@@ -519,7 +611,9 @@ impl Sender {
         metrics.track(status, amounts);
         metrics.unacked(-1, amounts);
         metrics.queued(-1);
-        self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
+        if self.shared.spool.is_none() {
+            self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     fn fail_connection(&mut self, reason: &str) {
@@ -544,6 +638,9 @@ impl Sender {
     }
 
     fn drop_everything(&mut self, reason: &str) {
+        if self.shared.spool.is_some() {
+            return self.leave_in_spool(reason);
+        }
         let batches: Vec<Batch> = self
             .inflight
             .drain(..)
@@ -561,6 +658,28 @@ impl Sender {
             self.resolve_event(&p.event.key, &p.event.amounts, Status::Stopping);
         }
         tracing::warn!(dropped, %reason, "billing: events dropped at close");
+    }
+}
+
+impl Sender {
+    /// Spool mode at close: undelivered events are not dropped, they stay on disk for the next
+    /// client on this directory; they only leave this process's gauges.
+    fn leave_in_spool(&mut self, reason: &str) {
+        let metrics = self.shared.metrics.clone();
+        let mut left = 0usize;
+        for b in self.inflight.drain(..).chain(self.unsent.drain(..)) {
+            for e in &b.events {
+                metrics.unacked(-1, &e.amounts);
+                metrics.queued(-1);
+                left += 1;
+            }
+        }
+        for p in self.backlog.drain(..) {
+            metrics.unacked(-1, &p.event.amounts);
+            metrics.queued(-1);
+            left += 1;
+        }
+        tracing::info!(events = left, %reason, "billing: undelivered events stay in the spool for the next start");
     }
 }
 

@@ -17,12 +17,19 @@
 //! fails, [`Store::store`] returns an error and the server closes the connection without ack,
 //! so the client resends the whole chunk, which the unique key then makes harmless.
 //!
+//! Observability: [`serve_with_metrics`] counts every frame's outcome into [`IngestMetrics`]
+//! (records by outcome, commit latency, store errors), exported with the forward server's
+//! connection counters as `billing_ingest_*` Prometheus metrics ([`metrics`]), served by the
+//! minimal HTTP responder in [`http`].
+//!
 //! Known limit: a rollup whose sum would leave the `i64` range makes the database refuse the
 //! transaction (PostgreSQL `bigint out of range`, SQLite STRICT column), so such a chunk is
 //! never acked. Validation bounds every field that could otherwise poison a transaction
 //! (lengths, NUL, integer range); realistic amounts are far from this limit.
 
+pub mod http;
 pub mod jsonl;
+pub mod metrics;
 pub mod postgres;
 pub mod report;
 pub mod schema;
@@ -36,6 +43,7 @@ use std::sync::Arc;
 
 use forward::{Disposition, Frame, Handler, Server, ServerConfig};
 
+pub use metrics::IngestMetrics;
 pub use postgres::{PgStore, PgUrl};
 pub use report::{Format, Granularity, Summary, UsageQuery, UsageRow};
 pub use sqlite::SqliteStore;
@@ -303,13 +311,19 @@ impl<S: Store> Store for Arc<S> {
     }
 }
 
-struct Ingest<S>(Arc<S>);
+struct Ingest<S> {
+    store: Arc<S>,
+    metrics: IngestMetrics,
+}
 
 impl<S: Store> Handler for Ingest<S> {
     type Error = StoreError;
 
     async fn handle(&self, peer: SocketAddr, frame: Frame) -> Result<Disposition, StoreError> {
-        let outcome = self.0.store(&frame).await?;
+        let start = std::time::Instant::now();
+        let result = self.store.store(&frame).await;
+        self.metrics.observe(&result, start.elapsed());
+        let outcome = result?;
         tracing::debug!(%peer, mode = ?frame.mode, ?outcome, "frame stored");
         Ok(Disposition::Ack)
     }
@@ -317,7 +331,20 @@ impl<S: Store> Handler for Ingest<S> {
 
 /// Serves forward connections on `server` into `store` until `shutdown` completes.
 pub async fn serve<S: Store>(server: Server, store: Arc<S>, shutdown: impl Future<Output = ()>) {
-    server.serve(Arc::new(Ingest(store)), shutdown).await;
+    serve_with_metrics(server, store, IngestMetrics::new(), shutdown).await;
+}
+
+/// As [`serve`], counting every frame's outcome into `metrics` (export them with
+/// [`IngestMetrics::registry`], built from the same `server`'s [`Server::stats`]).
+pub async fn serve_with_metrics<S: Store>(
+    server: Server,
+    store: Arc<S>,
+    metrics: IngestMetrics,
+    shutdown: impl Future<Output = ()>,
+) {
+    server
+        .serve(Arc::new(Ingest { store, metrics }), shutdown)
+        .await;
 }
 
 /// Binds a forward listener with default limits.

@@ -491,3 +491,142 @@ pub fn assert_time(v: &Value, epoch: i64, nanos: u32, ctx: &str) {
     );
     assert_eq!(parse_rfc3339(s), (epoch, nanos), "{ctx}: time {s:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Database stores, kills, metrics scrapes
+// ---------------------------------------------------------------------------
+
+impl Server {
+    /// SIGKILLs the process (`Child::kill`) and reaps it: no shutdown code runs.
+    pub fn kill(&mut self) -> ExitStatus {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("wait")
+    }
+
+    /// SIGKILLs the process and returns every stdout line it printed after the readiness line.
+    pub fn kill_and_read_stdout(&mut self) -> Vec<String> {
+        self.kill();
+        // The pipe is closed: the reader thread ends once it read everything.
+        let deadline = Instant::now() + POLL_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(RecvTimeoutError::Disconnected) => return self.seen.clone(),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("{}: stdout not closed after kill", self.name)
+                }
+            }
+        }
+    }
+
+    /// Waits (bounded) for a stdout line starting with `prefix` after the readiness line;
+    /// returns the rest of it.
+    pub fn wait_line(&mut self, prefix: &str) -> String {
+        let lines = self.wait_stdout(&format!("a line `{prefix}...`"), |seen| {
+            seen.iter().any(|l| l.starts_with(prefix))
+        });
+        let line = lines.iter().find(|l| l.starts_with(prefix)).unwrap();
+        line[prefix.len()..].trim_end().to_string()
+    }
+}
+
+/// `billing ingest --listen LISTEN --store sqlite:DB EXTRA...`, ready.
+pub fn ingest_sqlite(db: &Path, listen: &str, extra: &[&str]) -> Server {
+    let mut c = Command::new(billing_bin());
+    c.arg("ingest")
+        .arg("--listen")
+        .arg(listen)
+        .arg("--store")
+        .arg(format!("sqlite:{}", db.display()))
+        .args(extra);
+    Server::spawn("billing ingest", c)
+}
+
+/// `billing report --store STORE ARGS...`, which must succeed; its stdout.
+pub fn report(store: &str, args: &[&str]) -> String {
+    let mut c = Command::new(billing_bin());
+    c.arg("report").arg("--store").arg(store).args(args);
+    let out = run("billing report", c);
+    assert!(
+        out.status.success(),
+        "billing report {args:?} failed ({}): {}",
+        out.status,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// `billing report --summary --format json` parsed.
+pub fn summary(store: &str) -> Value {
+    let out = report(store, &["--summary", "--format", "json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("summary is not JSON ({e}): {out}"))
+}
+
+/// An HTTP response read off a raw socket.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header lines as written, without the status line.
+    pub headers: Vec<String>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find_map(|h| {
+            let (k, v) = h.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+    }
+}
+
+/// `GET path` over a plain TcpStream (HTTP/1.1, `Connection: close`), read to EOF.
+pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    use std::io::Write as _;
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(RUN_TIMEOUT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: billing-test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("read the response of GET {path}: {e}"));
+    let text = String::from_utf8(raw).expect("response is UTF-8");
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of head in {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let resp = HttpResponse {
+        status,
+        headers: lines.map(str::to_string).collect(),
+        body: body.to_string(),
+    };
+    if let Some(len) = resp.header("content-length") {
+        assert_eq!(
+            len.parse::<usize>().ok(),
+            Some(resp.body.len()),
+            "Content-Length"
+        );
+    }
+    resp
+}
+
+/// The value of the sample `name` (with its labels exactly as written, e.g.
+/// `x_total{outcome="stored"}`) in Prometheus text, if present.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, v) = l.rsplit_once(' ')?;
+        (n == name).then(|| v.parse().ok()).flatten()
+    })
+}

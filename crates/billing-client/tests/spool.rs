@@ -1,0 +1,154 @@
+//! With `spool_dir`, accepted events live on disk until acknowledged: they survive a closed
+//! client and a dead ingester, one client owns a directory, and a full spool refuses clearly.
+
+mod common;
+
+use std::time::Duration;
+
+use billing_client::testing::TestIngester;
+use billing_client::{
+    AddError, AmountType, Client, Config, Metrics, NewClientError, SpoolSync, Status,
+};
+use common::*;
+
+const SAMPLES: AmountType = AmountType::SAMPLES;
+
+fn spool_client(
+    dir: &std::path::Path,
+    ingester: String,
+    tweak: impl FnOnce(&mut Config),
+) -> (Client, Metrics) {
+    let mut cfg = Config {
+        ingester,
+        spool_dir: Some(dir.to_path_buf()),
+        retry_delay: Duration::from_millis(5),
+        retry_delay_max: Duration::from_millis(50),
+        ..Config::default()
+    };
+    tweak(&mut cfg);
+    let metrics = Metrics::new();
+    (
+        Client::with_metrics(cfg, metrics.clone()).expect("spool opens"),
+        metrics,
+    )
+}
+
+#[test]
+fn spooled_events_outlive_the_client_and_are_delivered_by_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = dead_address();
+    let (client, metrics) = spool_client(dir.path(), down.clone(), |_| {});
+    for i in 0..300 {
+        client
+            .add_amounts(
+                format!("s-{i}"),
+                "3",
+                now(),
+                amounts(&[(&SAMPLES, 2)]),
+                meta(&[("r", "1")]),
+            )
+            .unwrap();
+    }
+    assert_eq!(client.pending(), 300);
+    client.close_within(Duration::ZERO);
+    // Not dropped: they stay on disk for the next client.
+    assert_eq!(metrics.events_total(Status::Stopping, &SAMPLES), 0);
+    drop(client);
+
+    let ingester = TestIngester::start().unwrap();
+    let (client, metrics) = spool_client(dir.path(), ingester.addr().to_string(), |_| {});
+    client.flush(PATIENCE).expect("recovered events delivered");
+    assert_eq!(unique_keys(&ingester).len(), 300);
+    assert_eq!(metrics.events_total(Status::Success, &SAMPLES), 300);
+    assert_eq!(metrics.amounts_total(Status::Success, &SAMPLES), 600);
+    assert_eq!(client.pending(), 0);
+    assert_eq!(
+        metrics.queued_events(),
+        0,
+        "recovered events entered and left the gauge"
+    );
+    assert_eq!(metrics.unacked_amounts(&SAMPLES), 0);
+}
+
+#[test]
+fn both_durability_modes_deliver_every_event() {
+    for sync in [SpoolSync::Fsync, SpoolSync::Interval] {
+        let dir = tempfile::tempdir().unwrap();
+        let ingester = TestIngester::start().unwrap();
+        let (client, metrics) = spool_client(dir.path(), ingester.addr().to_string(), |c| {
+            c.spool_sync = sync
+        });
+        std::thread::scope(|s| {
+            for t in 0..2 {
+                let client = &client;
+                s.spawn(move || {
+                    for i in 0..200 {
+                        client
+                            .add_amounts(
+                                format!("{t}-{i}"),
+                                "1",
+                                now(),
+                                amounts(&[(&SAMPLES, 1)]),
+                                meta(&[]),
+                            )
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        client.flush(PATIENCE).unwrap();
+        assert_eq!(
+            metrics.events_total(Status::Success, &SAMPLES),
+            400,
+            "{sync:?}"
+        );
+        assert_eq!(unique_keys(&ingester).len(), 400, "{sync:?}");
+    }
+}
+
+#[test]
+fn a_second_client_on_the_same_spool_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_first, _) = spool_client(dir.path(), dead_address(), |_| {});
+    let err = Client::with_metrics(
+        Config {
+            spool_dir: Some(dir.path().to_path_buf()),
+            ..Config::default()
+        },
+        Metrics::new(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, NewClientError::Spool(_)), "{err:?}");
+    assert!(
+        err.to_string().contains(&std::process::id().to_string()),
+        "the holder's pid must be named: {err}"
+    );
+}
+
+#[test]
+fn a_full_spool_refuses_with_spool_full_and_hands_the_event_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, metrics) = spool_client(dir.path(), dead_address(), |c| {
+        c.spool_max_bytes = 64 * 1024
+    });
+    let mut accepted = 0;
+    let err = loop {
+        match client.add_amounts(
+            format!("full-{accepted}"),
+            "1",
+            now(),
+            amounts(&[(&SAMPLES, 1)]),
+            meta(&[("pad", &"x".repeat(200))]),
+        ) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 10_000, "the spool never filled up");
+    };
+    assert!(matches!(err, AddError::SpoolFull { .. }), "{err:?}");
+    assert!(err.is_retriable());
+    assert_eq!(err.into_event().unique_key, format!("full-{accepted}"));
+    assert_eq!(metrics.events_total(Status::SpoolFull, &SAMPLES), 1);
+    assert!(accepted > 10, "a 64 KiB spool holds more than a few events");
+    assert_eq!(client.pending(), accepted);
+}

@@ -1,0 +1,240 @@
+//! The ingester's Prometheus metrics, all named `billing_ingest_*`.
+//!
+//! Two sources:
+//! - [`IngestMetrics`]: what the ingest handler counts itself, from each [`Store::store`]
+//!   call: records by outcome, store errors and the commit latency;
+//! - the forward server's [`ServerStats`] (connections, frames, acks, protocol errors), read
+//!   at scrape time by a collector, so the server keeps plain atomics and knows nothing of
+//!   Prometheus.
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `billing_ingest_records_received_total` | counter | entries in frames whose transaction committed |
+//! | `billing_ingest_records_total{outcome}` | counter | those entries by outcome: `stored`, `duplicate`, `conflict`, `quarantined` (they add up to `received`) |
+//! | `billing_ingest_commit_duration_seconds` | histogram | time of each successful `store()` call (validation, transaction, commit) |
+//! | `billing_ingest_store_errors_total` | counter | `store()` calls that failed (chunk not acked, connection closed) |
+//! | `billing_ingest_connections_open` | gauge | forward connections open now |
+//! | `billing_ingest_connections_total` | counter | forward connections accepted |
+//! | `billing_ingest_frames_total` | counter | frames decoded |
+//! | `billing_ingest_chunks_acked_total` | counter | acks written |
+//! | `billing_ingest_protocol_errors_total` | counter | connections closed for bytes that are not a frame |
+//!
+//! [`Store::store`]: crate::Store::store
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use forward::ServerStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::{StoreError, StoreOutcome};
+
+/// The prefix of every metric name.
+pub const PREFIX: &str = "billing_ingest";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// What the ingest handler counts; cheap to clone (shared counters).
+#[derive(Debug, Clone)]
+pub struct IngestMetrics {
+    received: Counter,
+    records: Family<OutcomeLabel, Counter>,
+    stored: Counter,
+    duplicates: Counter,
+    conflicts: Counter,
+    quarantined: Counter,
+    store_errors: Counter,
+    commit_seconds: Histogram,
+    /// Count and total time of the successful calls, for [`IngestMetrics::commits`] (the
+    /// histogram's own are not readable).
+    commit_totals: Arc<(AtomicU64, AtomicU64)>,
+}
+
+impl Default for IngestMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IngestMetrics {
+    /// A fresh set, all zero.
+    pub fn new() -> Self {
+        let records = Family::<OutcomeLabel, Counter>::default();
+        let get = |outcome| records.get_or_create(&OutcomeLabel { outcome }).clone();
+        Self {
+            received: Counter::default(),
+            stored: get("stored"),
+            duplicates: get("duplicate"),
+            conflicts: get("conflict"),
+            quarantined: get("quarantined"),
+            records,
+            store_errors: Counter::default(),
+            // 100 µs .. ~13 s: an fsync-bound commit of one small frame up to a stalled database.
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            commit_totals: Arc::default(),
+        }
+    }
+
+    /// Counts one `store()` call that took `elapsed`.
+    pub fn observe(&self, result: &Result<StoreOutcome, StoreError>, elapsed: Duration) {
+        match result {
+            Ok(o) => {
+                self.received.inc_by(o.received);
+                self.stored.inc_by(o.stored);
+                self.duplicates.inc_by(o.duplicates);
+                self.conflicts.inc_by(o.conflicts);
+                self.quarantined.inc_by(o.quarantined);
+                self.commit_seconds.observe(elapsed.as_secs_f64());
+                self.commit_totals.0.fetch_add(1, Ordering::Relaxed);
+                let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+                self.commit_totals.1.fetch_add(nanos, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.store_errors.inc();
+            }
+        }
+    }
+
+    /// Successful `store()` calls so far and the seconds they took in total.
+    pub fn commits(&self) -> (u64, f64) {
+        let (count, nanos) = &*self.commit_totals;
+        (
+            count.load(Ordering::Relaxed),
+            Duration::from_nanos(nanos.load(Ordering::Relaxed)).as_secs_f64(),
+        )
+    }
+
+    /// A registry holding these metrics and `server`'s counters, every name prefixed
+    /// `billing_ingest_`; encode it with [`encode`].
+    pub fn registry(&self, server: Arc<ServerStats>) -> Registry {
+        let mut registry = Registry::with_prefix(PREFIX);
+        registry.register(
+            "records_received",
+            "Entries received in frames whose transaction committed",
+            self.received.clone(),
+        );
+        registry.register(
+            "records",
+            "Entries of committed frames by outcome: stored, duplicate, conflict, quarantined",
+            self.records.clone(),
+        );
+        registry.register(
+            "commit_duration_seconds",
+            "Time to validate, store and commit one frame (successful store calls)",
+            self.commit_seconds.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Frames the store failed to take (not acked; the client resends)",
+            self.store_errors.clone(),
+        );
+        registry.register_collector(Box::new(ServerCollector(server)));
+        registry
+    }
+}
+
+/// Encodes `registry` in the Prometheus text format, version 0.0.4 ([`CONTENT_TYPE`]).
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::with_capacity(4096);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, registry);
+    out
+}
+
+/// The `Content-Type` of what [`encode`] writes.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Reads a forward server's atomics at scrape time.
+#[derive(Debug)]
+struct ServerCollector(Arc<ServerStats>);
+
+impl Collector for ServerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let open = ConstGauge::new(s.connections_open.load(Ordering::Relaxed));
+        open.encode(encoder.encode_descriptor(
+            "connections_open",
+            "Forward connections open now.",
+            None,
+            open.metric_type(),
+        )?)?;
+        let counters = [
+            (
+                "connections",
+                "Forward connections accepted.",
+                &s.connections_total,
+            ),
+            ("frames", "Forward frames decoded.", &s.frames),
+            (
+                "chunks_acked",
+                "Chunks acknowledged (after their frame was stored).",
+                &s.acks,
+            ),
+            (
+                "protocol_errors",
+                "Connections closed because they sent bytes that are not a forward frame.",
+                &s.protocol_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value.load(Ordering::Relaxed));
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_outcomes_and_server_counters_with_the_prefix() {
+        let m = IngestMetrics::new();
+        let stats = Arc::new(ServerStats::default());
+        stats.connections_total.fetch_add(3, Ordering::Relaxed);
+        stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        stats.acks.fetch_add(2, Ordering::Relaxed);
+        m.observe(
+            &Ok(StoreOutcome {
+                received: 5,
+                stored: 2,
+                duplicates: 1,
+                conflicts: 1,
+                quarantined: 1,
+            }),
+            Duration::from_millis(3),
+        );
+        m.observe(&Err(StoreError::Closed), Duration::from_millis(1));
+        let text = encode(&m.registry(stats));
+        for line in [
+            "billing_ingest_records_received_total 5",
+            "billing_ingest_records_total{outcome=\"stored\"} 2",
+            "billing_ingest_records_total{outcome=\"duplicate\"} 1",
+            "billing_ingest_records_total{outcome=\"conflict\"} 1",
+            "billing_ingest_records_total{outcome=\"quarantined\"} 1",
+            "billing_ingest_store_errors_total 1",
+            "billing_ingest_commit_duration_seconds_count 1",
+            "billing_ingest_connections_open 1",
+            "billing_ingest_connections_total 3",
+            "billing_ingest_chunks_acked_total 2",
+            "billing_ingest_frames_total 0",
+            "billing_ingest_protocol_errors_total 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+    }
+}

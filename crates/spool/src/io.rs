@@ -1,0 +1,206 @@
+//! File I/O behind a small trait, so tests can inject faults (see [`crate::sim`]).
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+/// An open file. Positioned reads and writes only; the spool never relies on a file cursor.
+pub trait SpoolFile: Send + Sync {
+    /// Read at `offset`; returns the number of bytes read (0 at end of file).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Write all of `buf` at `offset`. On error some prefix may have been written.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// `fdatasync`: make written data (and the file size) durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Truncate or extend.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Current size.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// How to open a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Existing file, read only.
+    Read,
+    /// Existing file, read and write.
+    ReadWrite,
+    /// Create a new file (fails if it exists), read and write.
+    CreateNew,
+    /// Create or truncate, read and write.
+    CreateTruncate,
+}
+
+/// One directory entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub is_dir: bool,
+}
+
+/// Why the directory lock could not be taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another opener holds it; `pid` is what the LOCK file says (if readable).
+    Held {
+        pid: Option<u32>,
+    },
+    Io(io::Error),
+}
+
+/// Held lock; releasing happens on drop.
+pub trait LockGuard: Send + Sync {}
+
+/// File system operations used by the spool.
+pub trait SpoolIo: Send + Sync {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Entries of a directory (names that are not UTF-8 are reported lossily).
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>>;
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn SpoolFile>>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// fsync a directory, making creations, renames and removals in it durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Take the exclusive lock of the spool directory `dir` (non-blocking).
+    fn lock(&self, dir: &Path) -> Result<Box<dyn LockGuard>, LockError>;
+}
+
+/// Name of the lock file inside the spool directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// The real file system (`std::fs`, `flock(2)`, `fdatasync(2)`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StdIo;
+
+struct StdFile(File);
+
+impl SpoolFile for StdFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        loop {
+            match self.0.read_at(buf, offset) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+struct StdLock(#[allow(dead_code)] File);
+impl LockGuard for StdLock {}
+
+impl SpoolIo for StdIo {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(path)? {
+            let e = e?;
+            out.push(DirEntry {
+                name: e.file_name().to_string_lossy().into_owned(),
+                is_dir: e.file_type()?.is_dir(),
+            });
+        }
+        Ok(out)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn SpoolFile>> {
+        let mut o = OpenOptions::new();
+        o.read(true);
+        match mode {
+            OpenMode::Read => {}
+            OpenMode::ReadWrite => {
+                o.write(true);
+            }
+            OpenMode::CreateNew => {
+                o.write(true).create_new(true).mode(0o644);
+            }
+            OpenMode::CreateTruncate => {
+                o.write(true).create(true).truncate(true).mode(0o644);
+            }
+        }
+        Ok(Arc::new(StdFile(o.open(path)?)))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+    fn lock(&self, dir: &Path) -> Result<Box<dyn LockGuard>, LockError> {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(dir.join(LOCK_FILE))
+            .map_err(LockError::Io)?;
+        // SAFETY: flock on a valid, owned descriptor.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut s = String::new();
+                let pid = f
+                    .read_to_string(&mut s)
+                    .ok()
+                    .and_then(|_| s.trim().parse().ok());
+                return Err(LockError::Held { pid });
+            }
+            return Err(LockError::Io(err));
+        }
+        let pid = std::process::id();
+        f.set_len(0)
+            .and_then(|_| f.rewind())
+            .and_then(|_| writeln!(f, "{pid}"))
+            .map_err(LockError::Io)?;
+        Ok(Box::new(StdLock(f)))
+    }
+}
+
+/// Read the pid written in `dir/LOCK` and whether the lock is currently held (by anyone,
+/// including this process through another open file description).
+pub fn lock_holder(dir: &Path) -> Option<u32> {
+    let f = File::open(dir.join(LOCK_FILE)).ok()?;
+    // SAFETY: flock on a valid, owned descriptor; a shared probe lock released at once.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc == 0 {
+        // SAFETY: as above.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+        return None;
+    }
+    std::fs::read_to_string(dir.join(LOCK_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl fmt::Debug for dyn SpoolIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SpoolIo")
+    }
+}

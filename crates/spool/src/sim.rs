@@ -1,0 +1,431 @@
+//! An in-memory file system for tests that models what survives a crash, with fault injection.
+//!
+//! Every file keeps its current bytes (the "page cache") and its durable bytes (what
+//! `sync_data` last made durable); a directory entry (creation, rename, removal) becomes
+//! durable only when its directory is synced. [`SimFs::crash`] throws away everything not
+//! durable, like a power loss, and kills every handle opened before it (the old process is
+//! dead: its operations fail with `EIO`). [`SimFs::io`] gives the handle a new "process" uses.
+//!
+//! Faults: a capacity (writes past it fail with `ENOSPC`, possibly after a partial write),
+//! and counters that make the next N `sync_data` / writes / `set_len` fail with `EIO`. A failed
+//! `sync_data` makes nothing durable (as a failed `fsync` on Linux may).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::io::{DirEntry, LockError, LockGuard, OpenMode, SpoolFile, SpoolIo};
+
+/// Injected faults; change them with [`SimFs::faults`].
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Total bytes all files may hold; writes past it fail with `ENOSPC` (after writing what
+    /// fits).
+    pub capacity: Option<u64>,
+    /// The next N `sync_data` calls fail with `EIO`.
+    pub fail_syncs: u32,
+    /// The next N writes fail with `EIO` (nothing written).
+    pub fail_writes: u32,
+    /// The next N `set_len` calls fail with `EIO`.
+    pub fail_set_len: u32,
+    /// Every `sync_data` fails while set.
+    pub syncs_broken: bool,
+}
+
+#[derive(Default)]
+struct Inode {
+    data: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+#[derive(Default)]
+struct FsState {
+    generation: u64,
+    next_ino: u64,
+    inodes: HashMap<u64, Inode>,
+    names: BTreeMap<PathBuf, u64>,
+    durable_names: BTreeMap<PathBuf, u64>,
+    dirs: BTreeSet<PathBuf>,
+    /// dir -> lock id
+    locks: HashMap<PathBuf, u64>,
+    next_lock: u64,
+    faults: Faults,
+    syncs: u64,
+}
+
+impl FsState {
+    /// Bytes of the files that have a name (unlinked files free their space).
+    fn used(&self) -> u64 {
+        let live: BTreeSet<u64> = self.names.values().copied().collect();
+        live.iter().map(|i| self.inodes[i].data.len() as u64).sum()
+    }
+}
+
+/// The simulated file system. Cheap to share: `Arc<SimFs>`.
+#[derive(Default)]
+pub struct SimFs {
+    st: Mutex<FsState>,
+}
+
+fn eio(what: &str) -> io::Error {
+    io::Error::other(format!("simulated I/O error: {what}"))
+}
+
+fn dead() -> io::Error {
+    io::Error::other("simulated crash: this handle belongs to a process that died")
+}
+
+impl SimFs {
+    pub fn new() -> Arc<SimFs> {
+        Arc::new(SimFs::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FsState> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A handle for a new process (valid until the next crash).
+    pub fn io(self: &Arc<Self>) -> Arc<dyn SpoolIo> {
+        let generation = self.lock().generation;
+        Arc::new(SimIo {
+            fs: self.clone(),
+            generation,
+        })
+    }
+
+    /// Change the injected faults.
+    pub fn faults(&self, f: impl FnOnce(&mut Faults)) {
+        f(&mut self.lock().faults)
+    }
+
+    /// The faults currently armed.
+    pub fn armed(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    /// Number of successful `sync_data` calls so far.
+    pub fn syncs(&self) -> u64 {
+        self.lock().syncs
+    }
+
+    /// Power loss: keep only durable bytes and durable directory entries.
+    pub fn crash(&self) {
+        self.crash_with(|_| 0)
+    }
+
+    /// Power loss where, for a file whose current bytes extend its durable bytes, `keep(n)` of
+    /// the `n` unsynced appended bytes happen to have reached the disk (a torn write).
+    pub fn crash_with(&self, mut keep: impl FnMut(usize) -> usize) {
+        let mut st = self.lock();
+        st.generation += 1;
+        st.locks.clear();
+        st.names = st.durable_names.clone();
+        let live: BTreeSet<u64> = st.names.values().copied().collect();
+        st.inodes.retain(|ino, _| live.contains(ino));
+        for inode in st.inodes.values_mut() {
+            let d = inode.durable.len();
+            if inode.data.len() > d && inode.data[..d] == inode.durable[..] {
+                let k = keep(inode.data.len() - d).min(inode.data.len() - d);
+                inode.durable.extend_from_slice(&inode.data[d..d + k]);
+            }
+            inode.data = inode.durable.clone();
+        }
+    }
+
+    /// Current content of a file.
+    pub fn read(&self, path: &Path) -> Option<Vec<u8>> {
+        let st = self.lock();
+        let ino = st.names.get(path)?;
+        Some(st.inodes[ino].data.clone())
+    }
+
+    /// Replace a file's content, durably (like corruption on the disk, or a test setup step).
+    pub fn write(&self, path: &Path, data: &[u8]) {
+        let mut st = self.lock();
+        let ino = match st.names.get(path) {
+            Some(i) => *i,
+            None => {
+                st.next_ino += 1;
+                let i = st.next_ino;
+                st.inodes.insert(i, Inode::default());
+                st.names.insert(path.to_path_buf(), i);
+                st.durable_names.insert(path.to_path_buf(), i);
+                i
+            }
+        };
+        let inode = st.inodes.get_mut(&ino).unwrap();
+        inode.data = data.to_vec();
+        inode.durable = data.to_vec();
+    }
+
+    /// Remove a file, durably.
+    pub fn remove(&self, path: &Path) {
+        let mut st = self.lock();
+        st.names.remove(path);
+        st.durable_names.remove(path);
+    }
+
+    /// Names of the files in `dir`, sorted.
+    pub fn list(&self, dir: &Path) -> Vec<String> {
+        let st = self.lock();
+        st.names
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Total bytes held by all files.
+    pub fn used(&self) -> u64 {
+        self.lock().used()
+    }
+}
+
+struct SimIo {
+    fs: Arc<SimFs>,
+    generation: u64,
+}
+
+impl SimIo {
+    fn st(&self) -> io::Result<MutexGuard<'_, FsState>> {
+        let st = self.fs.lock();
+        if st.generation != self.generation {
+            return Err(dead());
+        }
+        Ok(st)
+    }
+}
+
+struct SimFile {
+    fs: Arc<SimFs>,
+    generation: u64,
+    ino: u64,
+    writable: bool,
+}
+
+impl SimFile {
+    fn st(&self) -> io::Result<MutexGuard<'_, FsState>> {
+        let st = self.fs.lock();
+        if st.generation != self.generation {
+            return Err(dead());
+        }
+        Ok(st)
+    }
+}
+
+impl SpoolFile for SimFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let st = self.st()?;
+        let data = &st.inodes[&self.ino].data;
+        if offset >= data.len() as u64 {
+            return Ok(0);
+        }
+        let n = buf.len().min(data.len() - offset as usize);
+        buf[..n].copy_from_slice(&data[offset as usize..offset as usize + n]);
+        Ok(n)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let mut st = self.st()?;
+        if st.faults.fail_writes > 0 {
+            st.faults.fail_writes -= 1;
+            return Err(eio("write"));
+        }
+        let len = st.inodes[&self.ino].data.len() as u64;
+        let new_len = len.max(offset + buf.len() as u64);
+        let mut n = buf.len();
+        let mut err = None;
+        if let Some(cap) = st.faults.capacity {
+            let used = st.used();
+            let growth = new_len - len;
+            if used + growth > cap {
+                let room = cap.saturating_sub(used);
+                // Bytes that fit: those overwriting existing data plus `room` more.
+                let fits = (len + room).saturating_sub(offset).min(buf.len() as u64);
+                n = fits as usize;
+                err = Some(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+        }
+        let data = &mut st.inodes.get_mut(&self.ino).unwrap().data;
+        let end = offset as usize + n;
+        if data.len() < end {
+            data.resize(end, 0);
+        }
+        data[offset as usize..end].copy_from_slice(&buf[..n]);
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut st = self.st()?;
+        if st.faults.syncs_broken {
+            return Err(eio("fsync"));
+        }
+        if st.faults.fail_syncs > 0 {
+            st.faults.fail_syncs -= 1;
+            return Err(eio("fsync"));
+        }
+        st.syncs += 1;
+        let inode = st.inodes.get_mut(&self.ino).unwrap();
+        inode.durable = inode.data.clone();
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut st = self.st()?;
+        if st.faults.fail_set_len > 0 {
+            st.faults.fail_set_len -= 1;
+            return Err(eio("ftruncate"));
+        }
+        st.inodes
+            .get_mut(&self.ino)
+            .unwrap()
+            .data
+            .resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.st()?.inodes[&self.ino].data.len() as u64)
+    }
+}
+
+struct SimLock {
+    fs: Arc<SimFs>,
+    dir: PathBuf,
+    id: u64,
+}
+
+impl LockGuard for SimLock {}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut st = self.fs.lock();
+        if st.locks.get(&self.dir) == Some(&self.id) {
+            st.locks.remove(&self.dir);
+        }
+    }
+}
+
+impl SpoolIo for SimIo {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.st()?;
+        for a in path.ancestors() {
+            st.dirs.insert(a.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
+        let st = self.st()?;
+        if !st.dirs.contains(path) {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        let mut out: Vec<DirEntry> = st
+            .names
+            .keys()
+            .filter(|p| p.parent() == Some(path))
+            .map(|p| DirEntry {
+                name: p.file_name().unwrap().to_string_lossy().into_owned(),
+                is_dir: false,
+            })
+            .collect();
+        out.extend(
+            st.dirs
+                .iter()
+                .filter(|p| p.parent() == Some(path))
+                .map(|p| DirEntry {
+                    name: p.file_name().unwrap().to_string_lossy().into_owned(),
+                    is_dir: true,
+                }),
+        );
+        Ok(out)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn SpoolFile>> {
+        let mut st = self.st()?;
+        if !path.parent().is_some_and(|p| st.dirs.contains(p)) {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        let existing = st.names.get(path).copied();
+        let ino = match (mode, existing) {
+            (OpenMode::Read | OpenMode::ReadWrite, Some(i)) => i,
+            (OpenMode::Read | OpenMode::ReadWrite, None) => {
+                return Err(io::Error::from_raw_os_error(libc::ENOENT));
+            }
+            (OpenMode::CreateNew, Some(_)) => {
+                return Err(io::Error::from_raw_os_error(libc::EEXIST));
+            }
+            (OpenMode::CreateTruncate, Some(i)) => {
+                st.inodes.get_mut(&i).unwrap().data.clear();
+                i
+            }
+            (OpenMode::CreateNew | OpenMode::CreateTruncate, None) => {
+                st.next_ino += 1;
+                let i = st.next_ino;
+                st.inodes.insert(i, Inode::default());
+                st.names.insert(path.to_path_buf(), i);
+                i
+            }
+        };
+        Ok(Arc::new(SimFile {
+            fs: self.fs.clone(),
+            generation: self.generation,
+            ino,
+            writable: mode != OpenMode::Read,
+        }))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.st()?;
+        st.names
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.st()?;
+        let ino = st
+            .names
+            .remove(from)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        st.names.insert(to.to_path_buf(), ino);
+        Ok(())
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.st()?;
+        let st = &mut *st;
+        st.durable_names.retain(|p, _| p.parent() != Some(path));
+        for (p, i) in &st.names {
+            if p.parent() == Some(path) {
+                st.durable_names.insert(p.clone(), *i);
+            }
+        }
+        Ok(())
+    }
+
+    fn lock(&self, dir: &Path) -> Result<Box<dyn LockGuard>, LockError> {
+        let mut st = self.st().map_err(LockError::Io)?;
+        if st.locks.contains_key(dir) {
+            return Err(LockError::Held {
+                pid: Some(std::process::id()),
+            });
+        }
+        st.next_lock += 1;
+        let id = st.next_lock;
+        st.locks.insert(dir.to_path_buf(), id);
+        Ok(Box::new(SimLock {
+            fs: self.fs.clone(),
+            dir: dir.to_path_buf(),
+            id,
+        }))
+    }
+}

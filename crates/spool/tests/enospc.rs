@@ -1,0 +1,140 @@
+//! Disk full (`ENOSPC`, also part-way through a write): the appender gets a clear error, nothing
+//! accepted before is lost, a failed batch stores none of its records, and appending works again
+//! once space returns.
+mod common;
+use common::*;
+use spool::SpoolError;
+use spool::sim::SimFs;
+
+#[test]
+fn disk_full_then_space_returns() {
+    let fs = SimFs::new();
+    let (s, _) = open_sim(&fs, opts());
+    fill(&s, 20);
+    let used = fs.used();
+    fs.faults(|f| f.capacity = Some(used + 100));
+    let mut failures = 0;
+    let mut oks = Vec::new();
+    for i in 20..40 {
+        match s.append(&payload(i)) {
+            Ok(q) => oks.push(q),
+            Err(e) => {
+                failures += 1;
+                assert!(matches!(e, SpoolError::Write { .. }), "{e}");
+                assert_eq!(e.io_kind(), Some(std::io::ErrorKind::StorageFull));
+                assert!(e.to_string().contains("No space left on device"), "{e}");
+                assert!(e.is_retriable());
+            }
+        }
+    }
+    assert!(failures > 0);
+    // Everything accepted is intact and readable.
+    let got = drain(&s);
+    assert!(
+        got.iter()
+            .all(|(q, p)| *p == payload(*q) || oks.contains(q))
+    );
+    assert_eq!(got.len(), 20 + oks.len());
+
+    // Space returns: appending works again, in the same session.
+    fs.faults(|f| f.capacity = None);
+    let q = s.append(b"after").unwrap();
+    assert!(q >= 40);
+    // And a power loss loses nothing that was accepted.
+    fs.crash();
+    drop(s);
+    let (s, rec) = open_sim(&fs, opts());
+    let got = drain(&s);
+    assert_eq!(rec.damaged_records, 0);
+    assert_eq!(got.len(), 20 + oks.len() + 1);
+    assert_eq!(got.last().unwrap(), &(q, b"after".to_vec()));
+}
+
+#[test]
+fn batch_is_all_or_nothing() {
+    let fs = SimFs::new();
+    let (s, _) = open_sim(&fs, one_segment_opts());
+    fill(&s, 5);
+    let used = fs.used();
+    fs.faults(|f| f.capacity = Some(used + 300)); // part of the batch fits
+    let big: Vec<Vec<u8>> = (0..10).map(|i| vec![i as u8; 100]).collect();
+    let refs: Vec<&[u8]> = big.iter().map(|v| v.as_slice()).collect();
+    assert!(matches!(
+        s.append_batch(&refs),
+        Err(SpoolError::Write { .. })
+    ));
+    assert_eq!(seqs(&drain(&s)), (0..5).collect::<Vec<_>>());
+    fs.faults(|f| f.capacity = None);
+    let r = s.append_batch(&refs).unwrap();
+    assert_eq!(r.end - r.start, 10);
+    fs.crash();
+    drop(s);
+    let (s, rec) = open_sim(&fs, one_segment_opts());
+    assert_eq!(
+        (rec.records, rec.damaged_records, rec.torn_tail_bytes),
+        (15, 0, 0)
+    );
+    assert_eq!(drain(&s).len(), 15);
+}
+
+#[test]
+fn disk_full_when_a_new_segment_is_needed() {
+    let fs = SimFs::new();
+    let (s, _) = open_sim(&fs, opts()); // 4 KiB segments
+    fill(&s, 10);
+    let used = fs.used();
+    fs.faults(|f| f.capacity = Some(used));
+    let mut errs = 0;
+    for i in 0..40 {
+        if s.append(&payload(i)).is_err() {
+            errs += 1;
+        }
+    }
+    assert_eq!(errs, 40);
+    fs.faults(|f| f.capacity = None);
+    for i in 0..40 {
+        s.append(&payload(i)).unwrap();
+    }
+    assert_eq!(drain(&s).len(), 50);
+}
+
+#[test]
+fn write_error_eio() {
+    let fs = SimFs::new();
+    let (s, _) = open_sim(&fs, opts());
+    fill(&s, 3);
+    fs.faults(|f| f.fail_writes = 1);
+    let e = s.append(b"lost").unwrap_err();
+    assert!(e.to_string().contains("simulated I/O error"), "{e}");
+    s.append(b"kept").unwrap();
+    fs.crash();
+    drop(s);
+    let (s, _) = open_sim(&fs, opts());
+    let got = drain(&s);
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[3].1, b"kept".to_vec());
+}
+
+/// ENOSPC part-way through a write and the truncate back fails too: the segment is closed,
+/// writing goes on in a new one, and recovery never mixes up the leftovers.
+#[test]
+fn partial_write_and_failed_truncate() {
+    let fs = SimFs::new();
+    let (s, _) = open_sim(&fs, one_segment_opts());
+    fill(&s, 5);
+    let used = fs.used();
+    fs.faults(|f| {
+        f.capacity = Some(used + 50);
+        f.fail_set_len = 1;
+    });
+    assert!(s.append(&[7u8; 200]).is_err());
+    fs.faults(|f| f.capacity = None);
+    let q = s.append(b"next").unwrap();
+    fs.crash();
+    drop(s);
+    let (s, _) = open_sim(&fs, one_segment_opts());
+    let got = drain(&s);
+    assert_eq!(seqs(&got)[..5], [0, 1, 2, 3, 4]);
+    assert_eq!(got.last().unwrap(), &(q, b"next".to_vec()));
+    assert_eq!(got.len(), 6);
+}
