@@ -90,3 +90,15 @@ pub enum FlushError {
     #[error("billing: client is closed")]
     Closed,
 }
+
+/// Why `add_batch` refused a batch. All or none: every event of the batch is handed back.
+#[derive(Debug, thiserror::Error)]
+#[error("billing: batch of {} events refused: {reason}", .events.len())]
+pub struct AddBatchError {
+    /// Why (the first refusal, as for one event).
+    pub reason: String,
+    /// Whether the same batch may be accepted later (buffer or spool full, disk error).
+    pub retriable: bool,
+    /// The refused events, in the order given.
+    pub events: Vec<Event>,
+}

@@ -26,6 +26,6 @@ pub mod testing;
 
 pub use client::Client;
 pub use config::{Args, Config, Framing, SpoolSync, SpoolWhenFull};
-pub use error::{AddError, FlushError, NewClientError};
+pub use error::{AddBatchError, AddError, FlushError, NewClientError};
 pub use event::{AmountType, Amounts, Event, Metadata};
 pub use metrics::{Metrics, Status, register_metrics};

@@ -152,3 +152,64 @@ fn a_full_spool_refuses_with_spool_full_and_hands_the_event_back() {
     assert!(accepted > 10, "a 64 KiB spool holds more than a few events");
     assert_eq!(client.pending(), accepted);
 }
+
+fn batch(prefix: &str, n: usize) -> Vec<billing_client::Event> {
+    (0..n)
+        .map(|i| billing_client::Event {
+            unique_key: format!("{prefix}-{i}"),
+            internal_instance_id: "1".into(),
+            occurred_at: now(),
+            amounts: amounts(&[(&SAMPLES, 1)]),
+            metadata: meta(&[]),
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_shares_one_spool_write_and_every_event_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingester = TestIngester::start().unwrap();
+    let (client, metrics) = spool_client(dir.path(), ingester.addr().to_string(), |_| {});
+    for b in 0..5 {
+        client.add_batch(batch(&format!("b{b}"), 1000)).unwrap();
+    }
+    client.flush(PATIENCE).unwrap();
+    assert_eq!(metrics.events_total(Status::Success, &SAMPLES), 5000);
+    assert_eq!(unique_keys(&ingester).len(), 5000);
+}
+
+#[test]
+fn a_batch_that_does_not_fit_the_spool_is_refused_whole_and_handed_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, metrics) = spool_client(dir.path(), dead_address(), |c| {
+        c.spool_max_bytes = 64 * 1024
+    });
+    client.add_batch(batch("first", 150)).unwrap();
+    let err = client.add_batch(batch("big", 200)).unwrap_err();
+    assert!(err.retriable, "{err}");
+    assert!(err.reason.contains("full"), "{err}");
+    assert_eq!(err.events.len(), 200);
+    assert_eq!(err.events[199].unique_key, "big-199");
+    assert_eq!(client.pending(), 150, "all or none");
+    assert_eq!(metrics.events_total(Status::SpoolFull, &SAMPLES), 200);
+    // A batch larger than the whole spool can never fit: refused, not retriable.
+    let err = client.add_batch(batch("huge", 2000)).unwrap_err();
+    assert!(!err.retriable, "{err}");
+    let mut with_blank = batch("ok", 3);
+    with_blank[1].unique_key = " ".into();
+    let err = client.add_batch(with_blank).unwrap_err();
+    assert!(!err.retriable && err.reason.contains("blank"), "{err}");
+    assert_eq!(client.pending(), 150);
+}
+
+#[test]
+fn a_batch_without_a_spool_respects_max_buffered_events() {
+    let ingester = TestIngester::start().unwrap();
+    let (client, metrics) = client_for(&ingester, |c| c.max_buffered_events = 100);
+    let err = client.add_batch(batch("m", 101)).unwrap_err();
+    assert!(err.retriable);
+    assert_eq!(metrics.events_total(Status::BufferFull, &SAMPLES), 101);
+    client.add_batch(batch("m", 100)).unwrap();
+    client.flush(PATIENCE).unwrap();
+    assert_eq!(unique_keys(&ingester).len(), 100);
+}
