@@ -26,6 +26,10 @@ use forward::{Disposition, Frame, Handler};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
+    /// Also measure the disk spool: acceptance from two producer threads in both durability
+    /// modes, and client memory with a growing backlog.
+    #[arg(long)]
+    pub spool: bool,
     /// Events to send per run.
     #[arg(long, default_value_t = 200_000)]
     pub events: usize,
@@ -310,6 +314,9 @@ fn run_go(
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.spool {
+        crate::bench_spool::run()?;
+    }
     let records = args.events * usize::from(args.types);
     println!(
         "events per run: {}, records per event: {}, records per run: {records}",

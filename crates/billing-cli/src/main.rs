@@ -2,6 +2,7 @@
 //! wiring the libraries together.
 
 mod bench;
+mod bench_spool;
 mod demo;
 mod ingest;
 mod report;
