@@ -79,6 +79,8 @@ impl Client {
                 if recovery.records > 0 {
                     tracing::info!(dir = %dir.display(), events = recovery.records, "billing: spool recovered events to deliver");
                 }
+                // The gauges show what was recovered before the sender's first refresh.
+                metrics.spool(&spool.stats());
                 (Some(Arc::new(spool)), recovery.next_seq)
             }
             None => (None, 0),

@@ -57,6 +57,12 @@ fn spooled_events_outlive_the_client_and_are_delivered_by_the_next_one() {
 
     let ingester = TestIngester::start().unwrap();
     let (client, metrics) = spool_client(dir.path(), ingester.addr().to_string(), |_| {});
+    assert_eq!(
+        metrics.spool_records(),
+        300,
+        "the spool gauge shows the recovered backlog"
+    );
+    assert_eq!(metrics.spool_damaged_records(), 0);
     client.flush(PATIENCE).expect("recovered events delivered");
     assert_eq!(unique_keys(&ingester).len(), 300);
     assert_eq!(metrics.events_total(Status::Success, &SAMPLES), 300);
