@@ -194,13 +194,10 @@ impl Client {
     /// sender reads it back from disk.
     fn add_to_spool(&self, spool: &spool::Spool, event: Event) -> Result<(), AddError> {
         let metrics = &self.shared.metrics;
-        let queued = self.encode(&event);
-        if queued.ends.is_empty() {
+        let Some(payload) = self.spool_payload(&event) else {
             metrics.track(Status::Success, &event.amounts);
             return Ok(());
-        }
-        let mut payload = Vec::with_capacity(queued.units.len() + 64);
-        crate::spooled::encode(&queued, &mut payload);
+        };
         match spool.append(&payload) {
             Ok(_) => {
                 metrics.unacked(1, &event.amounts);
@@ -264,8 +261,8 @@ impl Client {
             track_all(Status::Stopping, &events);
             return refuse("billing: client is closed".into(), false, events);
         }
-        let queued: Vec<Queued> = events.iter().map(|e| self.encode(e)).collect();
         let Some(spool) = &self.shared.spool else {
+            let queued: Vec<Queued> = events.iter().map(|e| self.encode(e)).collect();
             let n = queued.iter().filter(|q| !q.ends.is_empty()).count();
             let limit = self.cfg.max_buffered_events;
             if self.shared.buffered.fetch_add(n, Ordering::AcqRel) + n > limit {
@@ -295,17 +292,12 @@ impl Client {
             }
             return Ok(());
         };
-        let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(queued.len());
-        for q in queued.iter().filter(|q| !q.ends.is_empty()) {
-            let mut p = Vec::with_capacity(q.units.len() + 64);
-            crate::spooled::encode(q, &mut p);
-            payloads.push(p);
-        }
-        let slices: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let payloads: Vec<Option<Vec<u8>>> = events.iter().map(|e| self.spool_payload(e)).collect();
+        let slices: Vec<&[u8]> = payloads.iter().flatten().map(Vec::as_slice).collect();
         match spool.append_batch(&slices) {
             Ok(_) => {
-                for (e, q) in events.iter().zip(&queued) {
-                    if q.ends.is_empty() {
+                for (e, p) in events.iter().zip(&payloads) {
+                    if p.is_none() {
                         metrics.track(Status::Success, &e.amounts);
                     } else {
                         metrics.unacked(1, &e.amounts);
@@ -338,6 +330,35 @@ impl Client {
     /// Encodes the event's records as the framing's units: an entry `[time, record]` for the
     /// MessagePack framings, `["billing",seconds,record` for JSON (the sender closes each).
     fn encode(&self, event: &Event) -> Queued {
+        let (units, ends) = self.encode_records(event);
+        Queued {
+            key: event.unique_key.clone(),
+            amounts: event.amounts.clone(),
+            units,
+            ends,
+        }
+    }
+
+    /// The spool payload of an event (see [`crate::spooled`]), `None` when it has only zero
+    /// amounts; written straight from the event, without an intermediate [`Queued`].
+    fn spool_payload(&self, event: &Event) -> Option<Vec<u8>> {
+        let (units, ends) = self.encode_records(event);
+        if ends.is_empty() {
+            return None;
+        }
+        let mut payload = Vec::with_capacity(units.len() + 64);
+        crate::spooled::encode(
+            &event.unique_key,
+            &event.amounts,
+            &ends,
+            &units,
+            &mut payload,
+        );
+        Some(payload)
+    }
+
+    /// The records of an event as the framing's units, and the end offset of each.
+    fn encode_records(&self, event: &Event) -> (Vec<u8>, Vec<u32>) {
         let occurred_at = rfc3339(event.occurred_at);
         let now = forward::EventTime::now();
         let mut units = Vec::with_capacity(160 * event.amounts.len());
@@ -366,12 +387,7 @@ impl Client {
             }
             ends.push(units.len() as u32);
         }
-        Queued {
-            key: event.unique_key.clone(),
-            amounts: event.amounts.clone(),
-            units,
-            ends,
-        }
+        (units, ends)
     }
 
     /// Waits until every event accepted before this call is delivered or dropped.

@@ -12,23 +12,24 @@ use crate::sender::Queued;
 
 const VERSION: u8 = 1;
 
-/// Appends the payload of `q` to `out`.
-pub(crate) fn encode(q: &Queued, out: &mut Vec<u8>) {
+/// Appends the payload of one event (its key, amounts, encoded records and their ends) to
+/// `out`.
+pub(crate) fn encode(key: &str, amounts: &Amounts, ends: &[u32], units: &[u8], out: &mut Vec<u8>) {
     out.push(VERSION);
-    out.extend_from_slice(&(q.key.len() as u32).to_le_bytes());
-    out.extend_from_slice(q.key.as_bytes());
-    out.extend_from_slice(&(q.amounts.len() as u16).to_le_bytes());
-    for (t, v) in &q.amounts {
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&(amounts.len() as u16).to_le_bytes());
+    for (t, v) in amounts {
         out.extend_from_slice(&(t.as_str().len() as u16).to_le_bytes());
         out.extend_from_slice(t.as_str().as_bytes());
         out.extend_from_slice(&v.to_le_bytes());
     }
-    out.extend_from_slice(&(q.ends.len() as u16).to_le_bytes());
-    for e in &q.ends {
+    out.extend_from_slice(&(ends.len() as u16).to_le_bytes());
+    for e in ends {
         out.extend_from_slice(&e.to_le_bytes());
     }
-    out.extend_from_slice(&(q.units.len() as u32).to_le_bytes());
-    out.extend_from_slice(&q.units);
+    out.extend_from_slice(&(units.len() as u32).to_le_bytes());
+    out.extend_from_slice(units);
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -115,7 +116,7 @@ mod tests {
             let amounts: Amounts = amounts.into_iter().map(|(k, v)| (AmountType::from(k), v)).collect();
             let q = Queued { key, amounts, ends: vec![units.len() as u32 / 2, units.len() as u32], units };
             let mut buf = Vec::new();
-            encode(&q, &mut buf);
+                        encode(&q.key, &q.amounts, &q.ends, &q.units, &mut buf);
             let back = decode(&buf).unwrap();
             prop_assert_eq!(back.key, q.key);
             prop_assert_eq!(back.amounts, q.amounts);
