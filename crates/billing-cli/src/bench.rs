@@ -60,9 +60,9 @@ pub struct BenchArgs {
 }
 
 /// Client settings of the store runs: the client's defaults (the flags try others).
-const STORE_BATCH: usize = billing_client::config::DEFAULT_BATCH_MAX_RECORDS;
-const STORE_IN_FLIGHT: usize = billing_client::config::DEFAULT_MAX_IN_FLIGHT;
-const STORE_BUFFERED: usize = billing_client::config::DEFAULT_MAX_BUFFERED_EVENTS;
+const STORE_BATCH: usize = billing_client::DEFAULT_BATCH_MAX_RECORDS;
+const STORE_IN_FLIGHT: usize = billing_client::DEFAULT_MAX_IN_FLIGHT;
+const STORE_BUFFERED: usize = billing_client::DEFAULT_MAX_BUFFERED_EVENTS;
 
 struct AckAll;
 

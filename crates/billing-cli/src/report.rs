@@ -63,7 +63,7 @@ pub struct ReportArgs {
 }
 
 fn parse_time(s: &str) -> Result<SystemTime, String> {
-    billing_client::record::parse_rfc3339(s)
+    billing_schema::parse_rfc3339(s)
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {

@@ -35,7 +35,7 @@ pub struct SendArgs {
 }
 
 fn parse_at(s: &str) -> Result<SystemTime, String> {
-    billing_client::record::parse_rfc3339(s)
+    billing_schema::parse_rfc3339(s)
 }
 
 fn parse_amount(s: &str) -> Result<(String, i64), String> {

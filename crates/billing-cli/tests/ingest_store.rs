@@ -215,7 +215,7 @@ fn a_chunk_committed_but_not_acked_when_the_ingester_is_sigkilled_is_resent_and_
     )
     .unwrap();
     const EVENTS: i64 = 20;
-    let at = billing_client::record::parse_rfc3339(AT).unwrap();
+    let at = billing_schema::parse_rfc3339(AT).unwrap();
     for i in 1..=EVENTS {
         let amounts = Amounts::from([
             (AmountType::SAMPLES, i),

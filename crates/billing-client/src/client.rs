@@ -1,35 +1,33 @@
 //! [`Client`]: the handle services call. `add_amounts` validates, encodes the records on the
-//! caller's thread and hands them to the background sender without ever blocking; delivery,
-//! acks and retries happen on the sender thread (see [`crate::sender`]).
+//! caller's thread ([`crate::encode`]) and hands them to the background sender
+//! ([`crate::sender`]) through the contract in [`crate::contract`]; delivery, acks and retries
+//! happen on the sender thread.
 //!
 //! Admission: `Shared::buffered` counts events accepted and not yet resolved; it is raised
 //! before an event is enqueued, so the channel never holds more than `max_buffered_events`
 //! events, and lowered by the sender when the event is delivered or dropped.
+//!
+//! When a call blocks: in memory mode never. With a spool, `add`/`add_amounts`/`add_batch`
+//! return once the spool holds the events as durably as configured: in `fsync` mode that is
+//! after the group commit's `fdatasync` (typically under a few milliseconds on a local SSD,
+//! as long as the disk takes), in `interval` mode at once; with `when-full wait` a full spool
+//! makes the call wait up to `spool_full_timeout` for acks to free space.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use billing_schema::validate::is_blank_key;
+use billing_schema::{Amounts, Event, Metadata};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
-use crate::config::{Config, Framing, parse_host_port};
-use crate::error::{AddBatchError, AddError, FlushError, NewClientError};
-use crate::event::{Amounts, Event, Metadata};
+use crate::config::{Config, parse_host_port};
+use crate::contract::{Command, Queued, Shared};
+use crate::encode::Records;
+use crate::error::{AddBatchError, AddBatchErrorKind, AddError, FlushError, NewClientError};
 use crate::metrics::{Metrics, Status};
-use crate::record::{RecordRef, TAG, rfc3339};
-use crate::sender::{Command, Queued, Sender};
-
-/// State shared by the client handle and its sender thread.
-pub(crate) struct Shared {
-    pub buffered: AtomicUsize,
-    pub closed: AtomicBool,
-    pub metrics: Metrics,
-    /// The disk spool, when configured: accepted events live there until acked.
-    pub spool: Option<Arc<spool::Spool>>,
-    /// Set while a `Wake` is on its way to the sender, so appends send at most one.
-    pub wake_pending: AtomicBool,
-}
+use crate::sender::Sender;
 
 /// A billing client: cheap to share between threads (`&self` everywhere), usable with or
 /// without a tokio runtime. Dropping it closes it (bounded by `close_timeout`).
@@ -117,7 +115,10 @@ impl Client {
         })
     }
 
-    /// Queues usage for delivery and returns at once (the Go `AddAmounts`).
+    /// Queues usage for delivery (the Go `AddAmounts`). Without a spool it returns at once and
+    /// never blocks; with a spool it returns once the event is on disk as durably as
+    /// configured (see the module docs: in `fsync` mode after the group commit's fsync, and with
+    /// `when-full wait` up to `spool_full_timeout` while the spool is full).
     ///
     /// One record per non-zero amount is sent, keyed `unique_key:amount_type`; the event counts
     /// `success` only once the ingester acknowledged all of them. Requests with the same key
@@ -148,7 +149,7 @@ impl Client {
     /// # Errors
     /// As [`Client::add_amounts`].
     pub fn add(&self, event: Event) -> Result<(), AddError> {
-        if event.unique_key.trim().is_empty() {
+        if is_blank_key(&event.unique_key) {
             tracing::warn!(instance = %event.internal_instance_id, "billing: event refused: blank unique key");
             return Err(AddError::BlankKey(Box::new(event)));
         }
@@ -169,8 +170,8 @@ impl Client {
                 event: Box::new(event),
             });
         }
-        let queued = self.encode(&event);
-        if queued.ends.is_empty() {
+        let records = Records::of(&event, self.cfg.framing);
+        if records.is_empty() {
             // Only zero amounts: nothing to send, as the Go client sent nothing.
             self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
             metrics.track(Status::Success, &event.amounts);
@@ -178,7 +179,7 @@ impl Client {
         }
         metrics.unacked(1, &event.amounts);
         metrics.queued(1);
-        match self.tx.send(Command::Event(queued)) {
+        match self.tx.send(Command::Event(records.queued(&event))) {
             Ok(()) => Ok(()),
             Err(_) => {
                 // The sender stopped after a close that raced with this call.
@@ -194,10 +195,12 @@ impl Client {
     /// sender reads it back from disk.
     fn add_to_spool(&self, spool: &spool::Spool, event: Event) -> Result<(), AddError> {
         let metrics = &self.shared.metrics;
-        let Some(payload) = self.spool_payload(&event) else {
+        let records = Records::of(&event, self.cfg.framing);
+        if records.is_empty() {
             metrics.track(Status::Success, &event.amounts);
             return Ok(());
-        };
+        }
+        let payload = records.spool_payload(&event);
         match spool.append(&payload) {
             Ok(_) => {
                 metrics.unacked(1, &event.amounts);
@@ -229,70 +232,98 @@ impl Client {
 
     /// Adds several events at once, all or none; with a spool they share one write and one
     /// fsync (the way to high throughput in the fsync durability mode, where each single
-    /// `add` waits for its own group commit).
+    /// `add` waits for its own group commit). Blocks as [`Client::add_amounts`] does.
     ///
     /// # Errors
-    /// [`AddBatchError`] with every event back when any is blank, the client is closed, or
-    /// the buffer or spool cannot take them all; the refused events are counted by status.
+    /// [`AddBatchError`] with every event back, and nothing of the batch accepted, when any
+    /// event has a blank key, the client is closed (or its sender stopped), or the buffer or
+    /// spool cannot take them all; the refused events are counted by status.
     pub fn add_batch(&self, events: Vec<Event>) -> Result<(), AddBatchError> {
-        let refuse = |reason: String, retriable: bool, events: Vec<Event>| {
-            Err(AddBatchError {
-                reason,
-                retriable,
-                events,
-            })
-        };
-        if let Some(e) = events.iter().find(|e| e.unique_key.trim().is_empty()) {
+        if let Some(e) = events.iter().find(|e| is_blank_key(&e.unique_key)) {
             tracing::warn!(instance = %e.internal_instance_id, "billing: batch refused: blank unique key");
-            return refuse(
-                "billing: units uniqueKey cannot be blank".into(),
-                false,
-                events,
-            );
+            return Err(AddBatchError::new(AddBatchErrorKind::BlankKey, events));
         }
-        let metrics = &self.shared.metrics;
-        let track_all = |status: Status, events: &[Event]| {
-            for e in events {
-                metrics.track(status, &e.amounts);
-                tracing::warn!(unique_key = %e.unique_key, status = status.as_str(), "billing: event dropped");
-            }
-        };
         if self.shared.closed.load(Ordering::Acquire) {
-            track_all(Status::Stopping, &events);
-            return refuse("billing: client is closed".into(), false, events);
+            self.track_refused(Status::Stopping, &events);
+            return Err(AddBatchError::new(AddBatchErrorKind::Closed, events));
         }
-        let Some(spool) = &self.shared.spool else {
-            let queued: Vec<Queued> = events.iter().map(|e| self.encode(e)).collect();
-            let n = queued.iter().filter(|q| !q.ends.is_empty()).count();
-            let limit = self.cfg.max_buffered_events;
-            if self.shared.buffered.fetch_add(n, Ordering::AcqRel) + n > limit {
-                self.shared.buffered.fetch_sub(n, Ordering::AcqRel);
-                track_all(Status::BufferFull, &events);
-                return refuse(
-                    format!("billing: reached billing event buffer limit ({limit})"),
-                    true,
-                    events,
-                );
-            }
-            for (e, q) in events.iter().zip(queued) {
-                if q.ends.is_empty() {
-                    metrics.track(Status::Success, &e.amounts);
-                    continue;
+        match &self.shared.spool {
+            Some(spool) => self.add_batch_to_spool(spool, events),
+            None => self.add_batch_to_memory(events),
+        }
+    }
+
+    fn track_refused(&self, status: Status, events: &[Event]) {
+        for e in events {
+            self.shared.metrics.track(status, &e.amounts);
+            tracing::warn!(unique_key = %e.unique_key, status = status.as_str(), "billing: event dropped");
+        }
+    }
+
+    /// Memory mode: one admission for the whole batch and one channel message, so the sender
+    /// takes all of it or, when it is gone, none of it.
+    fn add_batch_to_memory(&self, events: Vec<Event>) -> Result<(), AddBatchError> {
+        let metrics = &self.shared.metrics;
+        let encoded: Vec<Records> = events
+            .iter()
+            .map(|e| Records::of(e, self.cfg.framing))
+            .collect();
+        let n = encoded.iter().filter(|r| !r.is_empty()).count();
+        let limit = self.cfg.max_buffered_events;
+        if self.shared.buffered.fetch_add(n, Ordering::AcqRel) + n > limit {
+            self.shared.buffered.fetch_sub(n, Ordering::AcqRel);
+            self.track_refused(Status::BufferFull, &events);
+            return Err(AddBatchError::new(
+                AddBatchErrorKind::QueueFull { limit },
+                events,
+            ));
+        }
+        let queued: Vec<Queued> = encoded
+            .into_iter()
+            .zip(&events)
+            .filter(|(r, _)| !r.is_empty())
+            .map(|(r, e)| r.queued(e))
+            .collect();
+        for q in &queued {
+            metrics.unacked(1, &q.amounts);
+        }
+        metrics.queued(n as i64);
+        if n > 0
+            && let Err(refused) = self.tx.send(Command::Events(queued))
+        {
+            // The sender stopped (a close raced with this call): nothing of the batch is in.
+            if let Command::Events(queued) = refused.0 {
+                for q in &queued {
+                    metrics.unacked(-1, &q.amounts);
                 }
-                metrics.unacked(1, &e.amounts);
-                metrics.queued(1);
-                if self.tx.send(Command::Event(q)).is_err() {
-                    // The sender is gone (closed concurrently): nothing will deliver the rest.
-                    metrics.unacked(-1, &e.amounts);
-                    metrics.queued(-1);
-                    self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
-                    metrics.track(Status::Stopping, &e.amounts);
-                    tracing::warn!(unique_key = %e.unique_key, "billing: event dropped: client closed");
-                }
             }
-            return Ok(());
-        };
-        let payloads: Vec<Option<Vec<u8>>> = events.iter().map(|e| self.spool_payload(e)).collect();
+            metrics.queued(-(n as i64));
+            self.shared.buffered.fetch_sub(n, Ordering::AcqRel);
+            self.track_refused(Status::Stopping, &events);
+            return Err(AddBatchError::new(AddBatchErrorKind::Closed, events));
+        }
+        for e in events
+            .iter()
+            .filter(|e| e.amounts.values().all(|&v| v == 0))
+        {
+            metrics.track(Status::Success, &e.amounts);
+        }
+        Ok(())
+    }
+
+    fn add_batch_to_spool(
+        &self,
+        spool: &spool::Spool,
+        events: Vec<Event>,
+    ) -> Result<(), AddBatchError> {
+        let metrics = &self.shared.metrics;
+        let payloads: Vec<Option<Vec<u8>>> = events
+            .iter()
+            .map(|e| {
+                let r = Records::of(e, self.cfg.framing);
+                (!r.is_empty()).then(|| r.spool_payload(e))
+            })
+            .collect();
         let slices: Vec<&[u8]> = payloads.iter().flatten().map(Vec::as_slice).collect();
         match spool.append_batch(&slices) {
             Ok(_) => {
@@ -309,14 +340,22 @@ impl Client {
                 }
                 Ok(())
             }
-            Err(e) => {
-                let status = if matches!(e, spool::SpoolError::Full { .. }) {
-                    Status::SpoolFull
+            Err(source) => {
+                let full = matches!(source, spool::SpoolError::Full { .. });
+                self.track_refused(
+                    if full {
+                        Status::SpoolFull
+                    } else {
+                        Status::SpoolError
+                    },
+                    &events,
+                );
+                let kind = if full {
+                    AddBatchErrorKind::SpoolFull
                 } else {
-                    Status::SpoolError
+                    AddBatchErrorKind::Spool
                 };
-                track_all(status, &events);
-                refuse(e.to_string(), e.is_retriable(), events)
+                Err(AddBatchError::with_source(kind, source, events))
             }
         }
     }
@@ -325,69 +364,6 @@ impl Client {
         self.shared.metrics.track(Status::Stopping, &event.amounts);
         tracing::warn!(unique_key = %event.unique_key, "billing: event dropped: client closed");
         AddError::Closed(Box::new(event))
-    }
-
-    /// Encodes the event's records as the framing's units: an entry `[time, record]` for the
-    /// MessagePack framings, `["billing",seconds,record` for JSON (the sender closes each).
-    fn encode(&self, event: &Event) -> Queued {
-        let (units, ends) = self.encode_records(event);
-        Queued {
-            key: event.unique_key.clone(),
-            amounts: event.amounts.clone(),
-            units,
-            ends,
-        }
-    }
-
-    /// The spool payload of an event (see [`crate::spooled`]), `None` when it has only zero
-    /// amounts; written straight from the event, without an intermediate [`Queued`].
-    fn spool_payload(&self, event: &Event) -> Option<Vec<u8>> {
-        let (units, ends) = self.encode_records(event);
-        if ends.is_empty() {
-            return None;
-        }
-        let mut payload = Vec::with_capacity(units.len() + 64);
-        crate::spooled::encode(
-            &event.unique_key,
-            &event.amounts,
-            &ends,
-            &units,
-            &mut payload,
-        );
-        Some(payload)
-    }
-
-    /// The records of an event as the framing's units, and the end offset of each.
-    fn encode_records(&self, event: &Event) -> (Vec<u8>, Vec<u32>) {
-        let occurred_at = rfc3339(event.occurred_at);
-        let now = forward::EventTime::now();
-        let mut units = Vec::with_capacity(160 * event.amounts.len());
-        let mut ends = Vec::with_capacity(event.amounts.len());
-        for (amount_type, &value) in &event.amounts {
-            if value == 0 {
-                continue;
-            }
-            let record = RecordRef {
-                key: &event.unique_key,
-                instance: &event.internal_instance_id,
-                amount_type,
-                value,
-                occurred_at: &occurred_at,
-                metadata: &event.metadata,
-            };
-            if self.cfg.framing == Framing::JsonMessage {
-                units.extend_from_slice(b"[\"");
-                units.extend_from_slice(TAG.as_bytes());
-                units.extend_from_slice(format!("\",{},", now.seconds).as_bytes());
-                record.write_json(&mut units);
-            } else {
-                units.push(0x92);
-                forward::encode::write_event_time(&mut units, now);
-                record.write_msgpack(&mut units);
-            }
-            ends.push(units.len() as u32);
-        }
-        (units, ends)
     }
 
     /// Waits until every event accepted before this call is delivered or dropped.
@@ -457,5 +433,60 @@ impl std::fmt::Debug for Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use billing_schema::AmountType;
+
+    fn event(key: &str) -> Event {
+        Event {
+            unique_key: key.into(),
+            internal_instance_id: "1".into(),
+            occurred_at: SystemTime::now(),
+            amounts: [(AmountType::SAMPLES, 5)].into(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    /// Stops the sender thread without marking the handle closed: what a `close` racing with
+    /// an `add_batch` on another thread looks like to that `add_batch`.
+    fn stop_sender_only(client: &Client) {
+        let (reply, done) = std::sync::mpsc::sync_channel(1);
+        let deadline = std::time::Instant::now();
+        client.tx.send(Command::Close(deadline, reply)).unwrap();
+        done.recv().unwrap();
+        let thread = client.thread.lock().unwrap().take().unwrap();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn add_batch_after_the_sender_stopped_refuses_the_whole_batch_and_hands_it_back() {
+        let metrics = Metrics::new();
+        let cfg = Config {
+            ingester: "127.0.0.1:9".into(),
+            ..Config::default()
+        };
+        let client = Client::with_metrics(cfg, metrics.clone()).unwrap();
+        stop_sender_only(&client);
+
+        let err = client
+            .add_batch(vec![event("a"), event("b"), event("c")])
+            .unwrap_err();
+        assert_eq!(err.kind(), AddBatchErrorKind::Closed, "{err}");
+        let keys: Vec<_> = err.events().iter().map(|e| e.unique_key.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert_eq!(
+            metrics.events_total(Status::Stopping, &AmountType::SAMPLES),
+            3
+        );
+        assert_eq!(metrics.queued_events(), 0, "nothing of the batch is queued");
+        assert_eq!(metrics.unacked_amounts(&AmountType::SAMPLES), 0);
+        assert_eq!(client.pending(), 0, "admission slots given back");
+
+        let err = client.add(event("d")).unwrap_err();
+        assert!(matches!(err, AddError::Closed(_)), "{err}");
     }
 }

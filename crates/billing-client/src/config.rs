@@ -1,10 +1,7 @@
-//! Client settings: a plain [`Config`] with documented `DEFAULT_*` values, and [`Args`], the
-//! same settings as clap flags (the Go client's `billing.*` names) and `BILLING_*` environment
-//! variables, for any binary to flatten into its own command line.
+//! Client settings: a plain [`Config`] with documented `DEFAULT_*` values. The same settings as
+//! clap flags are in [`crate::args`] (feature `clap`, on by default).
 
 use std::time::Duration;
-
-use crate::duration;
 
 /// Default bound on events accepted but not yet delivered (Go: 1024).
 pub const DEFAULT_MAX_BUFFERED_EVENTS: usize = 1024;
@@ -33,7 +30,9 @@ pub const DEFAULT_SPOOL_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_SPOOL_FULL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// When `add_amounts` returns `Ok` with a spool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum SpoolSync {
     /// Once the event is fsynced (group commit: concurrent callers share each fsync). An `Ok`
     /// event survives a process kill, an OS crash and a power cut.
@@ -46,7 +45,9 @@ pub enum SpoolSync {
 }
 
 /// What `add_amounts` does when the spool holds `spool_max_bytes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum SpoolWhenFull {
     /// Refuse the event (`AddError::SpoolFull`, counted `spool_full`).
     #[default]
@@ -56,7 +57,9 @@ pub enum SpoolWhenFull {
 }
 
 /// How records are put on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum Framing {
     /// MessagePack PackedForward, one chunk per batch (the default: fastest, acked).
     #[default]
@@ -139,86 +142,6 @@ impl Default for Config {
     }
 }
 
-fn go_duration(s: &str) -> Result<Duration, String> {
-    duration::parse(s)
-}
-
-fn positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) | Err(_) => Err(format!("{s:?} is not a positive integer")),
-        Ok(n) => Ok(n),
-    }
-}
-
-/// The client's command-line flags (`#[command(flatten)]` them into your own `Parser`).
-/// Every flag also reads a `BILLING_*` environment variable.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
-    /// Maximum number of billing events to buffer in memory (accepted, not yet delivered).
-    #[arg(long = "billing.max-buffered-events", env = "BILLING_MAX_BUFFERED_EVENTS", default_value_t = DEFAULT_MAX_BUFFERED_EVENTS, value_parser = positive, value_name = "N")]
-    pub max_buffered_events: usize,
-    /// How long to wait before retrying to send events to the billing ingester (first retry;
-    /// later retries grow with jitter up to --billing.retry-delay-max). Go syntax: 500ms, 1m30s.
-    #[arg(long = "billing.retry-delay", env = "BILLING_RETRY_DELAY", default_value = "500ms", value_parser = go_duration, value_name = "DURATION")]
-    pub retry_delay: Duration,
-    /// Cap of the growing retry delay; equal to --billing.retry-delay for a fixed delay.
-    #[arg(long = "billing.retry-delay-max", env = "BILLING_RETRY_DELAY_MAX", default_value = "30s", value_parser = go_duration, value_name = "DURATION")]
-    pub retry_delay_max: Duration,
-    /// host:port of the billing ingester (the sidecar, normally on localhost).
-    #[arg(long = "billing.ingester", env = "BILLING_INGESTER", default_value = DEFAULT_INGESTER, value_name = "HOST:PORT")]
-    pub ingester: String,
-    /// Count an event delivered only once the ingester acknowledged it. false only for peers
-    /// that cannot ack: events written to a connection that then dies are lost.
-    #[arg(long = "billing.require-ack", env = "BILLING_REQUIRE_ACK", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub require_ack: bool,
-    /// How long a chunk may wait for its ack before everything unacked is resent on a new
-    /// connection.
-    #[arg(long = "billing.ack-timeout", env = "BILLING_ACK_TIMEOUT", default_value = "10s", value_parser = go_duration, value_name = "DURATION")]
-    pub ack_timeout: Duration,
-    /// How long to wait for a TCP connection to the ingester.
-    #[arg(long = "billing.connect-timeout", env = "BILLING_CONNECT_TIMEOUT", default_value = "5s", value_parser = go_duration, value_name = "DURATION")]
-    pub connect_timeout: Duration,
-    /// How long closing the client may spend delivering what is queued.
-    #[arg(long = "billing.close-timeout", env = "BILLING_CLOSE_TIMEOUT", default_value = "5s", value_parser = go_duration, value_name = "DURATION")]
-    pub close_timeout: Duration,
-    /// Wire framing: packed-forward (default), compressed-packed-forward, forward, message, or
-    /// json-message (the Go client's JSON bytes).
-    #[arg(long = "billing.framing", env = "BILLING_FRAMING", value_enum, default_value_t = Framing::PackedForward, value_name = "FRAMING")]
-    pub framing: Framing,
-    /// Most records per chunk.
-    #[arg(long = "billing.batch-max-records", env = "BILLING_BATCH_MAX_RECORDS", default_value_t = DEFAULT_BATCH_MAX_RECORDS, value_parser = positive, value_name = "N")]
-    pub batch_max_records: usize,
-    /// Most unacknowledged chunks on one connection.
-    #[arg(long = "billing.max-in-flight", env = "BILLING_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT, value_parser = positive, value_name = "N")]
-    pub max_in_flight: usize,
-    /// Directory of the crash-safe disk spool: accepted events survive crashes, restarts and
-    /// ingester outages (one process per directory). Unset: events are kept in memory.
-    #[arg(
-        long = "billing.spool-dir",
-        env = "BILLING_SPOOL_DIR",
-        value_name = "DIR"
-    )]
-    pub spool_dir: Option<std::path::PathBuf>,
-    /// Bound of the spool's files in bytes.
-    #[arg(long = "billing.spool-max-bytes", env = "BILLING_SPOOL_MAX_BYTES", default_value_t = DEFAULT_SPOOL_MAX_BYTES, value_name = "BYTES")]
-    pub spool_max_bytes: u64,
-    /// When an event is accepted with a spool: fsync (after it is fsynced; group commit) or
-    /// interval (at once; fsynced within --billing.spool-sync-interval, the window of loss on
-    /// an OS crash).
-    #[arg(long = "billing.spool-sync", env = "BILLING_SPOOL_SYNC", value_enum, default_value_t = SpoolSync::Fsync, value_name = "MODE")]
-    pub spool_sync: SpoolSync,
-    /// Longest fsync delay in the interval mode.
-    #[arg(long = "billing.spool-sync-interval", env = "BILLING_SPOOL_SYNC_INTERVAL", default_value = "100ms", value_parser = go_duration, value_name = "DURATION")]
-    pub spool_sync_interval: Duration,
-    /// When the spool is full: reject (refuse the event, status spool_full) or wait (block up
-    /// to --billing.spool-full-timeout for space).
-    #[arg(long = "billing.spool-when-full", env = "BILLING_SPOOL_WHEN_FULL", value_enum, default_value_t = SpoolWhenFull::Reject, value_name = "POLICY")]
-    pub spool_when_full: SpoolWhenFull,
-    /// Longest wait for spool space with --billing.spool-when-full=wait.
-    #[arg(long = "billing.spool-full-timeout", env = "BILLING_SPOOL_FULL_TIMEOUT", default_value = "1s", value_parser = go_duration, value_name = "DURATION")]
-    pub spool_full_timeout: Duration,
-}
-
 impl Config {
     /// The spool options these settings ask for.
     pub fn spool_options(&self) -> spool::SpoolOptions {
@@ -233,30 +156,6 @@ impl Config {
                 SpoolWhenFull::Wait => spool::WhenFull::Wait(self.spool_full_timeout),
             },
             ..spool::SpoolOptions::default()
-        }
-    }
-}
-
-impl From<Args> for Config {
-    fn from(a: Args) -> Self {
-        Config {
-            max_buffered_events: a.max_buffered_events,
-            retry_delay: a.retry_delay,
-            retry_delay_max: a.retry_delay_max,
-            ingester: a.ingester,
-            require_ack: a.require_ack,
-            ack_timeout: a.ack_timeout,
-            connect_timeout: a.connect_timeout,
-            close_timeout: a.close_timeout,
-            framing: a.framing,
-            batch_max_records: a.batch_max_records,
-            max_in_flight: a.max_in_flight,
-            spool_dir: a.spool_dir,
-            spool_max_bytes: a.spool_max_bytes,
-            spool_sync: a.spool_sync,
-            spool_sync_interval: a.spool_sync_interval,
-            spool_when_full: a.spool_when_full,
-            spool_full_timeout: a.spool_full_timeout,
         }
     }
 }
@@ -292,56 +191,6 @@ pub fn parse_host_port(addr: &str) -> Result<(String, u16), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        billing: Args,
-    }
-
-    #[test]
-    fn defaults_match_the_go_client() {
-        let c: Config = Cli::try_parse_from(["x"]).unwrap().billing.into();
-        assert_eq!(c, Config::default());
-        assert_eq!(c.max_buffered_events, 1024);
-        assert_eq!(c.retry_delay, Duration::from_millis(500));
-        assert_eq!(c.ingester, "localhost:24225");
-    }
-
-    #[test]
-    fn go_flag_names_and_durations_parse() {
-        let c: Config = Cli::try_parse_from([
-            "x",
-            "--billing.max-buffered-events",
-            "7",
-            "--billing.retry-delay=1m30s",
-            "--billing.ingester",
-            "[::1]:9",
-            "--billing.require-ack=false",
-            "--billing.framing=json-message",
-        ])
-        .unwrap()
-        .billing
-        .into();
-        assert_eq!(c.max_buffered_events, 7);
-        assert_eq!(c.retry_delay, Duration::from_secs(90));
-        assert_eq!(c.ingester, "[::1]:9");
-        assert!(!c.require_ack);
-        assert_eq!(c.framing, Framing::JsonMessage);
-    }
-
-    #[test]
-    fn bad_flag_values_are_clear_errors() {
-        for args in [
-            ["x", "--billing.retry-delay=soon"],
-            ["x", "--billing.max-buffered-events=0"],
-            ["x", "--billing.framing=xml"],
-        ] {
-            let e = Cli::try_parse_from(args).err().expect("must fail");
-            assert!(e.to_string().contains("billing."), "{e}");
-        }
-    }
 
     #[test]
     fn host_port_parses_like_go() {

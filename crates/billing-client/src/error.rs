@@ -1,9 +1,10 @@
 //! Errors at the client's boundaries. A refused event is handed back inside the error.
 
-use crate::event::Event;
+use billing_schema::Event;
 
 /// Why `Client::new` failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NewClientError {
     /// `ingester` is not `host:port`.
     #[error("billing: invalid ingester address: {0}")]
@@ -21,6 +22,7 @@ pub enum NewClientError {
 
 /// Why `add_amounts` refused an event. Each variant returns the event.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AddError {
     /// The unique key is empty or whitespace (Go: `billing: units uniqueKey cannot be blank`).
     #[error("billing: units uniqueKey cannot be blank")]
@@ -79,6 +81,7 @@ impl AddError {
 
 /// Why `flush` returned before everything was delivered.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FlushError {
     /// The timeout passed first; the events are still queued and will be delivered later.
     #[error("billing: flush timed out with {pending} events not yet delivered")]
@@ -91,14 +94,96 @@ pub enum FlushError {
     Closed,
 }
 
-/// Why `add_batch` refused a batch. All or none: every event of the batch is handed back.
+/// Why `add_batch` refused a batch (see [`AddBatchError::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddBatchErrorKind {
+    /// An event's unique key is empty or whitespace; nothing was counted.
+    BlankKey,
+    /// The client is closed or its sender stopped; counted `stopping`.
+    Closed,
+    /// The batch would pass `max_buffered_events`; counted `buffer_full`.
+    QueueFull {
+        /// The limit that would be passed.
+        limit: usize,
+    },
+    /// The spool cannot take the batch (after waiting, if so configured); counted `spool_full`.
+    SpoolFull,
+    /// The spool could not write the batch (disk full, I/O error); counted `spool_error`.
+    Spool,
+}
+
+impl std::fmt::Display for AddBatchErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddBatchErrorKind::BlankKey => f.write_str("billing: units uniqueKey cannot be blank"),
+            AddBatchErrorKind::Closed => f.write_str("billing: client is closed"),
+            AddBatchErrorKind::QueueFull { limit } => {
+                write!(f, "billing: reached billing event buffer limit ({limit})")
+            }
+            AddBatchErrorKind::SpoolFull => f.write_str("billing: spool full"),
+            AddBatchErrorKind::Spool => f.write_str("billing: spool write failed"),
+        }
+    }
+}
+
+/// Why `add_batch` refused a batch. All or none: nothing of the batch was accepted, and every
+/// event is handed back.
 #[derive(Debug, thiserror::Error)]
-#[error("billing: batch of {} events refused: {reason}", .events.len())]
+#[error("billing: batch of {} events refused: {kind}{}", .events.len(), .source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
 pub struct AddBatchError {
-    /// Why (the first refusal, as for one event).
-    pub reason: String,
-    /// Whether the same batch may be accepted later (buffer or spool full, disk error).
-    pub retriable: bool,
+    kind: AddBatchErrorKind,
+    #[source]
+    source: Option<spool::SpoolError>,
+    events: Vec<Event>,
+}
+
+impl AddBatchError {
+    pub(crate) fn new(kind: AddBatchErrorKind, events: Vec<Event>) -> Self {
+        AddBatchError {
+            kind,
+            source: None,
+            events,
+        }
+    }
+
+    pub(crate) fn with_source(
+        kind: AddBatchErrorKind,
+        source: spool::SpoolError,
+        events: Vec<Event>,
+    ) -> Self {
+        AddBatchError {
+            kind,
+            source: Some(source),
+            events,
+        }
+    }
+
+    /// Why the batch was refused.
+    pub fn kind(&self) -> AddBatchErrorKind {
+        self.kind
+    }
+
+    /// Whether the same batch may be accepted later (a full buffer or spool drains; a disk
+    /// may get space back).
+    pub fn is_retriable(&self) -> bool {
+        match self.kind {
+            AddBatchErrorKind::QueueFull { .. } => true,
+            // A batch larger than the whole spool can never fit: the spool says so.
+            AddBatchErrorKind::SpoolFull | AddBatchErrorKind::Spool => {
+                self.source.as_ref().is_some_and(|s| s.is_retriable())
+            }
+            _ => false,
+        }
+    }
+
     /// The refused events, in the order given.
-    pub events: Vec<Event>,
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// The refused events, to keep or retry.
+    pub fn into_events(self) -> Vec<Event> {
+        self.events
+    }
 }

@@ -12,20 +12,45 @@
 //! client.close();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Modules
+//!
+//! The handle ([`Client`], `client.rs`) and the background sender (`sender/`) meet only in
+//! `contract.rs` (shared counters, the queued unit, the command enum); the records are encoded
+//! on the caller's thread by `encode.rs` with the schema crate's writer; `spooled.rs` is the
+//! spool payload format. No two modules import each other.
+//!
+//! # Features
+//!
+//! - `clap` (default): [`Args`], the settings as command-line flags and environment variables.
+//! - `test-util`: [`testing`], an in-process forward server for your own tests.
 
-pub mod client;
-pub mod config;
+#[cfg(feature = "clap")]
+mod args;
+mod client;
+mod config;
+mod contract;
 pub mod duration;
-pub mod error;
-pub mod event;
-pub mod metrics;
-pub mod record;
+mod encode;
+mod error;
+mod metrics;
 mod sender;
 mod spooled;
+#[cfg(feature = "test-util")]
 pub mod testing;
 
+#[cfg(feature = "clap")]
+pub use args::Args;
+pub use billing_schema::{AmountType, Amounts, Event, Metadata};
 pub use client::Client;
-pub use config::{Args, Config, Framing, SpoolSync, SpoolWhenFull};
-pub use error::{AddBatchError, AddError, FlushError, NewClientError};
-pub use event::{AmountType, Amounts, Event, Metadata};
+pub use config::{
+    Config, DEFAULT_ACK_TIMEOUT, DEFAULT_BATCH_MAX_RECORDS, DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_INGESTER, DEFAULT_MAX_BUFFERED_EVENTS, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_RETRY_DELAY, DEFAULT_RETRY_DELAY_MAX, DEFAULT_SPOOL_FULL_TIMEOUT,
+    DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_SYNC_INTERVAL, Framing, SpoolSync, SpoolWhenFull,
+    parse_host_port,
+};
+pub use error::{AddBatchError, AddBatchErrorKind, AddError, FlushError, NewClientError};
 pub use metrics::{Metrics, Status, register_metrics};
+/// The spool types that appear in this crate's API.
+pub use spool::{SpoolError, SpoolOptions, SpoolStats};

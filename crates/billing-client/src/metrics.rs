@@ -27,7 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::event::AmountType;
+use billing_schema::AmountType;
 
 /// Why an event's amounts are counted: the `status` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -178,6 +178,28 @@ impl Metrics {
             "unacked_amounts",
             "Billing amounts accepted and not yet acknowledged",
             self.0.unacked.clone(),
+        );
+        // Registered with or without a spool (0 without one), so dashboards and alerts can be
+        // written once for every deployment.
+        r.register(
+            "spool_bytes",
+            "Bytes of the disk spool's segment files (0 without a spool)",
+            self.0.spool_bytes.clone(),
+        );
+        r.register(
+            "spool_records",
+            "Events in the disk spool not yet acknowledged",
+            self.0.spool_records.clone(),
+        );
+        r.register(
+            "spool_oldest_unacked_age_seconds",
+            "Age of the oldest unacknowledged event in the disk spool",
+            self.0.spool_oldest_age.clone(),
+        );
+        r.register(
+            "spool_damaged_records",
+            "Spool records found damaged (checksum or format) and moved aside",
+            self.0.spool_damaged.clone(),
         );
     }
 

@@ -7,8 +7,9 @@
 //! Decoding checks every length against the bytes present: a payload that passed its
 //! checksum but does not decode is reported as damaged, never trusted.
 
-use crate::event::{AmountType, Amounts};
-use crate::sender::Queued;
+use billing_schema::{AmountType, Amounts};
+
+use crate::contract::Queued;
 
 const VERSION: u8 = 1;
 

@@ -231,6 +231,7 @@ fn every_framing_delivers_the_same_records() {
             Framing::CompressedPackedForward => forward::Mode::CompressedPackedForward,
             Framing::Forward => forward::Mode::Forward,
             Framing::Message | Framing::JsonMessage => forward::Mode::Message,
+            other => panic!("add {other:?} to this test"),
         };
         assert!(
             ingester

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use billing_client::testing::TestIngester;
 use billing_client::{
-    AddError, AmountType, Client, Config, Metrics, NewClientError, SpoolSync, Status,
+    AddBatchErrorKind, AddError, AmountType, Client, Config, Metrics, NewClientError, SpoolSync,
+    Status,
 };
 use common::*;
 
@@ -192,19 +193,22 @@ fn a_batch_that_does_not_fit_the_spool_is_refused_whole_and_handed_back() {
     });
     client.add_batch(batch("first", 150)).unwrap();
     let err = client.add_batch(batch("big", 200)).unwrap_err();
-    assert!(err.retriable, "{err}");
-    assert!(err.reason.contains("full"), "{err}");
-    assert_eq!(err.events.len(), 200);
-    assert_eq!(err.events[199].unique_key, "big-199");
+    assert!(err.is_retriable(), "{err}");
+    assert_eq!(err.kind(), AddBatchErrorKind::SpoolFull, "{err}");
+    assert!(err.to_string().contains("full"), "{err}");
+    assert_eq!(err.events().len(), 200);
+    assert_eq!(err.events()[199].unique_key, "big-199");
     assert_eq!(client.pending(), 150, "all or none");
     assert_eq!(metrics.events_total(Status::SpoolFull, &SAMPLES), 200);
     // A batch larger than the whole spool can never fit: refused, not retriable.
     let err = client.add_batch(batch("huge", 2000)).unwrap_err();
-    assert!(!err.retriable, "{err}");
+    assert!(!err.is_retriable(), "{err}");
     let mut with_blank = batch("ok", 3);
     with_blank[1].unique_key = " ".into();
     let err = client.add_batch(with_blank).unwrap_err();
-    assert!(!err.retriable && err.reason.contains("blank"), "{err}");
+    assert!(!err.is_retriable(), "{err}");
+    assert_eq!(err.kind(), AddBatchErrorKind::BlankKey);
+    assert!(err.to_string().contains("blank"), "{err}");
     assert_eq!(client.pending(), 150);
 }
 
@@ -213,9 +217,50 @@ fn a_batch_without_a_spool_respects_max_buffered_events() {
     let ingester = TestIngester::start().unwrap();
     let (client, metrics) = client_for(&ingester, |c| c.max_buffered_events = 100);
     let err = client.add_batch(batch("m", 101)).unwrap_err();
-    assert!(err.retriable);
+    assert!(err.is_retriable());
+    assert_eq!(err.kind(), AddBatchErrorKind::QueueFull { limit: 100 });
     assert_eq!(metrics.events_total(Status::BufferFull, &SAMPLES), 101);
     client.add_batch(batch("m", 100)).unwrap();
     client.flush(PATIENCE).unwrap();
     assert_eq!(unique_keys(&ingester).len(), 100);
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+fn scraped(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn a_registry_scrape_shows_the_spool_gauges_with_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, _) = spool_client(dir.path(), dead_address(), |_| {});
+    client.add_batch(batch("g", 40)).unwrap();
+    client.close_within(Duration::ZERO);
+    drop(client);
+
+    // The next client recovers the 40 events; a scrape must show them.
+    let (client, metrics) = spool_client(dir.path(), dead_address(), |_| {});
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert_eq!(
+        scraped(&text, "billing_client_spool_records"),
+        Some(40.0),
+        "{text}"
+    );
+    let bytes = scraped(&text, "billing_client_spool_bytes").expect("spool_bytes registered");
+    assert!(
+        bytes > 40.0 * 50.0,
+        "40 events take more than {bytes} bytes"
+    );
+    assert_eq!(
+        scraped(&text, "billing_client_spool_damaged_records"),
+        Some(0.0)
+    );
+    let age = scraped(&text, "billing_client_spool_oldest_unacked_age_seconds")
+        .expect("oldest_unacked_age registered");
+    assert!(age >= 0.0);
+    drop(client);
 }

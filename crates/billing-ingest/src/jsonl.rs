@@ -55,7 +55,7 @@ pub fn write_entry_line(
     out.extend_from_slice(b"{\"tag\":");
     serde_json::to_writer(&mut *out, tag)?;
     out.extend_from_slice(b",\"time\":");
-    serde_json::to_writer(&mut *out, &billing_client::record::rfc3339(time))?;
+    serde_json::to_writer(&mut *out, &billing_schema::rfc3339(time))?;
     out.extend_from_slice(b",\"record\":");
     serde_json::to_writer(&mut *out, &value_to_json(&entry.record))?;
     if let Some(md) = &entry.metadata {

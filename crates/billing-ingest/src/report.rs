@@ -345,7 +345,7 @@ pub fn write_summary(out: &mut impl Write, s: &Summary, format: Format) -> io::R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use billing_client::record::parse_rfc3339;
+    use billing_schema::parse_rfc3339;
 
     fn at(s: &str) -> SystemTime {
         parse_rfc3339(s).unwrap()

@@ -20,7 +20,7 @@
 //!   transaction as `records`;
 //! - `conflicts(id, unique_key, stored_body, received_body, first_seen, last_seen, count)`: one
 //!   row per distinct differing version of a stored key (bodies as JSON, see
-//!   [`crate::validate::Body::to_json`]), `count` its arrivals;
+//!   [`billing_schema::validate::Body::to_json`]), `count` its arrivals;
 //! - `quarantine(id, received_at, reason, raw)`: invalid entries with their raw JSON;
 //! - `counters(slot PK, received, stored, duplicates, conflicts, quarantined)`: totals of every
 //!   outcome; the summary adds all slots (PostgreSQL ingesters spread over 16 slots by backend

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use billing_client::record::parse_rfc3339;
 use billing_ingest::report::{write_summary, write_usage};
 use billing_ingest::{
     AnyStore, Format, Granularity, Store, StoreError, StoreOutcome, StoreUrl, UsageQuery, UsageRow,
 };
+use billing_schema::parse_rfc3339;
 use forward::{AckReader, Entry, EventTime, Frame, Framing, Mode, Options};
 use rmpv::Value;
 use tokio::io::AsyncWriteExt;

@@ -32,11 +32,59 @@ pub fn write_str(buf: &mut Vec<u8>, s: &[u8]) {
     buf.extend_from_slice(s);
 }
 
+/// Appends one MessagePack string made of several parts, without joining them first.
+pub fn write_str_parts(buf: &mut Vec<u8>, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    rmp::encode::write_str_len(buf, len as u32).expect("Vec write");
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+}
+
+/// Appends a MessagePack map header for `len` key/value pairs.
+pub fn write_map_len(buf: &mut Vec<u8>, len: u32) {
+    rmp::encode::write_map_len(buf, len).expect("Vec write");
+}
+
+/// Appends a MessagePack array header for `len` items.
+pub fn write_array_len(buf: &mut Vec<u8>, len: u32) {
+    rmp::encode::write_array_len(buf, len).expect("Vec write");
+}
+
+/// Appends a signed integer in its shortest MessagePack form.
+pub fn write_int(buf: &mut Vec<u8>, value: i64) {
+    rmp::encode::write_sint(buf, value).expect("Vec write");
+}
+
+/// Appends the head of one entry `[time, record]`: the array header and the time. The caller
+/// appends the record right after (e.g. written in place, without an intermediate buffer).
+pub fn write_entry_head(buf: &mut Vec<u8>, time: EventTime) {
+    write_array_len(buf, 2);
+    write_event_time(buf, time);
+}
+
 /// Appends one PackedForward entry `[time, record]` with an already encoded record.
 pub fn write_entry(buf: &mut Vec<u8>, time: EventTime, record_msgpack: &[u8]) {
-    buf.push(0x92);
-    write_event_time(buf, time);
+    write_entry_head(buf, time);
     buf.extend_from_slice(record_msgpack);
+}
+
+/// Turns an entry written by [`write_entry`] into a Message-mode frame
+/// `[tag, time, record, options]`: the entry is the same bytes minus its array header.
+///
+/// # Panics
+/// If `entry` does not start with a 2-element array header (it was not written by
+/// [`write_entry`] or [`write_entry_head`]).
+pub fn write_message_from_entry(buf: &mut Vec<u8>, tag: &str, entry: &[u8], options: &Options) {
+    assert_eq!(
+        entry.first(),
+        Some(&0x92),
+        "not an entry written by write_entry"
+    );
+    write_array_len(buf, 4);
+    write_str(buf, tag.as_bytes());
+    buf.extend_from_slice(&entry[1..]);
+    write_options(buf, options);
 }
 
 fn option_len(options: &Options) -> u32 {
@@ -77,7 +125,7 @@ pub fn write_message(
     record_msgpack: &[u8],
     options: &Options,
 ) {
-    buf.push(0x94);
+    write_array_len(buf, 4);
     write_str(buf, tag.as_bytes());
     write_event_time(buf, time);
     buf.extend_from_slice(record_msgpack);
@@ -86,7 +134,7 @@ pub fn write_message(
 
 /// Appends a Forward-mode frame from already encoded `[time, record]` entries.
 pub fn write_forward(buf: &mut Vec<u8>, tag: &str, entries: &[u8], count: u32, options: &Options) {
-    buf.push(0x93);
+    write_array_len(buf, 3);
     write_str(buf, tag.as_bytes());
     rmp::encode::write_array_len(buf, count).expect("Vec write");
     buf.extend_from_slice(entries);
@@ -96,7 +144,7 @@ pub fn write_forward(buf: &mut Vec<u8>, tag: &str, entries: &[u8], count: u32, o
 /// Appends a PackedForward frame, gzip-compressing the entries when `options.compressed` is
 /// gzip (CompressedPackedForward).
 pub fn write_packed_forward(buf: &mut Vec<u8>, tag: &str, entries: &[u8], options: &Options) {
-    buf.push(0x93);
+    write_array_len(buf, 3);
     write_str(buf, tag.as_bytes());
     if options.compressed == Some(crate::Compression::Gzip) {
         let mut gz = flate2::write::GzEncoder::new(
@@ -123,14 +171,26 @@ pub fn write_json_message(
     record_json: &[u8],
     chunk: Option<&str>,
 ) {
+    write_json_message_head(buf, tag, seconds);
+    buf.extend_from_slice(record_json);
+    write_json_message_tail(buf, chunk.map(str::as_bytes));
+}
+
+/// Appends the head of a JSON Message-mode frame, `[tag,seconds,`; the caller appends the
+/// record and then [`write_json_message_tail`].
+pub fn write_json_message_head(buf: &mut Vec<u8>, tag: &str, seconds: u32) {
     buf.push(b'[');
     serde_json::to_writer(&mut *buf, tag).expect("Vec write");
     write!(buf, ",{seconds},").expect("Vec write");
-    buf.extend_from_slice(record_json);
+}
+
+/// Appends the end of a JSON Message-mode frame: the options (`{"chunk":id}` or `{}`) and `]`.
+/// A chunk id that is not UTF-8 is written lossily (ids made by [`new_chunk_id`] are base64).
+pub fn write_json_message_tail(buf: &mut Vec<u8>, chunk: Option<&[u8]>) {
     match chunk {
         Some(c) => {
             buf.extend_from_slice(b",{\"chunk\":");
-            serde_json::to_writer(&mut *buf, c).expect("Vec write");
+            serde_json::to_writer(&mut *buf, &String::from_utf8_lossy(c)).expect("Vec write");
             buf.extend_from_slice(b"}]");
         }
         None => buf.extend_from_slice(b",{}]"),
@@ -142,7 +202,7 @@ pub fn write_json_message(
 pub fn write_ack(buf: &mut Vec<u8>, chunk: &[u8], framing: crate::Framing) {
     match framing {
         crate::Framing::MessagePack => {
-            buf.push(0x81);
+            write_map_len(buf, 1);
             write_str(buf, b"ack");
             write_str(buf, chunk);
         }

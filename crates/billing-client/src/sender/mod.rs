@@ -18,113 +18,26 @@
 //! - `flush` completes when every event received before the flush request is resolved:
 //!   sequence numbers are given on receipt, so "before" is the channel's order.
 
+mod backoff;
+mod batch;
+mod conn;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
-use forward::Options;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-use tokio::task::JoinHandle;
+use billing_schema::Amounts;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
-use crate::client::Shared;
-use crate::config::{Config, Framing};
-use crate::event::Amounts;
+use crate::config::Config;
+use crate::contract::{Command, Queued, Shared};
 use crate::metrics::Status;
-use crate::record::TAG;
-
-/// An accepted event, encoded on the caller's thread.
-#[derive(Debug)]
-pub(crate) struct Queued {
-    /// The caller's key, for logs.
-    pub key: String,
-    /// The amounts, for metrics.
-    pub amounts: Amounts,
-    /// The records, each encoded as the framing's unit (see `Client::encode`).
-    pub units: Vec<u8>,
-    /// End offset of each record's unit in `units`.
-    pub ends: Vec<u32>,
-}
-
-/// Messages from the client handles to the sender.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Event(Queued),
-    /// Reply once every event below the target is resolved; `None`: below the sender's own
-    /// next sequence number (memory mode), `Some`: below this spool sequence number.
-    Flush(Option<u64>, SyncSender<()>),
-    Close(std::time::Instant, SyncSender<()>),
-    /// New events are in the spool.
-    Wake,
-}
-
-#[derive(Debug)]
-struct EventMeta {
-    seq: u64,
-    key: String,
-    amounts: Amounts,
-}
-
-#[derive(Debug)]
-struct Pending {
-    seq: u64,
-    event: Queued,
-}
-
-/// Events written together, under one chunk id (or one per record in the message framings).
-#[derive(Debug)]
-struct Batch {
-    first_seq: u64,
-    events: Vec<EventMeta>,
-    frames: Vec<u8>,
-    chunks: Vec<String>,
-    acked: usize,
-    first_sent: Option<Instant>,
-    sent_at: Instant,
-}
-
-#[derive(Debug)]
-struct Conn {
-    writer: OwnedWriteHalf,
-    acks: UnboundedReceiver<Result<Vec<u8>, String>>,
-    reader: JoinHandle<()>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
-}
-
-/// Retry delays: from `base`, doubling up to `max`, each drawn in `[d/2, d]` so a fleet does
-/// not retry in lockstep; fixed (no jitter) when `max <= base`.
-#[derive(Debug)]
-struct Backoff {
-    base: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        if self.max <= self.base {
-            return self.base;
-        }
-        let d = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let half = d / 2;
-        half + Duration::from_nanos(fastrand::u64(0..=half.as_nanos() as u64))
-    }
-
-    fn reset(&mut self) {
-        self.current = self.base;
-    }
-}
+use backoff::Backoff;
+use batch::{Batch, Framer, Pending};
+use conn::{Conn, next_ack};
 
 pub(crate) struct Sender {
     cfg: Config,
@@ -160,11 +73,7 @@ impl Sender {
         rx: UnboundedReceiver<Command>,
         recovered_below: u64,
     ) -> Self {
-        let backoff = Backoff {
-            base: cfg.retry_delay,
-            max: cfg.retry_delay_max,
-            current: cfg.retry_delay,
-        };
+        let backoff = Backoff::new(cfg.retry_delay, cfg.retry_delay_max);
         Self {
             cfg,
             host,
@@ -315,7 +224,7 @@ impl Sender {
                 .map(|_| self.spool_stats_at + Duration::from_secs(1));
             tokio::select! {
                 biased;
-                ack = recv_ack(&mut self.conn) => self.on_ack(ack),
+                ack = next_ack(&mut self.conn) => self.on_ack(ack),
                 cmd = self.rx.recv(), if self.rx_open => match cmd {
                     Some(cmd) => {
                         self.on_command(cmd);
@@ -340,13 +249,14 @@ impl Sender {
                     self.fail_connection("no ack within the ack timeout");
                 }
                 _ = tokio::time::sleep_until(retry_at), if waiting_to_retry => {}
-                                _ = sleep_until(close_deadline), if close_deadline.is_some() => {}
+                _ = sleep_until(close_deadline), if close_deadline.is_some() => {}
                 _ = sleep_until(gauges_at), if gauges_at.is_some() => {}
             }
         }
-        if let Some(mut conn) = self.conn.take() {
-            let _ = conn.writer.shutdown().await;
+        if let Some(conn) = self.conn.take() {
+            conn.shutdown().await;
         }
+        self.drain_after_stop();
         if let Some((_, Some(reply))) = self.closing.take() {
             let _ = reply.try_send(());
         }
@@ -357,13 +267,8 @@ impl Sender {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Event(event) => {
-                self.backlog.push_back(Pending {
-                    seq: self.next_seq,
-                    event,
-                });
-                self.next_seq += 1;
-            }
+            Command::Event(event) => self.push(event),
+            Command::Events(events) => events.into_iter().for_each(|e| self.push(e)),
             Command::Flush(target, reply) => {
                 self.flushes.push((target.unwrap_or(self.next_seq), reply))
             }
@@ -383,39 +288,19 @@ impl Sender {
         }
     }
 
+    fn push(&mut self, event: Queued) {
+        self.backlog.push_back(Pending {
+            seq: self.next_seq,
+            event,
+        });
+        self.next_seq += 1;
+    }
+
     async fn connect(&mut self) {
-        let addr = (self.host.as_str(), self.port);
-        let result =
-            match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => Ok(stream),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("connect timed out".to_string()),
-            };
-        match result {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                let (read, writer) = stream.into_split();
-                let (tx, acks) = unbounded_channel();
-                let reader = tokio::spawn(async move {
-                    let mut reader = forward::AckReader::new(read);
-                    loop {
-                        let item = match reader.read_ack().await {
-                            Ok(Some(id)) => Ok(id),
-                            Ok(None) => Err("connection closed by the ingester".to_string()),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        let stop = item.is_err();
-                        if tx.send(item).is_err() || stop {
-                            return;
-                        }
-                    }
-                });
+        match Conn::open(&self.host, self.port, self.cfg.connect_timeout).await {
+            Ok(conn) => {
                 tracing::debug!(ingester = %self.cfg.ingester, "billing: connected to the ingester");
-                self.conn = Some(Conn {
-                    writer,
-                    acks,
-                    reader,
-                });
+                self.conn = Some(conn);
             }
             Err(reason) => self.schedule_retry(&format!("cannot connect: {reason}")),
         }
@@ -446,105 +331,22 @@ impl Sender {
     }
 
     fn build_batch(&mut self) -> Batch {
-        let first_seq = self.backlog.front().map_or(self.next_seq, |p| p.seq);
-        let mut units = Vec::new();
-        let mut ends = Vec::new();
-        let mut events = Vec::new();
-        while let Some(p) = self.backlog.front() {
-            if !ends.is_empty() && ends.len() + p.event.ends.len() > self.cfg.batch_max_records {
-                break;
-            }
-            let p = self.backlog.pop_front().expect("front exists");
-            let base = units.len() as u32;
-            units.extend_from_slice(&p.event.units);
-            ends.extend(p.event.ends.iter().map(|e| base + e));
-            events.push(EventMeta {
-                seq: p.seq,
-                key: p.event.key,
-                amounts: p.event.amounts,
-            });
-        }
-        let mut frames = Vec::with_capacity(units.len() + 64);
-        let mut chunks = Vec::new();
-        let ack = self.cfg.require_ack;
-        let options = |chunks: &mut Vec<String>, size: Option<u64>| {
-            let chunk = ack.then(forward::encode::new_chunk_id);
-            if let Some(c) = &chunk {
-                chunks.push(c.clone());
-            }
-            Options {
-                size,
-                chunk: chunk.map(String::into_bytes),
-                compressed: None,
-            }
+        let framer = Framer {
+            framing: self.cfg.framing,
+            require_ack: self.cfg.require_ack,
+            max_records: self.cfg.batch_max_records,
         };
-        match self.cfg.framing {
-            Framing::PackedForward | Framing::CompressedPackedForward => {
-                let mut o = options(&mut chunks, Some(ends.len() as u64));
-                if self.cfg.framing == Framing::CompressedPackedForward {
-                    o.compressed = Some(forward::Compression::Gzip);
-                }
-                forward::encode::write_packed_forward(&mut frames, TAG, &units, &o);
-            }
-            Framing::Forward => {
-                let o = options(&mut chunks, Some(ends.len() as u64));
-                forward::encode::write_forward(&mut frames, TAG, &units, ends.len() as u32, &o);
-            }
-            Framing::Message => {
-                let mut start = 0usize;
-                for &end in &ends {
-                    // A unit is an entry `[time, record]`: the message is the same minus the
-                    // array header, with the tag before and the options after.
-                    let entry = &units[start + 1..end as usize];
-                    frames.push(0x94);
-                    forward::encode::write_str(&mut frames, TAG.as_bytes());
-                    frames.extend_from_slice(entry);
-                    forward::encode::write_options(&mut frames, &options(&mut chunks, None));
-                    start = end as usize;
-                }
-            }
-            Framing::JsonMessage => {
-                let mut start = 0usize;
-                for &end in &ends {
-                    frames.extend_from_slice(&units[start..end as usize]);
-                    let o = options(&mut chunks, None);
-                    match o.chunk {
-                        Some(c) => {
-                            frames.extend_from_slice(b",{\"chunk\":\"");
-                            frames.extend_from_slice(&c);
-                            frames.extend_from_slice(b"\"}]");
-                        }
-                        None => frames.extend_from_slice(b",{}]"),
-                    }
-                    start = end as usize;
-                }
-            }
-        }
-        Batch {
-            first_seq,
-            events,
-            frames,
-            chunks,
-            acked: 0,
-            first_sent: None,
-            sent_at: Instant::now(),
-        }
+        framer.build(&mut self.backlog)
     }
 
     async fn write_batch(&mut self, mut batch: Batch) {
         let conn = self.conn.as_mut().expect("pump checks the connection");
-        let write =
-            tokio::time::timeout(self.cfg.ack_timeout, conn.writer.write_all(&batch.frames)).await;
+        let write = conn.write(&batch.frames, self.cfg.ack_timeout).await;
         let now = Instant::now();
         batch.sent_at = now;
         batch.first_sent.get_or_insert(now);
         batch.acked = 0;
-        let error = match write {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("write failed: {e}")),
-            Err(_) => Some("write timed out".to_string()),
-        };
-        if let Some(reason) = error {
+        if let Err(reason) = write {
             self.inflight.push_back(batch);
             self.fail_connection(&reason);
             return;
@@ -681,16 +483,34 @@ impl Sender {
         }
         tracing::info!(events = left, %reason, "billing: undelivered events stay in the spool for the next start");
     }
-}
 
-async fn recv_ack(conn: &mut Option<Conn>) -> Result<Vec<u8>, String> {
-    match conn {
-        Some(c) => c
-            .acks
-            .recv()
-            .await
-            .unwrap_or_else(|| Err("ack reader stopped".into())),
-        None => std::future::pending().await,
+    /// After the loop: no event may stay in the channel unresolved. Closing the receiver makes
+    /// every later `send` fail (the handle then hands the event back), and what was sent
+    /// before is resolved here as `stopping` (memory mode; spool events stay on disk).
+    fn drain_after_stop(&mut self) {
+        self.rx.close();
+        let mut dropped = 0usize;
+        while let Ok(cmd) = self.rx.try_recv() {
+            let events = match cmd {
+                Command::Event(e) => vec![e],
+                Command::Events(es) => es,
+                Command::Flush(_, reply) | Command::Close(_, reply) => {
+                    let _ = reply.try_send(());
+                    continue;
+                }
+                Command::Wake => continue,
+            };
+            for e in events {
+                dropped += 1;
+                self.resolve_event(&e.key, &e.amounts, Status::Stopping);
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "billing: events that raced with the sender's stop dropped"
+            );
+        }
     }
 }
 

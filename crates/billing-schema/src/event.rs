@@ -78,10 +78,10 @@ pub struct Event {
 }
 
 fn ser_time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::record::rfc3339(*t))
+    s.serialize_str(&crate::rfc3339::rfc3339(*t))
 }
 
 fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
     let s = <Cow<'de, str>>::deserialize(d)?;
-    crate::record::parse_rfc3339(&s).map_err(serde::de::Error::custom)
+    crate::rfc3339::parse_rfc3339(&s).map_err(serde::de::Error::custom)
 }

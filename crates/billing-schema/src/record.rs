@@ -7,7 +7,8 @@
 //! never a MessagePack extension.
 
 use std::io::Write as _;
-use std::time::SystemTime;
+
+use forward::encode::{write_int, write_map_len, write_str, write_str_parts};
 
 use crate::event::{AmountType, Metadata};
 
@@ -43,34 +44,37 @@ pub struct RecordRef<'a> {
     pub metadata: &'a Metadata,
 }
 
-fn write_str(buf: &mut Vec<u8>, s: &str) {
-    forward::encode::write_str(buf, s.as_bytes());
-}
-
 impl RecordRef<'_> {
     /// Appends the record as a MessagePack map.
     pub fn write_msgpack(&self, buf: &mut Vec<u8>) {
-        buf.push(0x86);
-        write_str(buf, AMOUNT_TYPE);
-        write_str(buf, self.amount_type.as_str());
-        write_str(buf, AMOUNT_VALUE);
-        rmp::encode::write_sint(buf, self.value).expect("Vec write");
-        write_str(buf, INTERNAL_INSTANCE_ID);
-        write_str(buf, self.instance);
-        write_str(buf, METADATA);
-        rmp::encode::write_map_len(buf, self.metadata.len() as u32).expect("Vec write");
+        write_map_len(buf, 6);
+        write_str(buf, AMOUNT_TYPE.as_bytes());
+        write_str(buf, self.amount_type.as_str().as_bytes());
+        write_str(buf, AMOUNT_VALUE.as_bytes());
+        write_int(buf, self.value);
+        write_str(buf, INTERNAL_INSTANCE_ID.as_bytes());
+        write_str(buf, self.instance.as_bytes());
+        write_str(buf, METADATA.as_bytes());
+        write_map_len(buf, self.metadata.len() as u32);
         for (k, v) in self.metadata {
-            write_str(buf, k);
-            write_str(buf, v);
+            write_str(buf, k.as_bytes());
+            write_str(buf, v.as_bytes());
         }
-        write_str(buf, OCCURRED_AT);
-        write_str(buf, self.occurred_at);
-        write_str(buf, UNIQUE_KEY);
-        let len = self.key.len() + 1 + self.amount_type.as_str().len();
-        rmp::encode::write_str_len(buf, len as u32).expect("Vec write");
-        buf.extend_from_slice(self.key.as_bytes());
-        buf.push(b':');
-        buf.extend_from_slice(self.amount_type.as_str().as_bytes());
+        write_str(buf, OCCURRED_AT.as_bytes());
+        write_str(buf, self.occurred_at.as_bytes());
+        write_str(buf, UNIQUE_KEY.as_bytes());
+        let ty = self.amount_type.as_str().as_bytes();
+        write_str_parts(buf, &[self.key.as_bytes(), b":", ty]);
+    }
+
+    /// The record's dedupe key: the caller's key, `:`, the amount type.
+    pub fn unique_key(&self) -> String {
+        let ty = self.amount_type.as_str();
+        let mut key = String::with_capacity(self.key.len() + 1 + ty.len());
+        key.push_str(self.key);
+        key.push(':');
+        key.push_str(ty);
+        key
     }
 
     /// Appends the record as a JSON object, byte for byte as the Go client wrote it.
@@ -91,74 +95,14 @@ impl RecordRef<'_> {
         buf.extend_from_slice(b",\"occurred_at\":");
         json(buf, self.occurred_at);
         buf.extend_from_slice(b",\"unique_key\":");
-        let mut key = String::with_capacity(self.key.len() + 1 + self.amount_type.as_str().len());
-        key.push_str(self.key);
-        key.push(':');
-        key.push_str(self.amount_type.as_str());
-        json(buf, &key);
+        json(buf, &self.unique_key());
         buf.push(b'}');
     }
-}
-
-/// Formats a time as Go's `time.RFC3339Nano` in UTC: up to nine fraction digits, trailing
-/// zeros dropped, `Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t);
-    let mut out = String::with_capacity(30);
-    use std::fmt::Write as _;
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    );
-    let nanos = dt.nanosecond();
-    if nanos != 0 {
-        let digits = format!("{nanos:09}");
-        out.push('.');
-        out.push_str(digits.trim_end_matches('0'));
-    }
-    out.push('Z');
-    out
-}
-
-/// Parses an RFC 3339 time (any offset).
-///
-/// # Errors
-/// The parser's message, for text that is not RFC 3339.
-pub fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(SystemTime::from)
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn rfc3339_matches_go_rfc3339nano() {
-        let t = UNIX_EPOCH + Duration::new(1_795_754_038, 467_902_040);
-        assert_eq!(rfc3339(t), "2026-11-27T04:33:58.46790204Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_754_038)),
-            "2026-11-27T04:33:58Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::new(0, 100_000_000)),
-            "1970-01-01T00:00:00.1Z"
-        );
-        assert_eq!(parse_rfc3339("2026-11-27T04:33:58.46790204Z").unwrap(), t);
-        assert_eq!(
-            parse_rfc3339("2026-11-27T05:33:58.46790204+01:00").unwrap(),
-            t
-        );
-    }
 
     #[test]
     fn json_record_is_the_go_clients_bytes() {

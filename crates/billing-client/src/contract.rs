@@ -1,0 +1,60 @@
+//! The contract between the [`Client`](crate::Client) handle and its background sender: the
+//! state both sides share, the unit of work the handle queues, and the commands it sends.
+//!
+//! Invariants both sides keep:
+//! - `Shared::buffered` counts events accepted and not yet resolved (memory mode). The handle
+//!   raises it *before* it enqueues, so the channel never holds more than
+//!   `max_buffered_events` events; the sender lowers it once per resolved event.
+//! - Every [`Queued`] event that enters the channel is resolved exactly once by the sender:
+//!   `success` on ack, or dropped as `stopping` (even one that raced with the sender's exit:
+//!   the sender closes the channel and drains it before it stops).
+//! - `Shared::wake_pending` is set while a [`Command::Wake`] is on its way, so spool appends send
+//!   at most one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::mpsc::SyncSender;
+
+use billing_schema::Amounts;
+
+use crate::metrics::Metrics;
+
+/// State shared by the client handle and its sender thread.
+pub(crate) struct Shared {
+    pub buffered: AtomicUsize,
+    pub closed: AtomicBool,
+    pub metrics: Metrics,
+    /// The disk spool, when configured: accepted events live there until acked.
+    pub spool: Option<Arc<spool::Spool>>,
+    /// Set while a `Wake` is on its way to the sender, so appends send at most one.
+    pub wake_pending: AtomicBool,
+}
+
+/// An accepted event, encoded on the caller's thread (see [`crate::encode`]).
+#[derive(Debug)]
+pub(crate) struct Queued {
+    /// The caller's key, for logs.
+    pub key: String,
+    /// The amounts, for metrics.
+    pub amounts: Amounts,
+    /// The records, each encoded as the framing's unit.
+    pub units: Vec<u8>,
+    /// End offset of each record's unit in `units`.
+    pub ends: Vec<u32>,
+}
+
+/// Messages from the client handles to the sender.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// One accepted event (memory mode).
+    Event(Queued),
+    /// Several accepted events, in order, as one message so that a batch is taken all or none.
+    Events(Vec<Queued>),
+    /// Reply once every event below the target is resolved; `None`: below the sender's own
+    /// next sequence number (memory mode), `Some`: below this spool sequence number.
+    Flush(Option<u64>, SyncSender<()>),
+    /// Deliver what is queued until the deadline, then stop; reply when stopped.
+    Close(std::time::Instant, SyncSender<()>),
+    /// New events are in the spool.
+    Wake,
+}

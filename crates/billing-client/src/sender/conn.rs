@@ -1,0 +1,100 @@
+//! One connection to the ingester: the write half, owned by the sender's loop, and a task
+//! that reads acks from the read half and hands them over a channel, so that writing a large
+//! batch never stops acks from being read.
+//!
+//! Invariants: the ack task ends with the connection (it is aborted when the [`Conn`] drops);
+//! it reports the end of the stream or a read error as one `Err` and then stops.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::task::JoinHandle;
+
+/// An ack's chunk id, or why the connection can no longer deliver acks.
+pub(super) type Ack = Result<Vec<u8>, String>;
+
+/// A connected ingester.
+#[derive(Debug)]
+pub(super) struct Conn {
+    writer: OwnedWriteHalf,
+    acks: UnboundedReceiver<Ack>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Conn {
+    /// Connects within `timeout` and starts reading acks.
+    ///
+    /// # Errors
+    /// Why the connection failed, as one line.
+    pub(super) async fn open(host: &str, port: u16, timeout: Duration) -> Result<Conn, String> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("connect timed out".to_string()),
+        };
+        let _ = stream.set_nodelay(true);
+        let (read, writer) = stream.into_split();
+        let (tx, acks) = unbounded_channel();
+        let reader = tokio::spawn(async move {
+            let mut reader = forward::AckReader::new(read);
+            loop {
+                let item = match reader.read_ack().await {
+                    Ok(Some(id)) => Ok(id),
+                    Ok(None) => Err("connection closed by the ingester".to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let stop = item.is_err();
+                if tx.send(item).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(Conn {
+            writer,
+            acks,
+            reader,
+        })
+    }
+
+    /// Writes `bytes` within `timeout`.
+    ///
+    /// # Errors
+    /// Why the write failed, as one line.
+    pub(super) async fn write(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), String> {
+        match tokio::time::timeout(timeout, self.writer.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("write failed: {e}")),
+            Err(_) => Err("write timed out".to_string()),
+        }
+    }
+
+    /// The next ack (or the end of the connection).
+    pub(super) async fn ack(&mut self) -> Ack {
+        self.acks
+            .recv()
+            .await
+            .unwrap_or_else(|| Err("ack reader stopped".into()))
+    }
+
+    /// Closes the write side so the ingester sees a clean end of stream.
+    pub(super) async fn shutdown(mut self) {
+        let _ = self.writer.shutdown().await;
+    }
+}
+
+/// The next ack of `conn`, or never when there is no connection (for `select!`).
+pub(super) async fn next_ack(conn: &mut Option<Conn>) -> Ack {
+    match conn {
+        Some(c) => c.ack().await,
+        None => std::future::pending().await,
+    }
+}
