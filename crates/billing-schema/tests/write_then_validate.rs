@@ -27,14 +27,20 @@ fn check(key: &str, instance: &str, ty: &AmountType, value: i64, secs: u64, md: 
     let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
     let from_json = validate(&forward::frame::json_to_value(json)).unwrap();
 
-    assert_eq!(from_msgpack, from_json, "both encodings validate to the same record");
+    assert_eq!(
+        from_msgpack, from_json,
+        "both encodings validate to the same record"
+    );
     let r = from_msgpack;
     assert_eq!(r.unique_key, format!("{key}:{ty}"));
     assert_eq!(r.body.instance, instance);
     assert_eq!(r.body.amount_type, ty.as_str());
     assert_eq!(r.body.value, value);
     assert_eq!(r.body.occurred_at, occurred_at);
-    assert_eq!(r.hour, (secs as i64).div_euclid(HOUR_SECONDS) * HOUR_SECONDS);
+    assert_eq!(
+        r.hour,
+        (secs as i64).div_euclid(HOUR_SECONDS) * HOUR_SECONDS
+    );
     let md_back: Metadata = serde_json::from_str(&r.body.metadata).unwrap();
     assert_eq!(&md_back, md);
 }
