@@ -52,6 +52,9 @@ if [[ "$(cat "$node_stamp" 2>/dev/null || true)" != "$node_want" ]] \
   echo "$node_want" >"$node_stamp"
 fi
 
+# --- Structure ---------------------------------------------------------------
+python3 scripts/module-cycles.py
+
 # --- Tests -------------------------------------------------------------------
 export PEER_PYTHON="$VENV/bin/python"
 export PEERS_DIR
