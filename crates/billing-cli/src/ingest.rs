@@ -7,33 +7,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
-use billing_ingest::{AnyStore, IngestMetrics, Store, StoreError, StoreOutcome, StoreUrl};
+use billing_ingest::{AnyStore, IngestMetrics, Store, StoreError, StoreOutcome};
 use forward::Frame;
+
+use crate::store_args::StoreArgs;
 
 /// Default listen address: where the Go client's default `--billing.ingester` points.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:24225";
 
+/// Options of `billing ingest`.
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, env = "BILLING_INGEST_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: String,
-    /// Where records go: sqlite:PATH, postgres://USER@HOST:PORT/DB[?schema=NAME] or jsonl:PATH.
-    ///
-    /// sqlite:PATH: a SQLite file (created if missing; WAL, fsync on every
-    /// commit). postgres://USER@HOST:PORT/DB[?schema=NAME][&pool_size=N]: PostgreSQL, tables
-    /// in schema NAME (created if missing; default: the server's search_path), N connections
-    /// (default 4); several ingesters may share one. jsonl:PATH: one JSON line per record
-    /// ({"tag","time","record"}), no dedupe. Databases dedupe by unique_key, keep conflicting
-    /// and invalid records aside and keep hourly rollups; a chunk is acked only after its
-    /// transaction committed. Schema migrations run at start.
-    #[arg(
-        long,
-        env = "BILLING_INGEST_STORE",
-        default_value = billing_ingest::DEFAULT_STORE,
-        value_name = "URL"
-    )]
-    pub store: StoreUrl,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Serve Prometheus metrics (billing_ingest_*) at http://ADDR/metrics [default: none].
     #[arg(long, env = "BILLING_INGEST_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
@@ -49,9 +38,10 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let store = AnyStore::open(&args.store)
+        let url = &args.store.url;
+        let store = AnyStore::open(url)
             .await
-            .with_context(|| format!("cannot open store {}", args.store))?;
+            .with_context(|| format!("cannot open store {url}"))?;
         let server = billing_ingest::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -72,7 +62,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
             }
             out.flush()?;
         }
-        tracing::info!(%addr, store = %args.store, "ingester listening");
+        tracing::info!(%addr, store = %url, "ingester listening");
         let metrics = IngestMetrics::new();
         if let Some(listener) = metrics_listener {
             let registry = metrics.registry(server.stats());

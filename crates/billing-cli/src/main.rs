@@ -8,6 +8,7 @@ mod ingest;
 mod report;
 mod send;
 mod spool_cmd;
+mod store_args;
 
 use std::process::ExitCode;
 

@@ -5,7 +5,9 @@ use std::io::Write as _;
 use std::time::SystemTime;
 
 use anyhow::Context as _;
-use billing_ingest::{AnyStore, Format, Granularity, StoreUrl, UsageQuery};
+use billing_ingest::{AnyStore, Format, Granularity, UsageQuery};
+
+use crate::store_args::{self, StoreArgs};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum By {
@@ -28,16 +30,12 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Options of `billing report`.
 #[derive(Debug, clap::Args)]
+#[command(mut_arg(store_args::ID, |a| a.help(store_args::REPORT_HELP).long_help(None)))]
 pub struct ReportArgs {
-    /// The store to read (the same URLs as `billing ingest --store`; jsonl: has no reports).
-    #[arg(
-        long,
-        env = "BILLING_INGEST_STORE",
-        default_value = billing_ingest::DEFAULT_STORE,
-        value_name = "URL"
-    )]
-    pub store: StoreUrl,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Only buckets starting at or after this time, RFC 3339 [default: no lower bound].
     #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
     pub from: Option<SystemTime>,
@@ -77,9 +75,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     };
     let mut out = Vec::new();
     runtime.block_on(async {
-        let store = AnyStore::open_reader(&args.store)
+        let url = &args.store.url;
+        let store = AnyStore::open_reader(url)
             .await
-            .with_context(|| format!("cannot read store {}", args.store))?;
+            .with_context(|| format!("cannot read store {url}"))?;
         if args.summary {
             let summary = store.summary().await?;
             billing_ingest::report::write_summary(&mut out, &summary, format)?;

@@ -107,7 +107,7 @@ fn scrape_until(addr: SocketAddr, what: &str, done: impl Fn(&str) -> bool) -> St
 
 #[test]
 fn metrics_endpoint_counts_each_record_by_store_outcome_and_the_connections() {
-    let dir = TempDir::new("metrics");
+    let dir = temp_dir("metrics");
     let db = dir.path().join("billing.db");
     let mut ingest = ingest_sqlite(&db, "127.0.0.1:0", &["--metrics-listen", "127.0.0.1:0"]);
     let metrics: SocketAddr = ingest
@@ -186,7 +186,7 @@ fn metrics_endpoint_counts_each_record_by_store_outcome_and_the_connections() {
 
 #[test]
 fn without_metrics_listen_only_the_listening_line_is_printed() {
-    let dir = TempDir::new("no-metrics");
+    let dir = temp_dir("no-metrics");
     let mut ingest = ingest_sqlite(&dir.path().join("billing.db"), "127.0.0.1:0", &[]);
     send(ingest.addr, "k", &["samples=1"]);
     let lines = ingest.kill_and_read_stdout();
@@ -195,7 +195,7 @@ fn without_metrics_listen_only_the_listening_line_is_printed() {
 
 #[test]
 fn a_chunk_committed_but_not_acked_when_the_ingester_is_sigkilled_is_resent_and_counted_once() {
-    let dir = TempDir::new("sigkill");
+    let dir = temp_dir("sigkill");
     let db = dir.path().join("billing.db");
     let store = format!("sqlite:{}", db.display());
     let mut a = ingest_sqlite(&db, "127.0.0.1:0", &["--test-hold-after-commits", "1"]);

@@ -58,7 +58,7 @@ fn every_key_whose_add_returned_ok_survives_sigkill_and_is_delivered() {
         });
     println!("TORTURE_SEED={seed}");
     let mut rng = Rng(seed);
-    let dir = TempDir::new("torture");
+    let dir = temp_dir("torture");
     let spool = dir.path().join("spool");
     let store = dir.path().join("store.jsonl");
     let mut ingester = Some(ingest_on("127.0.0.1:0", &store));
@@ -158,7 +158,7 @@ fn every_key_whose_add_returned_ok_survives_sigkill_and_is_delivered() {
 
 #[test]
 fn send_with_a_spool_exits_3_when_not_yet_acked_and_drain_delivers_it_later() {
-    let dir = TempDir::new("send3");
+    let dir = temp_dir("send3");
     let spool = dir.path().join("spool");
     let store = dir.path().join("store.jsonl");
     let dead = std::net::TcpListener::bind("127.0.0.1:0")

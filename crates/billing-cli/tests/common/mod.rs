@@ -9,11 +9,10 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -112,33 +111,14 @@ impl Peers {
 // Temp dirs
 // ---------------------------------------------------------------------------
 
-/// A unique directory under std::env::temp_dir(), removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(label: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p = std::env::temp_dir().join(format!(
-            "billing-interop-{label}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory under `std::env::temp_dir()`, removed on drop. The name starts with
+/// `billing-interop-LABEL-`, so a directory left behind (a test process killed mid-run) names
+/// the test that made it.
+pub fn temp_dir(label: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("billing-interop-{label}-"))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("create a temp dir for {label}: {e}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -366,12 +346,12 @@ pub fn run(name: &str, mut cmd: Command) -> Finished {
 pub struct Ingest {
     pub server: Server,
     pub store: PathBuf,
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Ingest {
     pub fn start(label: &str) -> Ingest {
-        let dir = TempDir::new(label);
+        let dir = temp_dir(label);
         let store = dir.path().join("store.jsonl");
         let mut c = Command::new(billing_bin());
         c.arg("ingest")
