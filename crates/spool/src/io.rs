@@ -42,7 +42,9 @@ pub enum OpenMode {
 /// One directory entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
+    /// File name (not the path).
     pub name: String,
+    /// Whether it is a directory.
     pub is_dir: bool,
 }
 
@@ -51,8 +53,10 @@ pub struct DirEntry {
 pub enum LockError {
     /// Another opener holds it; `pid` is what the LOCK file says (if readable).
     Held {
+        /// The holder's pid, if the lock file names one.
         pid: Option<u32>,
     },
+    /// The lock file could not be opened, locked or written.
     Io(io::Error),
 }
 
@@ -61,11 +65,15 @@ pub trait LockGuard: Send + Sync {}
 
 /// File system operations used by the spool.
 pub trait SpoolIo: Send + Sync {
+    /// Create a directory and its parents (no error if it exists).
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Entries of a directory (names that are not UTF-8 are reported lossily).
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>>;
+    /// Open a file.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn SpoolFile>>;
+    /// Remove a file (durable once its directory is synced).
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Rename atomically, replacing `to` (durable once the directory is synced).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// fsync a directory, making creations, renames and removals in it durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
