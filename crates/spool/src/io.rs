@@ -1,4 +1,4 @@
-//! File I/O behind a small trait, so tests can inject faults (see [`crate::sim`]).
+//! File I/O behind a small trait, so tests can inject faults (the `sim` feature's `SimFs`).
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

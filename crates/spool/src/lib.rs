@@ -149,7 +149,7 @@
 //! | `acklog` | the `ACKS` file |
 //! | `ranges` | a set of seqs as ranges |
 //! | [`io`] | the file-system trait, and the real file system |
-//! | [`sim`] | in-memory file system with crash and fault injection |
+//! | `sim` | (feature `sim`) in-memory file system with crash and fault injection |
 //!
 //! `spool` → {`writer`, `flusher`, `reader`} → `reclaim` → `state` → `options`;
 //! `spool` → `stats` → `state`; `spool` → `recovery` → `state`, `layout`, `damaged`;
@@ -158,9 +158,10 @@
 //!
 //! # Testing
 //!
-//! File I/O goes through [`io::SpoolIo`]; [`sim::SimFs`] is an in-memory implementation that
-//! models what survives a crash (unsynced bytes and unsynced directory entries are lost, torn
-//! writes keep a prefix) and injects faults (`ENOSPC`, `EIO` on write, fsync or truncate).
+//! File I/O goes through [`io::SpoolIo`]. With the cargo feature `sim` (off by default; this
+//! crate's own tests turn it on), `sim::SimFs` is an in-memory implementation that models
+//! what survives a crash (unsynced bytes and unsynced directory entries are lost, torn writes
+//! keep a prefix) and injects faults (`ENOSPC`, `EIO` on write, fsync or truncate).
 
 mod acklog;
 mod damaged;
@@ -175,6 +176,7 @@ mod ranges;
 mod reader;
 mod reclaim;
 mod recovery;
+#[cfg(feature = "sim")]
 pub mod sim;
 mod spool;
 mod state;
