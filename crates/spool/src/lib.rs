@@ -140,7 +140,7 @@
 //! | `flusher` | the flusher thread: group-commit fsyncs, `Interval` fsyncs, ack-log fsyncs, `flush`, fsync failures |
 //! | `reader` | [`Cursor`], `read_from`, corruption found while reading |
 //! | `reclaim` | `ack`, the watermark, the ack log entry, deleting acknowledged segments |
-//! | `stats` | [`SpoolStats`], `stats` |
+//! | `stats` | [`SpoolStats`], `stats`, `next_seq` |
 //! | `recovery` | [`Recovery`]: rebuilding `State` at open (scan, repair, torn tails), the scan `inspect` reuses |
 //! | `inspect` | [`inspect()`](fn@inspect), [`Inspection`]: read-only look at a directory |
 //! | `layout` | file names in the directory and sorting a listing |

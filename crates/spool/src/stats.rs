@@ -1,9 +1,9 @@
-//! Point-in-time numbers about an open spool ([`SpoolStats`]).
+//! Point-in-time numbers about an open spool ([`SpoolStats`]) and the cheap `next_seq`.
 //!
 //! Kept apart from the writer and reader because both [`crate::Spool::stats`] and
 //! `inspect` report a [`SpoolStats`]. Invariant: nothing here changes the state.
 //! `stats` reads one segment from the nearest index entry, giving up after two index intervals
-//! (for the oldest record's age), with the state lock dropped.
+//! (for the oldest record's age), with the state lock dropped; `next_seq` reads no file.
 
 use std::time::Duration;
 
@@ -30,6 +30,11 @@ pub struct SpoolStats {
 }
 
 impl Inner {
+    /// See [`crate::Spool::next_seq`].
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
     /// See [`crate::Spool::stats`].
     pub(crate) fn stats(&self) -> SpoolStats {
         let st = self.lock();
