@@ -3,7 +3,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Errors of the spool.
+///
+/// Non-exhaustive: new failure kinds may be added; match the ones you handle and keep a
+/// catch-all arm (use [`SpoolError::is_retriable`] to decide about the rest).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpoolError {
     /// Another process (or another `Spool` in this process) has the directory open.
     #[error("spool directory {} is locked by {}", dir.display(), match pid { Some(p) => format!("process {p}"), None => "another process (pid unknown)".to_string() })]

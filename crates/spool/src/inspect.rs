@@ -18,7 +18,10 @@ use crate::recovery::scan_segment;
 use crate::stats::SpoolStats;
 
 /// Result of [`inspect`].
+///
+/// Non-exhaustive: more findings may be reported; read the fields, do not build it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Inspection {
     /// `records`, `bytes`, `segments`, `oldest_unacked_age`, `damaged_records`, `next_seq`.
     pub stats: SpoolStats,

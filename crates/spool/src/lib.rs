@@ -163,6 +163,8 @@
 //! what survives a crash (unsynced bytes and unsynced directory entries are lost, torn writes
 //! keep a prefix) and injects faults (`ENOSPC`, `EIO` on write, fsync or truncate).
 
+#![warn(missing_docs)]
+
 mod acklog;
 mod damaged;
 mod error;

@@ -23,7 +23,10 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 32 << 20;
 pub const MIN_SEGMENT_BYTES: u64 = 4096;
 
 /// When `append` returns.
+///
+/// Non-exhaustive: more modes may be added; code outside this crate only constructs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Durability {
     /// After the bytes are `fdatasync`ed. Concurrent appenders share one fsync (group commit).
     Fsync,
@@ -34,7 +37,10 @@ pub enum Durability {
 }
 
 /// What `append` does when the spool holds `max_bytes`.
+///
+/// Non-exhaustive: more policies may be added; code outside this crate only constructs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WhenFull {
     /// Fail at once with [`SpoolError::Full`].
     Reject,
@@ -43,6 +49,12 @@ pub enum WhenFull {
 }
 
 /// Options of [`crate::Spool::open`].
+///
+/// Deliberately *not* `#[non_exhaustive]`: dependents build it with a struct literal and
+/// `..SpoolOptions::default()`, which Rust forbids for non-exhaustive structs outside their
+/// crate. New code should prefer `SpoolOptions::default()` with the `with_*` methods, which
+/// keep compiling if fields are added; once no struct literals remain outside this crate, it
+/// can become non-exhaustive.
 #[derive(Clone, Debug)]
 pub struct SpoolOptions {
     /// Bound on the bytes of all segment files (headers included).
@@ -69,6 +81,34 @@ impl Default for SpoolOptions {
 }
 
 impl SpoolOptions {
+    /// These options with [`SpoolOptions::max_bytes`] set.
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// These options with [`SpoolOptions::segment_bytes`] set.
+    #[must_use]
+    pub fn with_segment_bytes(mut self, segment_bytes: u64) -> Self {
+        self.segment_bytes = segment_bytes;
+        self
+    }
+
+    /// These options with [`SpoolOptions::durability`] set.
+    #[must_use]
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// These options with [`SpoolOptions::when_full`] set.
+    #[must_use]
+    pub fn with_when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
+        self
+    }
+
     /// Check the options, lowering `segment_bytes` to `max_bytes / 4` if it is larger.
     pub(crate) fn validated(mut self) -> Result<SpoolOptions, SpoolError> {
         if self.max_bytes < 4 * MIN_SEGMENT_BYTES {

@@ -34,7 +34,10 @@ use crate::ranges::RangeSet;
 use crate::state::{INDEX_EVERY, IndexEntry, Segment, State};
 
 /// What [`crate::Spool::open`] found and repaired.
+///
+/// Non-exhaustive: more findings may be reported; read the fields, do not build it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Recovery {
     /// Unacknowledged records recovered (they will be read first).
     pub records: u64,

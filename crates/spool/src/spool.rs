@@ -174,11 +174,9 @@ mod tests {
     use super::*;
 
     fn opts() -> SpoolOptions {
-        SpoolOptions {
-            max_bytes: 1 << 20,
-            segment_bytes: 4096,
-            ..SpoolOptions::default()
-        }
+        SpoolOptions::default()
+            .with_max_bytes(1 << 20)
+            .with_segment_bytes(4096)
     }
 
     #[test]
@@ -233,10 +231,9 @@ mod tests {
     #[test]
     fn next_seq_in_interval_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let o = SpoolOptions {
-            durability: crate::Durability::Interval(std::time::Duration::from_secs(3600)),
-            ..opts()
-        };
+        let o = opts().with_durability(crate::Durability::Interval(
+            std::time::Duration::from_secs(3600),
+        ));
         let (s, _) = Spool::open(dir.path(), o.clone()).unwrap();
         s.append_batch(&[b"a", b"b"]).unwrap();
         assert_eq!(s.next_seq(), 2);

@@ -11,7 +11,10 @@ use crate::format::{Scanned, Scanner, now_nanos};
 use crate::state::{INDEX_EVERY, Inner};
 
 /// Point-in-time statistics.
+///
+/// Non-exhaustive: more numbers may be added; read the fields, do not build it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SpoolStats {
     /// Unacknowledged records.
     pub records: u64,
