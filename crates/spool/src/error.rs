@@ -3,25 +3,48 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Errors of the spool.
+///
+/// Non-exhaustive: new failure kinds may be added; match the ones you handle and keep a
+/// catch-all arm (use [`SpoolError::is_retriable`] to decide about the rest).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpoolError {
     /// Another process (or another `Spool` in this process) has the directory open.
     #[error("spool directory {} is locked by {}", dir.display(), match pid { Some(p) => format!("process {p}"), None => "another process (pid unknown)".to_string() })]
-    Locked { dir: PathBuf, pid: Option<u32> },
+    Locked {
+        /// The spool directory.
+        dir: PathBuf,
+        /// The holder's pid, as written in the `LOCK` file (if readable).
+        pid: Option<u32>,
+    },
 
     /// The spool holds `max_bytes` already (after waiting, with [`crate::WhenFull::Wait`]).
     #[error("spool is full: {used} of {max} bytes used, {needed} more needed")]
-    Full { used: u64, needed: u64, max: u64 },
+    Full {
+        /// Bytes of the segment files.
+        used: u64,
+        /// Bytes the call needed.
+        needed: u64,
+        /// [`crate::SpoolOptions::max_bytes`].
+        max: u64,
+    },
 
     /// A payload (or batch) that can never fit.
     #[error("payload of {len} bytes is too large for the spool (limit {max})")]
-    TooLarge { len: u64, max: u64 },
+    TooLarge {
+        /// Bytes of the payload (or of the encoded batch).
+        len: u64,
+        /// The most that could ever be accepted.
+        max: u64,
+    },
 
     /// Writing failed (e.g. `ENOSPC`, `EIO`). Nothing accepted before is affected; the records
     /// of the failed call were not stored.
     #[error("spool write to {} failed: {source}", path.display())]
     Write {
+        /// The segment file.
         path: PathBuf,
+        /// What the write reported.
         #[source]
         source: io::Error,
     },
@@ -31,7 +54,9 @@ pub enum SpoolError {
     /// new segment).
     #[error("spool fsync of {} failed: {source}", path.display())]
     Sync {
+        /// The segment file.
         path: PathBuf,
+        /// What the fsync reported; shared by every append that waited for it.
         #[source]
         source: Arc<io::Error>,
     },
@@ -39,8 +64,11 @@ pub enum SpoolError {
     /// Other I/O failures (opening, reading, directory operations).
     #[error("spool I/O error ({op}) on {}: {source}", path.display())]
     Io {
+        /// What was being done, e.g. `"lock"`, `"read"`.
         op: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: io::Error,
     },

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::io::SpoolFile;
 
@@ -48,6 +49,15 @@ pub fn segment_header() -> [u8; SEGMENT_HEADER_LEN as usize] {
     h[..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h
+}
+
+/// The clock of the record header's timestamp: wall-clock nanoseconds since the Unix epoch
+/// (0 if the clock is before it).
+pub fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// Decoded record header.

@@ -1,4 +1,4 @@
-//! File I/O behind a small trait, so tests can inject faults (see [`crate::sim`]).
+//! File I/O behind a small trait, so tests can inject faults (the `sim` feature's `SimFs`).
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -11,16 +11,35 @@ use std::sync::Arc;
 /// An open file. Positioned reads and writes only; the spool never relies on a file cursor.
 pub trait SpoolFile: Send + Sync {
     /// Read at `offset`; returns the number of bytes read (0 at end of file).
+    ///
+    /// # Errors
+    /// The read failed (e.g. `EIO`).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
-    /// Write all of `buf` at `offset`. On error some prefix may have been written.
+    /// Write all of `buf` at `offset`.
+    ///
+    /// # Errors
+    /// The write failed (e.g. `ENOSPC`, `EIO`); some prefix of `buf` may have been written.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// `fdatasync`: make written data (and the file size) durable.
+    ///
+    /// # Errors
+    /// The fsync failed: what was written since the last successful one may be lost, even
+    /// if a later fsync succeeds (so the spool never retries one).
     fn sync_data(&self) -> io::Result<()>;
     /// Truncate or extend.
+    ///
+    /// # Errors
+    /// The size could not be changed.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Current size.
+    ///
+    /// # Errors
+    /// The size could not be read.
     fn len(&self) -> io::Result<u64>;
     /// Whether the file is empty.
+    ///
+    /// # Errors
+    /// As [`SpoolFile::len`].
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
@@ -42,7 +61,9 @@ pub enum OpenMode {
 /// One directory entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
+    /// File name (not the path).
     pub name: String,
+    /// Whether it is a directory.
     pub is_dir: bool,
 }
 
@@ -51,8 +72,10 @@ pub struct DirEntry {
 pub enum LockError {
     /// Another opener holds it; `pid` is what the LOCK file says (if readable).
     Held {
+        /// The holder's pid, if the lock file names one.
         pid: Option<u32>,
     },
+    /// The lock file could not be opened, locked or written.
     Io(io::Error),
 }
 
@@ -61,15 +84,42 @@ pub trait LockGuard: Send + Sync {}
 
 /// File system operations used by the spool.
 pub trait SpoolIo: Send + Sync {
+    /// Create a directory and its parents.
+    ///
+    /// # Errors
+    /// A directory could not be created (not if it exists already).
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Entries of a directory (names that are not UTF-8 are reported lossily).
+    ///
+    /// # Errors
+    /// The directory could not be listed.
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>>;
+    /// Open a file.
+    ///
+    /// # Errors
+    /// It could not be opened: `NotFound` if it is missing ([`OpenMode::Read`],
+    /// [`OpenMode::ReadWrite`]), `AlreadyExists` if it exists ([`OpenMode::CreateNew`]).
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn SpoolFile>>;
+    /// Remove a file (durable once its directory is synced).
+    ///
+    /// # Errors
+    /// It could not be removed (`NotFound` if it is missing).
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Rename atomically, replacing `to` (durable once the directory is synced).
+    ///
+    /// # Errors
+    /// The rename failed.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// fsync a directory, making creations, renames and removals in it durable.
+    ///
+    /// # Errors
+    /// The fsync failed.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Take the exclusive lock of the spool directory `dir` (non-blocking).
+    ///
+    /// # Errors
+    /// [`LockError::Held`] if another opener holds it, [`LockError::Io`] if the lock file
+    /// could not be opened, locked or written.
     fn lock(&self, dir: &Path) -> Result<Box<dyn LockGuard>, LockError>;
 }
 

@@ -62,7 +62,9 @@
 //! * The bytes of all segment files never exceed [`SpoolOptions::max_bytes`].
 //! * A segment is deleted only when all its records are below the watermark, after the ack log
 //!   holding that watermark has been fsynced. So a deleted record cannot come back, and seqs
-//!   cannot be reused after a crash.
+//!   cannot be reused after a crash. (If that fsync fails, or there is no ack log because it
+//!   could not be written at open, the deletion still goes ahead and the log is rewritten by
+//!   the flusher.)
 //! * Readers see, in `Fsync` mode, only fsynced records; in `Interval` mode, every written one.
 //!   A reader does not move past a segment until all of it is visible, so it reads in seq order.
 //!
@@ -124,27 +126,75 @@
 //!   still be read after a restart: the caller was told it failed, and delivery is
 //!   at-least-once.
 //!
+//! # Code layout
+//!
+//! One module per job; arrows are "uses", and there are no cycles (the `Inner` methods
+//! defined in one module call only modules below it):
+//!
+//! | module | job |
+//! |---|---|
+//! | `spool` | the public [`Spool`] handle: open (validate, lock, recover, start the flusher), delegate, shut down on drop |
+//! | `options` | [`SpoolOptions`], [`Durability`], [`WhenFull`], the `DEFAULT_*` constants, validation |
+//! | `state` | `State` (segments, seqs, watermark, acks) and `Inner` (state mutex, condvars, I/O, lock) |
+//! | `writer` | `append` / `append_batch`: space, segment roll, one `pwrite` per call, waiting for group commit |
+//! | `flusher` | the flusher thread: group-commit fsyncs, `Interval` fsyncs, ack-log fsyncs, `flush`, fsync failures |
+//! | `reader` | [`Cursor`], `read_from`, corruption found while reading |
+//! | `reclaim` | `ack`, the watermark, the ack log entry, deleting acknowledged segments |
+//! | `stats` | [`SpoolStats`], `stats`, `next_seq` |
+//! | `recovery` | [`Recovery`]: rebuilding `State` at open (scan, repair, torn tails), the scan `inspect` reuses |
+//! | `inspect` | [`inspect()`](fn@inspect), [`Inspection`]: read-only look at a directory |
+//! | `layout` | file names in the directory and sorting a listing |
+//! | `damaged` | copying damaged bytes into `damaged/` durably |
+//! | `format` | segment and record encoding, the scanner |
+//! | `acklog` | the `ACKS` file |
+//! | `ranges` | a set of seqs as ranges |
+//! | [`io`] | the file-system trait, and the real file system |
+//! | `sim` | (feature `sim`) in-memory file system with crash and fault injection |
+//!
+//! `spool` → {`writer`, `flusher`, `reader`} → `reclaim` → `state` → `options`;
+//! `spool` → `stats` → `state`; `spool` → `recovery` → `state`, `layout`, `damaged`;
+//! `inspect` → `recovery`, `stats`, `layout`, `damaged`; `layout` → `damaged`, `acklog`. The
+//! leaves `format`, `acklog`, `ranges`, `io` and `error` use nothing above them.
+//!
 //! # Testing
 //!
-//! File I/O goes through [`io::SpoolIo`]; [`sim::SimFs`] is an in-memory implementation that
-//! models what survives a crash (unsynced bytes and unsynced directory entries are lost, torn
-//! writes keep a prefix) and injects faults (`ENOSPC`, `EIO` on write, fsync or truncate).
+//! File I/O goes through [`io::SpoolIo`]. With the cargo feature `sim` (off by default; this
+//! crate's own tests turn it on), `sim::SimFs` is an in-memory implementation that models
+//! what survives a crash (unsynced bytes and unsynced directory entries are lost, torn writes
+//! keep a prefix) and injects faults (`ENOSPC`, `EIO` on write, fsync or truncate).
+
+#![warn(missing_docs)]
 
 mod acklog;
+mod damaged;
 mod error;
+mod flusher;
 mod format;
+mod inspect;
 pub mod io;
+mod layout;
+mod options;
 mod ranges;
+mod reader;
+mod reclaim;
 mod recovery;
+#[cfg(feature = "sim")]
 pub mod sim;
 mod spool;
+mod state;
+mod stats;
+mod writer;
 
 pub use error::SpoolError;
 pub use format::{MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
-pub use spool::{
-    Cursor, DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Durability, Inspection, MIN_SEGMENT_BYTES,
-    Recovery, Spool, SpoolOptions, SpoolStats, WhenFull, inspect,
+pub use inspect::{Inspection, inspect};
+pub use options::{
+    DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Durability, MIN_SEGMENT_BYTES, SpoolOptions, WhenFull,
 };
+pub use reader::Cursor;
+pub use recovery::Recovery;
+pub use spool::Spool;
+pub use stats::SpoolStats;
 
 #[cfg(test)]
 mod send_sync {

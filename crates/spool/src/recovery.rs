@@ -1,103 +1,281 @@
-//! Start-up recovery: classify the directory, scan every segment, move damaged bytes aside,
-//! truncate torn tails. Also the read-only variant used by [`crate::inspect`].
+//! Reconstructing the spool's state at open: read the ack log, scan every segment, move
+//! damaged bytes aside, cut torn tails, delete what is fully acknowledged, and report it all
+//! as a [`Recovery`]. The read-only scan is also what `inspect` uses.
+//!
+//! Kept in one place because these are the rules that decide, after a crash, what was
+//! accepted; the crate docs ("Recovery rules") describe them. Invariants:
+//! * Open never fails because of damage: a segment that cannot be read or repaired is logged,
+//!   left alone and not used ([`Recovery::unreadable_segments`]).
+//! * Damaged bytes are saved under `damaged/` (durably) before a segment is rewritten without
+//!   them; the rewrite is a tmp file, fsync, rename, directory fsync.
+//! * Within and across segments (in id order) the recovered seqs strictly increase; a record
+//!   whose seq is not above the previous one is treated as damaged.
+//! * `next_seq` after recovery is above every seq on disk and at least the ack log's
+//!   `next_seq` and watermark, so seqs are not reused across restarts.
+//! * Recovered segments are sealed and fsynced; writing after open starts a new segment.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use tracing::warn;
+use tracing::{info, warn};
 
-use crate::acklog::{ACK_FILE, ACK_TMP_FILE};
+use crate::acklog::{self, AckLog};
+use crate::damaged::save_damaged;
+use crate::error::SpoolError;
 use crate::format::{
     RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, Scanned, Scanner, parse_header, segment_header,
 };
-use crate::io::{LOCK_FILE, OpenMode, SpoolFile, SpoolIo};
+use crate::io::{OpenMode, SpoolFile, SpoolIo};
+use crate::layout::{self, TMP_SUFFIX, segment_name};
+use crate::ranges::RangeSet;
+use crate::state::{INDEX_EVERY, IndexEntry, Segment, State};
 
-pub const DAMAGED_DIR: &str = "damaged";
-pub const SEGMENT_SUFFIX: &str = ".seg";
-pub const TMP_SUFFIX: &str = ".tmp";
-
-pub fn segment_name(id: u64) -> String {
-    format!("{id:020}{SEGMENT_SUFFIX}")
+/// What [`crate::Spool::open`] found and repaired.
+///
+/// Non-exhaustive: more findings may be reported; read the fields, do not build it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Unacknowledged records recovered (they will be read first).
+    pub records: u64,
+    /// Bytes of the segment files kept.
+    pub bytes: u64,
+    /// Segment files kept.
+    pub segments: usize,
+    /// Every seq below this was acknowledged (from the ack log).
+    pub acked_watermark: u64,
+    /// The seq the next append gets.
+    pub next_seq: u64,
+    /// Records whose checksum failed (estimated per damaged region), moved into `damaged/`.
+    pub damaged_records: u64,
+    /// Bytes of those damaged regions.
+    pub damaged_bytes: u64,
+    /// Bytes of incomplete writes cut off the end of segments.
+    pub torn_tail_bytes: u64,
+    /// Segment files removed because they held no unacknowledged record.
+    pub removed_segments: usize,
+    /// Files and directories that are not the spool's, left alone.
+    pub unknown_files: Vec<String>,
+    /// Segment files that could not be opened or repaired; left alone, not used.
+    pub unreadable_segments: Vec<String>,
 }
 
-pub fn parse_segment_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// Recover the state of `dir` (the lock is held).
+pub(crate) fn recover(io: &dyn SpoolIo, dir: &Path) -> Result<(State, Recovery), SpoolError> {
+    let mut rec = Recovery::default();
+    let listing = layout::list(io, dir).map_err(|e| SpoolError::io("list directory", dir, e))?;
+    for name in &listing.unknown {
+        warn!(dir = %dir.display(), file = %name, "spool: unknown file in the spool directory, left alone");
     }
-    digits.parse().ok()
-}
-
-/// What the directory holds.
-#[derive(Debug, Default)]
-pub struct Listing {
-    pub segments: Vec<u64>,
-    pub tmp_files: Vec<String>,
-    pub unknown: Vec<String>,
-}
-
-pub fn list(io: &dyn SpoolIo, dir: &Path) -> io::Result<Listing> {
-    let mut l = Listing::default();
-    for e in io.read_dir(dir)? {
-        let name = e.name;
-        if e.is_dir {
-            if name != DAMAGED_DIR {
-                l.unknown.push(name);
+    rec.unknown_files = listing.unknown.clone();
+    for name in &listing.tmp_files {
+        let _ = io.remove_file(&dir.join(name));
+    }
+    let ack = match acklog::read(io, dir) {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(error = %e, "spool: could not read the ack log; unacknowledged records \
+                may include some that were acknowledged before");
+            Default::default()
+        }
+    };
+    if ack.damaged_entries > 0 {
+        warn!(
+            entries = ack.damaged_entries,
+            "spool: damaged entries in the ack log ignored"
+        );
+    }
+    let w = ack.watermark;
+    let mut segments = BTreeMap::new();
+    let mut exists = RangeSet::default();
+    let mut total = 0u64;
+    let mut last_seq: Option<u64> = None;
+    let mut max_id = None;
+    for &id in &listing.segments {
+        max_id = Some(id);
+        let name = segment_name(id);
+        let path = dir.join(&name);
+        match recover_segment(io, dir, id, last_seq, w, &mut rec, &mut exists) {
+            Ok((seg, last)) => {
+                last_seq = last.or(last_seq);
+                if let Some(seg) = seg {
+                    total += seg.written;
+                    segments.insert(id, seg);
+                }
             }
-            continue;
-        }
-        if name == LOCK_FILE || name == ACK_FILE {
-            continue;
-        }
-        if name == ACK_TMP_FILE
-            || name
-                .strip_suffix(TMP_SUFFIX)
-                .and_then(parse_segment_name)
-                .is_some()
-        {
-            l.tmp_files.push(name);
-            continue;
-        }
-        match parse_segment_name(&name) {
-            Some(id) => l.segments.push(id),
-            None => l.unknown.push(name),
+            Err(e) => {
+                warn!(segment = %path.display(), error = %e, "spool: segment could not be \
+                    recovered; left alone and not used");
+                rec.unreadable_segments.push(name);
+            }
         }
     }
-    l.segments.sort_unstable();
-    l.unknown.sort();
-    Ok(l)
+    let next_seq = last_seq
+        .map(|l| l + 1)
+        .unwrap_or(0)
+        .max(ack.next_seq)
+        .max(w);
+    let acklog = match AckLog::create(io, dir, w, next_seq) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!(error = %e, "spool: could not write the ack log; acks will not be persisted \
+                (acknowledged records may be delivered again after a restart)");
+            None
+        }
+    };
+    rec.records = exists.count();
+    rec.bytes = total;
+    rec.segments = segments.len();
+    rec.acked_watermark = w;
+    rec.next_seq = next_seq;
+    if rec.records > 0 || rec.damaged_records > 0 || rec.torn_tail_bytes > 0 {
+        info!(dir = %dir.display(), records = rec.records, segments = rec.segments,
+            damaged = rec.damaged_records, torn_bytes = rec.torn_tail_bytes, "spool: recovered");
+    }
+    let mut st = State {
+        segments,
+        active: None,
+        next_segment_id: max_id.map(|i| i + 1).unwrap_or(1),
+        next_seq,
+        watermark: w,
+        exists,
+        acked: BTreeSet::new(),
+        total_bytes: total,
+        failed: HashMap::new(),
+        ack_rewrite: acklog.is_none(),
+        acklog,
+        ack_synced_at: Instant::now(),
+        damaged_records: rec.damaged_records,
+        damaged_seen: HashSet::new(),
+        sync_failures: 0,
+        scratch: Vec::new(),
+        space_waiters: 0,
+        flush_requested: 0,
+        flush_done: 0,
+        shutdown: false,
+    };
+    st.advance_watermark();
+    Ok((st, rec))
+}
+
+/// Scan, repair and index one segment. `None`: removed (empty, or everything acknowledged).
+fn recover_segment(
+    io: &dyn SpoolIo,
+    dir: &Path,
+    id: u64,
+    prev_seq: Option<u64>,
+    watermark: u64,
+    rec: &mut Recovery,
+    exists: &mut RangeSet,
+) -> io::Result<(Option<Segment>, Option<u64>)> {
+    let path = dir.join(segment_name(id));
+    let mut file = io.open(&path, OpenMode::ReadWrite)?;
+    let mut scan = scan_segment(&file, prev_seq)?;
+    if !scan.damaged.is_empty() || (scan.bad_header && !scan.records.is_empty()) {
+        rec.damaged_records += scan.damaged_records();
+        rec.damaged_bytes += scan.damaged.iter().map(|d| d.1).sum::<u64>();
+        file = repair_segment(io, dir, id, &file, &scan)?;
+        scan = scan_segment(&file, prev_seq)?;
+    }
+    if let Some((off, len)) = scan.torn_tail {
+        warn!(segment = %path.display(), offset = off, bytes = len,
+            "spool: incomplete write at the end of a segment (torn tail) cut off");
+        rec.torn_tail_bytes += len;
+        if let Err(e) = file.set_len(scan.valid_end()) {
+            // Harmless: the next scan finds the same torn tail; new data goes to new segments.
+            warn!(segment = %path.display(), error = %e, "spool: could not cut off a torn tail");
+        }
+    }
+    let last_seq = scan.records.last().map(|r| r.seq);
+    if last_seq.is_none_or(|l| l < watermark) {
+        io.remove_file(&path)?;
+        rec.removed_segments += 1;
+        return Ok((None, last_seq));
+    }
+    // Records >= watermark are unacknowledged: add them as runs of consecutive seqs.
+    let mut run: Option<(u64, u64)> = None;
+    for r in scan.records.iter().filter(|r| r.seq >= watermark) {
+        run = match run {
+            Some((s, e)) if e == r.seq => Some((s, e + 1)),
+            Some((s, e)) => {
+                exists.insert(s, e);
+                Some((r.seq, r.seq + 1))
+            }
+            None => Some((r.seq, r.seq + 1)),
+        };
+    }
+    if let Some((s, e)) = run {
+        exists.insert(s, e);
+    }
+    let written = scan.valid_end();
+    // The previous process may have died before its flusher ran: make what we recovered
+    // durable. Failure is not fatal (the bytes are still readable), just logged.
+    if let Err(e) = file.sync_data() {
+        warn!(segment = %path.display(), error = %e, "spool: fsync of a recovered segment failed");
+    }
+    let mut index = Vec::new();
+    let mut next_at = 0;
+    for r in &scan.records {
+        if r.offset >= next_at {
+            index.push(IndexEntry {
+                seq: r.seq,
+                offset: r.offset,
+                ts_nanos: r.ts_nanos,
+            });
+            next_at = r.offset + INDEX_EVERY;
+        }
+    }
+    let last = scan.records.last().unwrap().seq;
+    Ok((
+        Some(Segment {
+            path,
+            file,
+            seqs: Some((scan.records[0].seq, last)),
+            written,
+            synced: written,
+            synced_last_seq: Some(last),
+            sealed: true,
+            index,
+        }),
+        last_seq,
+    ))
 }
 
 /// An intact record found by a scan.
 #[derive(Clone, Copy, Debug)]
-pub struct Found {
-    pub offset: u64,
-    pub seq: u64,
-    pub ts_nanos: u64,
-    pub len: u64,
+pub(crate) struct Found {
+    pub(crate) offset: u64,
+    pub(crate) seq: u64,
+    pub(crate) ts_nanos: u64,
+    /// Bytes on disk, header included.
+    pub(crate) len: u64,
 }
 
 /// Result of scanning one segment file.
 #[derive(Debug, Default)]
-pub struct SegmentScan {
-    pub records: Vec<Found>,
+pub(crate) struct SegmentScan {
+    pub(crate) records: Vec<Found>,
     /// `(offset, len, estimated record count)`.
-    pub damaged: Vec<(u64, u64, u64)>,
-    pub torn_tail: Option<(u64, u64)>,
-    pub bad_header: bool,
-    pub file_len: u64,
+    pub(crate) damaged: Vec<(u64, u64, u64)>,
+    /// `(offset, len)` of an incomplete write at the end.
+    pub(crate) torn_tail: Option<(u64, u64)>,
+    pub(crate) bad_header: bool,
+    pub(crate) file_len: u64,
 }
 
 impl SegmentScan {
-    pub fn valid_end(&self) -> u64 {
+    /// End of the last intact record (or of the header).
+    pub(crate) fn valid_end(&self) -> u64 {
         self.records
             .last()
             .map(|r| r.offset + r.len)
             .unwrap_or(SEGMENT_HEADER_LEN)
     }
-    pub fn damaged_records(&self) -> u64 {
+    /// Estimated records in the damaged regions.
+    pub(crate) fn damaged_records(&self) -> u64 {
         self.damaged.iter().map(|d| d.2).sum()
     }
 }
@@ -110,9 +288,9 @@ fn estimate_records(bytes: &[u8]) -> u64 {
     n.max(1)
 }
 
-/// Scan a segment. `min_seq`: a record whose seq is not above the previous one (within this
+/// Scan a segment. `last_seq`: a record whose seq is not above the previous one (within this
 /// segment or before it, passed in) is stale and counted as damage.
-pub fn scan_segment(
+pub(crate) fn scan_segment(
     file: &Arc<dyn SpoolFile>,
     mut last_seq: Option<u64>,
 ) -> io::Result<SegmentScan> {
@@ -169,39 +347,10 @@ pub fn scan_segment(
     Ok(s)
 }
 
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-/// Copy `[offset, offset+len)` of segment `name` into `damaged/`, durably.
-pub fn save_damaged(
-    io: &dyn SpoolIo,
-    dir: &Path,
-    name: &str,
-    file: &Arc<dyn SpoolFile>,
-    offset: u64,
-    len: u64,
-) -> io::Result<PathBuf> {
-    let ddir = dir.join(DAMAGED_DIR);
-    io.create_dir_all(&ddir)?;
-    let mut sc = Scanner::new(file.clone(), offset, offset + len, false);
-    let bytes = sc.raw(offset, len)?;
-    let path = ddir.join(format!("{name}-at-{offset}-{}.bin", now_nanos()));
-    let f = io.open(&path, OpenMode::CreateTruncate)?;
-    f.write_all_at(&bytes, 0)?;
-    f.sync_data()?;
-    io.sync_dir(&ddir)?;
-    io.sync_dir(dir)?;
-    Ok(path)
-}
-
 /// Repair a segment whose scan found damage: damaged regions are saved under `damaged/`, then
 /// the segment is rewritten with only its intact records (tmp file, fsync, rename, fsync dir).
 /// Returns the new file.
-pub fn repair_segment(
+fn repair_segment(
     io: &dyn SpoolIo,
     dir: &Path,
     id: u64,

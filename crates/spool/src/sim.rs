@@ -77,6 +77,7 @@ fn dead() -> io::Error {
 }
 
 impl SimFs {
+    /// An empty file system with no faults armed.
     pub fn new() -> Arc<SimFs> {
         Arc::new(SimFs::default())
     }

@@ -1,0 +1,217 @@
+//! The background flusher thread: the fsync side of group commit in `Fsync` mode, the periodic
+//! fsync in `Interval` mode, lazy ack-log fsyncs, [`crate::Spool::flush`], and what happens
+//! when an fsync fails.
+//!
+//! One thread does every data fsync, with the state lock dropped, so appenders keep writing
+//! while it syncs and one `fdatasync` releases every appender whose bytes it covered.
+//! Invariants:
+//! * `Segment::synced` only grows, and only to an offset that was written before the fsync
+//!   started; never for a segment whose fsync has failed.
+//! * A failed `fdatasync` is never retried (the page cache is not trusted after it): the
+//!   records written since the last good fsync are failed, the file is cut back to the synced
+//!   offset and the segment is sealed ([`Inner::sync_failed`]).
+//! * The ack log is fsynced at least every [`ACK_SYNC_EVERY`] (`Fsync` mode) or every interval
+//!   (`Interval` mode) when dirty, and always on flush and shutdown.
+//! * On shutdown the thread exits only once nothing written is left unsynced.
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{error, warn};
+
+use crate::acklog::AckLog;
+use crate::error::SpoolError;
+use crate::format::SEGMENT_HEADER_LEN;
+use crate::io::SpoolFile;
+use crate::layout::segment_name;
+use crate::options::Durability;
+use crate::state::{Inner, State};
+
+/// In `Fsync` mode, acks are made durable at least this often (if any arrived).
+const ACK_SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// (segment id, file, written offset to make durable, last seq within it)
+type SyncJob = (u64, Arc<dyn SpoolFile>, u64, Option<u64>);
+
+/// Start the flusher thread of `inner`; it runs until `State::shutdown` is set and everything
+/// is synced.
+pub(crate) fn spawn(inner: Arc<Inner>) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("spool-flusher".into())
+        .spawn(move || inner.flusher())
+}
+
+impl Inner {
+    /// See [`crate::Spool::flush`].
+    pub(crate) fn flush(&self) -> Result<(), SpoolError> {
+        let mut st = self.lock();
+        let failures_before = st.sync_failures;
+        st.flush_requested += 1;
+        let want = st.flush_requested;
+        self.work_cv.notify_one();
+        while st.flush_done < want {
+            st = self.synced_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if st.sync_failures > failures_before {
+            let (id, (_, err)) = st.failed.iter().max_by_key(|(id, _)| **id).unwrap();
+            return Err(SpoolError::Sync {
+                path: self.dir.join(segment_name(*id)),
+                source: err.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The background flusher: group commit in `Fsync` mode, periodic fsync in `Interval`.
+    fn flusher(&self) {
+        let mut st = self.lock();
+        let mut last_sync = Instant::now();
+        loop {
+            // Wait for something to do.
+            loop {
+                let flush = st.flush_requested > st.flush_done;
+                let ack_due = (st.ack_rewrite || st.acklog.as_ref().is_some_and(|l| l.dirty))
+                    && st.ack_synced_at.elapsed() >= ACK_SYNC_EVERY;
+                if st.shutdown || flush {
+                    break;
+                }
+                match self.opts.durability {
+                    Durability::Fsync => {
+                        if st.dirty() || ack_due {
+                            break;
+                        }
+                        st = self
+                            .work_cv
+                            .wait_timeout(st, ACK_SYNC_EVERY)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                    Durability::Interval(d) => {
+                        let elapsed = last_sync.elapsed();
+                        let ack_dirty =
+                            st.ack_rewrite || st.acklog.as_ref().is_some_and(|l| l.dirty);
+                        if elapsed >= d && (st.dirty() || ack_dirty) {
+                            break;
+                        }
+                        let wait = if elapsed >= d { d } else { d - elapsed };
+                        st = self
+                            .work_cv
+                            .wait_timeout(st, wait)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                }
+            }
+            let flush_gen = st.flush_requested;
+            if st.ack_rewrite {
+                match AckLog::create(&*self.io, &self.dir, st.watermark, st.next_seq) {
+                    Ok(l) => {
+                        st.acklog = Some(l);
+                        st.ack_rewrite = false;
+                    }
+                    Err(e) => warn!(error = %e, "spool: could not rewrite the ack log; acks \
+                        may be delivered again after a restart"),
+                }
+            }
+            let jobs: Vec<SyncJob> = st
+                .segments
+                .iter()
+                .filter(|(_, s)| s.synced < s.written)
+                .map(|(id, s)| (*id, s.file.clone(), s.written, s.seqs.map(|x| x.1)))
+                .collect();
+            // The ack log rides along at most once per ACK_SYNC_EVERY in Fsync mode (acks
+            // may be redelivered after a crash anyway), always on flush and shutdown.
+            let ack_now = flush_gen > st.flush_done
+                || st.shutdown
+                || match self.opts.durability {
+                    Durability::Interval(_) => true,
+                    Durability::Fsync => st.ack_synced_at.elapsed() >= ACK_SYNC_EVERY,
+                };
+            let ack_file = st.acklog.as_mut().filter(|_| ack_now).and_then(|l| {
+                let d = l.dirty;
+                l.dirty = false;
+                d.then(|| l.file())
+            });
+            let shutting_down = st.shutdown;
+            drop(st);
+
+            let results: Vec<io::Result<()>> = jobs.iter().map(|j| j.1.sync_data()).collect();
+            let ack_failed = match ack_file.map(|f| f.sync_data()) {
+                Some(Err(e)) => {
+                    warn!(error = %e, "spool: fsync of the ack log failed; will rewrite it");
+                    true
+                }
+                _ => false,
+            };
+            last_sync = Instant::now();
+
+            st = self.lock();
+            st.ack_rewrite |= ack_failed;
+            if ack_now {
+                st.ack_synced_at = last_sync;
+            }
+            for ((id, _, target, last_seq), r) in jobs.into_iter().zip(results) {
+                match r {
+                    Ok(()) => {
+                        let failed = st.failed.contains_key(&id);
+                        if let Some(seg) = st.segments.get_mut(&id)
+                            && !failed
+                            && seg.synced < target
+                        {
+                            seg.synced = target;
+                            seg.synced_last_seq = last_seq;
+                        }
+                    }
+                    Err(e) => self.sync_failed(&mut st, id, e),
+                }
+            }
+            st.flush_done = st.flush_done.max(flush_gen);
+            self.synced_cv.notify_all();
+            if shutting_down && !st.dirty() {
+                return;
+            }
+        }
+    }
+
+    /// An fsync of segment `id` failed: its unsynced tail is unknown. Fail those records, cut
+    /// the file back to the synced offset, close the segment (writing continues in a new one).
+    fn sync_failed(&self, st: &mut State, id: u64, e: io::Error) {
+        st.sync_failures += 1;
+        let Some(seg) = st.segments.get_mut(&id) else {
+            return;
+        };
+        let good = seg.synced.max(SEGMENT_HEADER_LEN);
+        let good_last = seg.synced_last_seq;
+        let lost_lo = match good_last {
+            Some(l) => l + 1,
+            None => seg.seqs.map(|x| x.0).unwrap_or(0),
+        };
+        let lost_hi = seg.seqs.map(|x| x.1 + 1).unwrap_or(lost_lo);
+        error!(segment = %seg.path.display(), error = %e, records = lost_hi.saturating_sub(lost_lo),
+            durable_bytes = good,
+            "spool: fsync failed; the records written since the last successful fsync are \
+            discarded (their appends fail) and the segment is closed");
+        if let Err(te) = seg.file.set_len(good) {
+            warn!(segment = %seg.path.display(), error = %te, "spool: could not truncate after \
+                a failed fsync; the discarded records may be delivered after a restart");
+        }
+        let removed = seg.written - good.min(seg.written);
+        seg.written = good.min(seg.written);
+        seg.synced = seg.written;
+        seg.sealed = true;
+        seg.seqs = match (seg.seqs, good_last) {
+            (Some((f, _)), Some(l)) => Some((f, l)),
+            _ => None,
+        };
+        seg.index.retain(|e| e.offset < good);
+        st.total_bytes -= removed;
+        st.failed.insert(id, (good, Arc::new(e)));
+        if st.active == Some(id) {
+            st.active = None;
+        }
+        st.forget(lost_lo, lost_hi);
+        self.update_watermark(st);
+    }
+}
