@@ -374,7 +374,7 @@ impl Client {
     pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
         let (reply, done) = std::sync::mpsc::sync_channel(1);
         // With a spool, events are numbered by the spool: wait for all below its next number.
-        let target = self.shared.spool.as_ref().map(|s| s.stats().next_seq);
+        let target = self.shared.spool.as_ref().map(|s| s.next_seq());
         self.tx
             .send(Command::Flush(target, reply))
             .map_err(|_| FlushError::Closed)?;

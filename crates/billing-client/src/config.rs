@@ -145,18 +145,16 @@ impl Default for Config {
 impl Config {
     /// The spool options these settings ask for.
     pub fn spool_options(&self) -> spool::SpoolOptions {
-        spool::SpoolOptions {
-            max_bytes: self.spool_max_bytes,
-            durability: match self.spool_sync {
+        spool::SpoolOptions::default()
+            .with_max_bytes(self.spool_max_bytes)
+            .with_durability(match self.spool_sync {
                 SpoolSync::Fsync => spool::Durability::Fsync,
                 SpoolSync::Interval => spool::Durability::Interval(self.spool_sync_interval),
-            },
-            when_full: match self.spool_when_full {
+            })
+            .with_when_full(match self.spool_when_full {
                 SpoolWhenFull::Reject => spool::WhenFull::Reject,
                 SpoolWhenFull::Wait => spool::WhenFull::Wait(self.spool_full_timeout),
-            },
-            ..spool::SpoolOptions::default()
-        }
+            })
     }
 }
 
