@@ -97,10 +97,8 @@ fn run_client(addr: SocketAddr, args: &BenchArgs, cfg: Config) -> anyhow::Result
         AmountType::WEAVENET_SECONDS,
         AmountType::SAMPLES,
     ];
-    let cfg = Config {
-        ingester: addr.to_string(),
-        ..cfg
-    };
+    let mut cfg = cfg;
+    cfg.ingester = addr.to_string();
     let client = Client::with_metrics(cfg, Metrics::new())?;
     let start = Instant::now();
     for i in 0..args.events {
@@ -136,9 +134,10 @@ fn run_client(addr: SocketAddr, args: &BenchArgs, cfg: Config) -> anyhow::Result
 }
 
 fn run_ours(addr: SocketAddr, args: &BenchArgs, require_ack: bool) -> anyhow::Result<f64> {
-    let cfg = Config {
-        require_ack,
-        ..Config::default()
+    let cfg = {
+        let mut c = Config::default();
+        c.require_ack = require_ack;
+        c
     };
     Ok(args.events as f64 / run_client(addr, args, cfg)?)
 }
@@ -192,11 +191,12 @@ impl StoreTarget {
     /// Runs the client against this ingester; records per second, checked against the store,
     /// and where the time went.
     fn run(&self, args: &BenchArgs) -> anyhow::Result<(f64, Breakdown)> {
-        let cfg = Config {
-            batch_max_records: args.store_batch,
-            max_in_flight: args.store_in_flight,
-            max_buffered_events: args.store_buffered,
-            ..Config::default()
+        let cfg = {
+            let mut c = Config::default();
+            c.batch_max_records = args.store_batch;
+            c.max_in_flight = args.store_in_flight;
+            c.max_buffered_events = args.store_buffered;
+            c
         };
         let secs = run_client(self.addr, args, cfg)?;
         let records = (args.events * usize::from(args.types)) as i64;

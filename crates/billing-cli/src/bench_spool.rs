@@ -36,11 +36,12 @@ fn dead_address() -> anyhow::Result<String> {
 /// batches of `batch` (1 = single `add`).
 fn accept_rate(sync: SpoolSync, per_thread: usize, batch: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    let cfg = Config {
-        ingester: dead_address()?,
-        spool_dir: Some(dir.path().to_path_buf()),
-        spool_sync: sync,
-        ..Config::default()
+    let cfg = {
+        let mut c = Config::default();
+        c.ingester = dead_address()?;
+        c.spool_dir = Some(dir.path().to_path_buf());
+        c.spool_sync = sync;
+        c
     };
     let client = Client::with_metrics(cfg, Metrics::new())?;
     let start = Instant::now();
@@ -106,11 +107,12 @@ pub fn run() -> anyhow::Result<()> {
     }
     // Memory with a growing backlog: the sender reads ahead a bounded window only.
     let dir = tempfile::tempdir()?;
-    let cfg = Config {
-        ingester: dead_address()?,
-        spool_dir: Some(dir.path().to_path_buf()),
-        spool_sync: SpoolSync::Interval,
-        ..Config::default()
+    let cfg = {
+        let mut c = Config::default();
+        c.ingester = dead_address()?;
+        c.spool_dir = Some(dir.path().to_path_buf());
+        c.spool_sync = SpoolSync::Interval;
+        c
     };
     let client = Client::with_metrics(cfg, Metrics::new())?;
     let mut marks = Vec::new();

@@ -202,14 +202,15 @@ fn a_chunk_committed_but_not_acked_when_the_ingester_is_sigkilled_is_resent_and_
     let addr = a.addr;
 
     let client = Client::with_metrics(
-        Config {
-            ingester: addr.to_string(),
+        {
+            let mut c = Config::default();
+            c.ingester = addr.to_string();
             // Resends come from the broken connection, never from an ack timeout.
-            ack_timeout: Duration::from_secs(120),
-            retry_delay: Duration::from_millis(20),
-            retry_delay_max: Duration::from_millis(200),
-            batch_max_records: 8,
-            ..Config::default()
+            c.ack_timeout = Duration::from_secs(120);
+            c.retry_delay = Duration::from_millis(20);
+            c.retry_delay_max = Duration::from_millis(200);
+            c.batch_max_records = 8;
+            c
         },
         Metrics::new(),
     )

@@ -74,8 +74,11 @@ pub enum Framing {
     JsonMessage,
 }
 
-/// Client settings. Start from `Config::default()` and change what you need.
+/// Client settings. Start from `Config::default()` and change what you need
+/// (`let mut c = Config::default(); c.ingester = ...;`); new settings can be added without
+/// breaking callers.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// Most events accepted and not yet delivered or dropped; `add_amounts` refuses more.
     pub max_buffered_events: usize,

@@ -13,10 +13,11 @@ use common::*;
 const SAMPLES: AmountType = AmountType::SAMPLES;
 
 fn unreachable_client(tweak: impl FnOnce(&mut Config)) -> (Client, Metrics) {
-    let mut cfg = Config {
-        ingester: dead_address(),
-        retry_delay: Duration::from_millis(5),
-        ..Config::default()
+    let mut cfg = {
+        let mut c = Config::default();
+        c.ingester = dead_address();
+        c.retry_delay = Duration::from_millis(5);
+        c
     };
     tweak(&mut cfg);
     let metrics = Metrics::new();
@@ -134,9 +135,10 @@ fn dropping_the_client_closes_it_and_delivers() {
 fn new_refuses_an_address_that_does_not_parse_and_does_not_wait_to_connect() {
     for bad in ["localhost", "host:port", "a:b:c:1", "h:70000"] {
         let err = Client::with_metrics(
-            Config {
-                ingester: bad.into(),
-                ..Config::default()
+            {
+                let mut c = Config::default();
+                c.ingester = bad.into();
+                c
             },
             Metrics::new(),
         )

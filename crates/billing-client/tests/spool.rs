@@ -19,12 +19,13 @@ fn spool_client(
     ingester: String,
     tweak: impl FnOnce(&mut Config),
 ) -> (Client, Metrics) {
-    let mut cfg = Config {
-        ingester,
-        spool_dir: Some(dir.to_path_buf()),
-        retry_delay: Duration::from_millis(5),
-        retry_delay_max: Duration::from_millis(50),
-        ..Config::default()
+    let mut cfg = {
+        let mut c = Config::default();
+        c.ingester = ingester;
+        c.spool_dir = Some(dir.to_path_buf());
+        c.retry_delay = Duration::from_millis(5);
+        c.retry_delay_max = Duration::from_millis(50);
+        c
     };
     tweak(&mut cfg);
     let metrics = Metrics::new();
@@ -118,9 +119,10 @@ fn a_second_client_on_the_same_spool_is_refused_naming_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let (_first, _) = spool_client(dir.path(), dead_address(), |_| {});
     let err = Client::with_metrics(
-        Config {
-            spool_dir: Some(dir.path().to_path_buf()),
-            ..Config::default()
+        {
+            let mut c = Config::default();
+            c.spool_dir = Some(dir.path().to_path_buf());
+            c
         },
         Metrics::new(),
     )

@@ -14,11 +14,12 @@ const GO_FIXTURE: &str = r#"["billing",1795754038,{"amount_type":"node-seconds",
 #[test]
 fn json_message_framing_writes_the_go_clients_bytes() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let cfg = Config {
-        ingester: listener.local_addr().unwrap().to_string(),
-        framing: Framing::JsonMessage,
-        require_ack: false,
-        ..Config::default()
+    let cfg = {
+        let mut c = Config::default();
+        c.ingester = listener.local_addr().unwrap().to_string();
+        c.framing = Framing::JsonMessage;
+        c.require_ack = false;
+        c
     };
     let client = Client::with_metrics(cfg, Metrics::new()).unwrap();
     let at = std::time::UNIX_EPOCH + Duration::new(1_795_754_038, 467_902_040);

@@ -174,12 +174,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     let metrics = Metrics::new();
-    let config = Config {
-        ingester: addr.to_string(),
+    let config = {
+        let mut c = Config::default();
+        c.ingester = addr.to_string();
         // Reconnect promptly once the ingester is back.
-        retry_delay: Duration::from_millis(50),
-        retry_delay_max: Duration::from_millis(500),
-        ..Config::default()
+        c.retry_delay = Duration::from_millis(50);
+        c.retry_delay_max = Duration::from_millis(500);
+        c
     };
     let capacity = config.max_buffered_events;
     let client = Client::with_metrics(config, metrics.clone())?;
