@@ -64,6 +64,7 @@ pub enum StoreUrl {
 
 /// Why a store URL was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreUrlError {
     /// The scheme is not one this build knows.
     #[error(
@@ -112,6 +113,7 @@ impl std::fmt::Display for StoreUrl {
 
 /// Why a store could not take a chunk, open, or answer a report.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// File or socket error.
     #[error("store I/O error: {0}")]
@@ -122,6 +124,9 @@ pub enum StoreError {
     /// PostgreSQL refused a statement or the commit, or the connection failed.
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// The PostgreSQL connection pool failed for a reason of its own (e.g. it was closed).
+    #[error("PostgreSQL connection pool: {0}")]
+    Pool(String),
     /// The database was migrated by a newer build; this one does not know its tables.
     #[error(
         "store schema version {found} is newer than this build knows ({known}): upgrade billing"

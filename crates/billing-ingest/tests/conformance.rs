@@ -17,7 +17,8 @@ use std::time::Duration;
 use billing_client::record::parse_rfc3339;
 use billing_ingest::report::{write_summary, write_usage};
 use billing_ingest::{
-    AnyStore, Format, Granularity, Store, StoreError, StoreOutcome, StoreUrl, UsageQuery, UsageRow,
+    AnyStore, Format, Granularity, PgStore, PgUrl, Store, StoreError, StoreOutcome, StoreUrl,
+    UsageQuery, UsageRow,
 };
 use forward::{AckReader, Entry, EventTime, Frame, Framing, Mode, Options};
 use rmpv::Value;
@@ -50,7 +51,7 @@ struct TestDb {
     raw: Raw,
     backend: &'static str,
     _dir: Option<tempfile::TempDir>,
-    _schema: Option<SchemaGuard>,
+    schema: Option<SchemaGuard>,
 }
 
 /// Drops its PostgreSQL schema when dropped, also while a failing test unwinds.
@@ -104,7 +105,7 @@ impl TestDb {
             raw: Raw::Sqlite(path),
             backend: "sqlite",
             _dir: Some(dir),
-            _schema: None,
+            schema: None,
         }
     }
 
@@ -140,8 +141,33 @@ impl TestDb {
             raw: Raw::Postgres(admin),
             backend: "postgres",
             _dir: None,
-            _schema: Some(guard),
+            schema: Some(guard),
         })
+    }
+
+    /// This test's PostgreSQL schema and server.
+    fn pg(&self) -> &SchemaGuard {
+        self.schema.as_ref().expect("a PostgreSQL test database")
+    }
+
+    /// A store URL for this test's PostgreSQL schema, with more parameters (`a=1&b=2`).
+    fn pg_url(&self, params: &str) -> PgUrl {
+        let SchemaGuard { base, schema } = self.pg();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}schema={schema}&{params}")
+            .parse()
+            .expect("store url")
+    }
+
+    /// A new PostgreSQL session on this test's schema, outside any store.
+    async fn pg_session(&self) -> tokio_postgres::Client {
+        let SchemaGuard { base, schema } = self.pg();
+        let client = pg_connect(base).await;
+        client
+            .batch_execute(&format!("SET search_path TO \"{schema}\""))
+            .await
+            .expect("set search_path");
+        client
     }
 
     async fn open(&self) -> AnyStore {
@@ -1211,4 +1237,180 @@ async fn postgres_two_ingesters_receiving_the_same_events_concurrently_store_eac
         6,
         "3 instances x 2 types on one day: {by_day:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL connection pool
+// ---------------------------------------------------------------------------------------------
+
+/// Polls `check` until it holds; panics after [`HANG`]. The pause between polls only spaces
+/// the queries: what the test waits for is the condition itself.
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let waited = tokio::time::timeout(HANG, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "never happened: {what}");
+}
+
+/// Backends of one store (told apart by `application_name`) as PostgreSQL sees them: all,
+/// and those waiting for a lock.
+async fn backends(db: &TestDb, app: &str) -> (i64, i64) {
+    let all = db
+        .int(&format!(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{app}'"
+        ))
+        .await;
+    let on_lock = db
+        .int(&format!(
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE application_name = '{app}' AND wait_event_type = 'Lock'"
+        ))
+        .await;
+    (all, on_lock)
+}
+
+/// Stores a one-record frame under key `key` on a task of its own.
+fn spawn_store(store: &Arc<PgStore>, key: &str) -> tokio::task::JoinHandle<StoreOutcome> {
+    let (store, key) = (store.clone(), key.to_string());
+    tokio::spawn(async move {
+        store
+            .store(&frame(&[rec(
+                &key,
+                "i-1",
+                "samples",
+                1,
+                "2026-11-27T04:10:00Z",
+            )]))
+            .await
+            .expect("store")
+    })
+}
+
+/// A session that holds an uncommitted row under `key`: a frame inserting that key waits for
+/// it (the unique index makes it), keeping its pooled connection busy until [`release`].
+async fn hold_key(db: &TestDb, key: &str) -> tokio_postgres::Client {
+    let session = db.pg_session().await;
+    session
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata)
+             VALUES ('{key}:samples', 'held', 'samples', 1, '2026-11-27T04:10:00Z', 0, '{{}}')"
+        ))
+        .await
+        .expect("hold key");
+    session
+}
+
+async fn release(session: &tokio_postgres::Client) {
+    session.batch_execute("ROLLBACK").await.expect("release");
+}
+
+/// With `pool_size=2` and both connections busy in transactions that wait on row locks, a
+/// third caller waits for a connection; when the *second* busy one finishes, the third gets
+/// that connection and completes while the first is still held (a pool of fixed slots would
+/// have queued it behind the first). PostgreSQL never sees a third connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_pool_gives_a_waiting_caller_the_first_connection_to_come_free() {
+    let Some(db) = TestDb::postgres().await else {
+        return eprintln!("BILLING_TEST_POSTGRES=skip: skipped");
+    };
+    let app = format!("pool_{}", db.pg().schema);
+    let store = PgStore::open(&db.pg_url(&format!("pool_size=2&application_name={app}")))
+        .await
+        .expect("open");
+    let store = Arc::new(store);
+    let holds_a = hold_key(&db, "a").await;
+    let holds_b = hold_key(&db, "b").await;
+
+    let first = spawn_store(&store, "a");
+    until("the first frame waits on its key", async || {
+        backends(&db, &app).await.1 == 1
+    })
+    .await;
+    let second = spawn_store(&store, "b");
+    until("the second frame waits on its key", async || {
+        backends(&db, &app).await.1 == 2
+    })
+    .await;
+    let third = spawn_store(&store, "c");
+    until("the third caller waits for a connection", async || {
+        store.pool_status().waiting == 1
+    })
+    .await;
+    assert_eq!(
+        backends(&db, &app).await,
+        (2, 2),
+        "pool_size=2: two connections, both busy"
+    );
+
+    release(&holds_b).await;
+    let third = tokio::time::timeout(HANG, third)
+        .await
+        .expect("the third caller never got the connection the second freed")
+        .unwrap();
+    assert_eq!(third, outcome(1, 1, 0, 0, 0));
+    assert_eq!(second.await.unwrap(), outcome(1, 1, 0, 0, 0));
+    // The first is still held by its key's lock: the third did not need its connection.
+    assert!(
+        !first.is_finished(),
+        "the first frame ended while its key was held"
+    );
+    assert_eq!(backends(&db, &app).await, (2, 1));
+
+    release(&holds_a).await;
+    assert_eq!(first.await.unwrap(), outcome(1, 1, 0, 0, 0));
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 3);
+    let status = store.pool_status();
+    assert_eq!((status.max_size, status.open, status.waiting), (2, 2, 0));
+}
+
+/// A connection the server terminated is not reused: at worst the frame that meets it fails
+/// (unacked, so its client resends it), and the next checkout opens a new connection that
+/// still writes into the store's schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_replaces_a_connection_the_server_terminated() {
+    let Some(db) = TestDb::postgres().await else {
+        return eprintln!("BILLING_TEST_POSTGRES=skip: skipped");
+    };
+    let app = format!("pool_{}", db.pg().schema);
+    let store = PgStore::open(&db.pg_url(&format!("pool_size=1&application_name={app}")))
+        .await
+        .expect("open");
+    let a = rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z");
+    let b = rec("b", "i-1", "samples", 2, "2026-11-27T04:10:00Z");
+    assert_eq!(
+        store.store(&frame(&[a])).await.unwrap(),
+        outcome(1, 1, 0, 0, 0)
+    );
+    let pid_of_store = format!(
+        "SELECT CAST(pid AS BIGINT) FROM pg_stat_activity WHERE application_name = '{app}'"
+    );
+    let old = db.int(&pid_of_store).await;
+    // Waits (bounded) until the backend is gone, not only signalled.
+    let terminated = db
+        .int(&format!(
+            "SELECT CAST(CASE WHEN pg_terminate_backend({old}, {}) THEN 1 ELSE 0 END AS BIGINT)",
+            HANG.as_millis()
+        ))
+        .await;
+    assert_eq!(terminated, 1);
+
+    let mut failed = 0;
+    let stored = loop {
+        match store.store(&frame(std::slice::from_ref(&b))).await {
+            Ok(o) => break o,
+            Err(e) => {
+                assert!(matches!(e, StoreError::Postgres(_)), "{e:?}");
+                failed += 1;
+                assert!(failed < 2, "the terminated connection was used again: {e}");
+            }
+        }
+    };
+    assert_eq!(stored, outcome(1, 1, 0, 0, 0));
+    let new = db.int(&pid_of_store).await;
+    assert_ne!(new, old);
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 2);
+    assert_eq!(store.pool_status().open, 1);
 }
