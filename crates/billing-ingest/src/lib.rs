@@ -22,11 +22,16 @@
 //! connection counters as `billing_ingest_*` Prometheus metrics ([`metrics`]), served by the
 //! minimal HTTP responder in [`http`].
 //!
+//! In-process: [`harness`] runs an ingester inside another program (tests, `billing demo`),
+//! as a task on the caller's runtime ([`RunningIngester`]) or on its own thread
+//! ([`BackgroundIngester`]), and hands the store back, still open, when it stops.
+//!
 //! Known limit: a rollup whose sum would leave the `i64` range makes the database refuse the
 //! transaction (PostgreSQL `bigint out of range`, SQLite STRICT column), so such a chunk is
 //! never acked. Validation bounds every field that could otherwise poison a transaction
 //! (lengths, NUL, integer range); realistic amounts are far from this limit.
 
+pub mod harness;
 pub mod http;
 pub mod jsonl;
 pub mod metrics;
@@ -43,6 +48,7 @@ use std::sync::Arc;
 
 use forward::{Disposition, Frame, Handler, Server, ServerConfig};
 
+pub use harness::{BackgroundIngester, IngesterError, IngesterOptions, RunningIngester};
 pub use metrics::IngestMetrics;
 pub use postgres::{PgStore, PgUrl};
 pub use report::{Format, Granularity, Summary, UsageQuery, UsageRow};

@@ -9,7 +9,6 @@
 //! No test sleeps to synchronise: acks are awaited on the socket, a closed connection is seen
 //! as end of stream, threads meet at barriers. Timeouts only bound a hang.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,8 +16,8 @@ use std::time::Duration;
 use billing_client::record::parse_rfc3339;
 use billing_ingest::report::{write_summary, write_usage};
 use billing_ingest::{
-    AnyStore, Format, Granularity, PgStore, PgUrl, Store, StoreError, StoreOutcome, StoreUrl,
-    UsageQuery, UsageRow,
+    AnyStore, BackgroundIngester, Format, Granularity, IngesterOptions, PgStore, PgUrl,
+    RunningIngester, Store, StoreError, StoreOutcome, StoreUrl, UsageQuery, UsageRow,
 };
 use forward::{AckReader, Entry, EventTime, Frame, Framing, Mode, Options};
 use rmpv::Value;
@@ -257,32 +256,26 @@ impl TestDb {
     }
 }
 
-/// A `billing_ingest::serve` task on a real forward listener.
-struct Ingester {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+/// An ingester on a real forward listener, as the crate's harness runs it.
+async fn start_ingester(store: Arc<AnyStore>) -> RunningIngester<AnyStore> {
+    RunningIngester::start("127.0.0.1:0", store)
+        .await
+        .expect("start ingester")
 }
 
-impl Ingester {
-    async fn start(store: Arc<AnyStore>) -> Ingester {
-        let server = billing_ingest::bind("127.0.0.1:0").await.unwrap();
-        let addr = server.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(billing_ingest::serve(server, store, async move {
-            let _ = stopped.await;
-        }));
-        Ingester {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
+/// A test's client side of a running ingester.
+trait SendChunks {
     /// Sends one chunk on a new connection and returns what came back: `Ok(Some(ack))`,
     /// `Ok(None)` when the server closed the connection, or the socket error.
+    async fn send(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, forward::ConnectionError>;
+
+    /// Sends a chunk and insists on its ack.
+    async fn send_acked(&self, records: &[Value], chunk: &str);
+}
+
+impl<S: Store> SendChunks for RunningIngester<S> {
     async fn send(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, forward::ConnectionError> {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let stream = tokio::net::TcpStream::connect(self.addr()).await.unwrap();
         let (read, mut write) = stream.into_split();
         write.write_all(bytes).await.unwrap();
         let mut acks = AckReader::new(read);
@@ -291,7 +284,6 @@ impl Ingester {
             .expect("the server neither acked nor closed the connection")
     }
 
-    /// Sends a chunk and insists on its ack.
     async fn send_acked(&self, records: &[Value], chunk: &str) {
         let ack = self.send(&wire(records, chunk)).await;
         assert_eq!(
@@ -299,13 +291,6 @@ impl Ingester {
             Some(chunk.as_bytes()),
             "chunk {chunk} not acked"
         );
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = (&mut self.task).await;
     }
 }
 
@@ -487,6 +472,7 @@ conformance!(
     store_with_a_newer_schema_version_is_refused,
     reader_refuses_a_store_that_does_not_exist,
     failed_commit_sends_no_ack_closes_the_connection_and_stores_nothing,
+    ingester_restarted_on_the_same_address_and_store_counts_the_resend_as_a_duplicate,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -495,7 +481,7 @@ conformance!(
 
 async fn acked_chunk_is_stored_with_rollups_and_counted(db: TestDb) {
     let store = Arc::new(db.open().await);
-    let ingester = Ingester::start(store.clone()).await;
+    let ingester = start_ingester(store.clone()).await;
     let records = [
         rec("e1", "i-1", "samples", 3, "2026-11-27T04:10:00Z"),
         rec("e1", "i-1", "node-seconds", 5, "2026-11-27T04:10:00Z"),
@@ -513,12 +499,12 @@ async fn acked_chunk_is_stored_with_rollups_and_counted(db: TestDb) {
     );
     let s = store.summary().await.unwrap();
     assert_eq!((s.received, s.records, s.duplicates), (3, 3, 0));
-    ingester.stop().await;
+    ingester.shutdown().await;
 }
 
 async fn identical_repeat_is_a_counted_duplicate_and_still_acked(db: TestDb) {
     let store = Arc::new(db.open().await);
-    let ingester = Ingester::start(store.clone()).await;
+    let ingester = start_ingester(store.clone()).await;
     let records = [
         rec("e1", "i-1", "samples", 3, "2026-11-27T04:10:00Z"),
         rec("e2", "i-1", "samples", 4, "2026-11-27T04:20:00Z"),
@@ -541,7 +527,7 @@ async fn identical_repeat_is_a_counted_duplicate_and_still_acked(db: TestDb) {
         (6, 2, 4, 0)
     );
     assert_eq!(db.int("SELECT COUNT(*) FROM conflicts").await, 0);
-    ingester.stop().await;
+    ingester.shutdown().await;
 }
 
 async fn same_instant_in_another_offset_and_reordered_metadata_is_a_duplicate(db: TestDb) {
@@ -582,7 +568,7 @@ async fn same_instant_in_another_offset_and_reordered_metadata_is_a_duplicate(db
 
 async fn different_body_under_a_stored_key_is_a_conflict_and_the_first_version_stays(db: TestDb) {
     let store = Arc::new(db.open().await);
-    let ingester = Ingester::start(store.clone()).await;
+    let ingester = start_ingester(store.clone()).await;
     let original = rec("e1", "i-1", "samples", 3, "2026-11-27T04:10:00Z");
     ingester
         .send_acked(std::slice::from_ref(&original), "c1")
@@ -648,7 +634,7 @@ async fn different_body_under_a_stored_key_is_a_conflict_and_the_first_version_s
     assert_eq!(received_body["value"], 4);
     let s = store.summary().await.unwrap();
     assert_eq!((s.records, s.conflicts, s.duplicates), (1, 5, 0));
-    ingester.stop().await;
+    ingester.shutdown().await;
 }
 
 async fn repeats_inside_one_chunk_count_like_repeats_across_chunks(db: TestDb) {
@@ -686,7 +672,7 @@ async fn repeats_inside_one_chunk_count_like_repeats_across_chunks(db: TestDb) {
 
 async fn invalid_records_are_quarantined_and_the_rest_of_the_chunk_is_stored_and_acked(db: TestDb) {
     let store = Arc::new(db.open().await);
-    let ingester = Ingester::start(store.clone()).await;
+    let ingester = start_ingester(store.clone()).await;
     let good = rec("ok", "i-1", "samples", 3, "2026-11-27T04:10:00Z");
     let base = rec("bad", "i-1", "samples", 3, "2026-11-27T04:10:00Z");
     let invalid = [
@@ -773,7 +759,7 @@ async fn invalid_records_are_quarantined_and_the_rest_of_the_chunk_is_stored_and
         (s.received, s.records, s.quarantined),
         (chunk.len() as i64, 2, expected_invalid)
     );
-    ingester.stop().await;
+    ingester.shutdown().await;
 }
 
 async fn rollups_sum_values_and_count_records_per_utc_hour_across_boundaries(db: TestDb) {
@@ -1066,7 +1052,7 @@ async fn reader_refuses_a_store_that_does_not_exist(db: TestDb) {
 
 async fn failed_commit_sends_no_ack_closes_the_connection_and_stores_nothing(db: TestDb) {
     let store = Arc::new(db.open().await);
-    let ingester = Ingester::start(store.clone()).await;
+    let ingester = start_ingester(store.clone()).await;
     let records = [
         rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z"),
         rec("b", "i-1", "samples", 2, "2026-11-27T04:10:00Z"),
@@ -1095,7 +1081,130 @@ async fn failed_commit_sends_no_ack_closes_the_connection_and_stores_nothing(db:
         (6, 2, 2, 2)
     );
     assert_rollups_match_records(&db).await;
-    ingester.stop().await;
+    ingester.shutdown().await;
+}
+
+async fn ingester_restarted_on_the_same_address_and_store_counts_the_resend_as_a_duplicate(
+    db: TestDb,
+) {
+    let store = Arc::new(db.open().await);
+    let first = start_ingester(store).await;
+    let addr = first.addr();
+    let records = [
+        rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z"),
+        rec("b", "i-1", "samples", 2, "2026-11-27T04:10:00Z"),
+    ];
+    first.send_acked(&records, "before").await;
+    assert_eq!(first.metrics().commits().0, 1);
+    let store = first.shutdown().await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "a stopped ingester still accepts"
+    );
+
+    let second = RunningIngester::start(addr, store)
+        .await
+        .expect("restart on the same address");
+    assert_eq!(second.addr(), addr);
+    // A client that never saw its ack resends the chunk to the new ingester.
+    second.send_acked(&records, "before").await;
+    let s = second.store().summary().await.unwrap();
+    assert_eq!((s.received, s.records, s.duplicates), (4, 2, 2));
+    assert_eq!(
+        second.metrics().commits().0,
+        1,
+        "each ingester counts its own frames"
+    );
+    let store = second.shutdown().await;
+    assert_eq!(
+        Arc::strong_count(&store),
+        1,
+        "a stopped ingester still holds its store"
+    );
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 2);
+    assert_rollups_match_records(&db).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ingester on its own thread, for callers without a runtime
+// ---------------------------------------------------------------------------------------------
+
+/// Sends one chunk on a new blocking connection; the ack, or `None` when the server closed.
+fn send_blocking(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(HANG)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut buf = Vec::new();
+    let mut piece = [0u8; 256];
+    loop {
+        if let forward::Check::Complete(n) = forward::frame::check_reply(&buf, 1024).unwrap() {
+            return Some(forward::frame::parse_ack(&buf[..n]).unwrap());
+        }
+        match s.read(&mut piece) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&piece[..n]),
+            Err(e) => panic!("neither an ack nor a close: {e}"),
+        }
+    }
+}
+
+#[test]
+fn background_ingester_serves_a_sqlite_store_to_a_caller_without_a_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = StoreUrl::Sqlite(dir.path().join("billing.db"));
+    let ingester =
+        BackgroundIngester::open("127.0.0.1:0", &url, IngesterOptions::default()).unwrap();
+    let records = [
+        rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z"),
+        Value::Nil,
+    ];
+    assert_eq!(
+        send_blocking(ingester.addr(), &wire(&records, "c1")).as_deref(),
+        Some(&b"c1"[..])
+    );
+    let s = ingester.run(|s| async move { s.summary().await }).unwrap();
+    assert_eq!((s.received, s.records, s.quarantined), (2, 1, 1));
+    assert_eq!(ingester.metrics().commits().0, 1);
+    let addr = ingester.addr();
+    let store = ingester.shutdown().expect("clean shutdown");
+    assert_eq!(Arc::strong_count(&store), 1);
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+/// The test's own runtime only prepares the schema and is idle while the ingester serves: the
+/// store's connections must live on the ingester's runtime. After shutdown, the store still
+/// works on another runtime (its pool replaces the connections that ended with the thread).
+#[test]
+fn background_ingester_keeps_a_postgres_store_on_its_own_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return eprintln!("BILLING_TEST_POSTGRES=skip: skipped");
+    };
+    let url = StoreUrl::Postgres(db.pg_url("pool_size=2"));
+    let options = IngesterOptions::default().thread_name("pg-ingester");
+    let ingester = BackgroundIngester::open("127.0.0.1:0", &url, options).unwrap();
+    let records = [rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z")];
+    assert_eq!(
+        send_blocking(ingester.addr(), &wire(&records, "c1")).as_deref(),
+        Some(&b"c1"[..])
+    );
+    assert_eq!(
+        ingester
+            .run(|s| async move { s.summary().await })
+            .unwrap()
+            .records,
+        1
+    );
+    let store = ingester.shutdown().expect("clean shutdown");
+    let s = rt
+        .block_on(store.summary())
+        .expect("the store after shutdown");
+    assert_eq!((s.received, s.records), (1, 1));
+    assert_eq!(rt.block_on(db.int("SELECT COUNT(*) FROM records")), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
