@@ -2,10 +2,9 @@
 //!
 //! Why: starting an ingester on `127.0.0.1:0`, finding its address, stopping it and getting its
 //! store back was written once per caller, each time with its own shutdown channel and task
-//! handle. [`RunningIngester`] is that, once, on the forward crate's
-//! [`SpawnedServer`](forward::SpawnedServer); [`BackgroundIngester`] is the same on its own
-//! thread and runtime ([`BackgroundServer`](forward::BackgroundServer)) for callers without a
-//! runtime.
+//! handle. [`RunningIngester`] is that, once, on the forward crate's [`SpawnedServer`];
+//! [`BackgroundIngester`] is the same on its own thread and runtime ([`BackgroundServer`]) for
+//! callers without a runtime.
 //!
 //! Invariants:
 //! - the listener is bound when `start` returns: [`RunningIngester::addr`] is the real address

@@ -6,8 +6,13 @@
 //! each test in its own freshly created schema, dropped by a guard when the test ends, whether
 //! it passed or panicked.
 //!
+//! Ingesters are the crate's own in-process harness ([`billing_ingest::harness`]) on real
+//! sockets; temp dirs come from `tempfile` and are removed when a test ends.
+//!
 //! No test sleeps to synchronise: acks are awaited on the socket, a closed connection is seen
-//! as end of stream, threads meet at barriers. Timeouts only bound a hang.
+//! as end of stream, threads meet at barriers, and the pool tests poll PostgreSQL's own view
+//! (`pg_stat_activity`) or the pool's status until the state they need holds. Timeouts only
+//! bound a hang.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
