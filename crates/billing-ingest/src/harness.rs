@@ -292,8 +292,9 @@ impl<S: Store> BackgroundIngester<S> {
         self.server.addr()
     }
 
-    /// The store frames go to. Its async methods must run on a runtime; [`Self::run`] runs
-    /// them on the ingester's.
+    /// The store frames go to. Call its async methods through [`Self::run`], on the
+    /// ingester's runtime: a PostgreSQL connection the pool opens on another runtime runs only
+    /// while that runtime does, and the pool may later hand it to the ingester.
     pub fn store(&self) -> &Arc<S> {
         &self.store
     }

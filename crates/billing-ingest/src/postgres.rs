@@ -97,7 +97,9 @@ impl PgStore {
     ///
     /// Must be called inside a tokio runtime: connections run as tasks on the runtime that
     /// opens them (this first one on the caller's, later ones on whichever runtime needs
-    /// them). A connection whose runtime stopped is seen closed and replaced.
+    /// them). Use a store from runtimes that keep running: a connection whose runtime was
+    /// dropped is seen closed and replaced, but one whose runtime is merely idle (a
+    /// current-thread runtime between `block_on` calls) stalls whoever it is handed to next.
     ///
     /// # Errors
     /// Connection or migration failure; [`StoreError::SchemaTooNew`] when the database was
