@@ -22,11 +22,16 @@
 //! connection counters as `billing_ingest_*` Prometheus metrics ([`metrics`]), served by the
 //! minimal HTTP responder in [`http`].
 //!
+//! In-process: [`harness`] runs an ingester inside another program (tests, `billing demo`),
+//! as a task on the caller's runtime ([`RunningIngester`]) or on its own thread
+//! ([`BackgroundIngester`]), and hands the store back, still open, when it stops.
+//!
 //! Known limit: a rollup whose sum would leave the `i64` range makes the database refuse the
 //! transaction (PostgreSQL `bigint out of range`, SQLite STRICT column), so such a chunk is
 //! never acked. Validation bounds every field that could otherwise poison a transaction
 //! (lengths, NUL, integer range); realistic amounts are far from this limit.
 
+pub mod harness;
 pub mod http;
 pub mod jsonl;
 pub mod metrics;
@@ -43,6 +48,7 @@ use std::sync::Arc;
 
 use forward::{Disposition, Frame, Handler, Server, ServerConfig};
 
+pub use harness::{BackgroundIngester, IngesterError, IngesterOptions, RunningIngester};
 pub use metrics::IngestMetrics;
 pub use postgres::{PgStore, PgUrl};
 pub use report::{Format, Granularity, Summary, UsageQuery, UsageRow};
@@ -64,6 +70,7 @@ pub enum StoreUrl {
 
 /// Why a store URL was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreUrlError {
     /// The scheme is not one this build knows.
     #[error(
@@ -112,6 +119,7 @@ impl std::fmt::Display for StoreUrl {
 
 /// Why a store could not take a chunk, open, or answer a report.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// File or socket error.
     #[error("store I/O error: {0}")]
@@ -122,6 +130,9 @@ pub enum StoreError {
     /// PostgreSQL refused a statement or the commit, or the connection failed.
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// The PostgreSQL connection pool failed for a reason of its own (e.g. it was closed).
+    #[error("PostgreSQL connection pool: {0}")]
+    Pool(String),
     /// The database was migrated by a newer build; this one does not know its tables.
     #[error(
         "store schema version {found} is newer than this build knows ({known}): upgrade billing"

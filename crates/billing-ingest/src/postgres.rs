@@ -4,12 +4,29 @@
 //! URL: `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?schema=NAME][&pool_size=N][&OTHER=...]`.
 //! `schema=NAME` (letters, digits, `_`; used as written, case-sensitive) puts every table in
 //! that schema, created if missing; without it the server's `search_path` decides (normally
-//! `public`). `pool_size=N` (default [`DEFAULT_POOL_SIZE`]) is how many connections this store
+//! `public`). `pool_size=N` (default [`DEFAULT_POOL_SIZE`]) is the most connections this store
 //! opens, lazily, so that frames of different forward connections commit concurrently. Other
 //! parameters are tokio-postgres' own (`connect_timeout`, `application_name`, `options`, ...).
-//! TLS is not supported (`NoTls`).
+//! TLS is not supported (`NoTls`). See [`url`] for parsing.
 //!
-//! One frame is one transaction on one pooled connection, at READ COMMITTED:
+//! The pool (deadpool-postgres) and its invariants:
+//! - at most `pool_size` connections exist; a caller that finds none idle waits in a fair
+//!   queue for the *first* connection to come free (not for one fixed connection), with no
+//!   deadline of its own (a new connection is bounded by the URL's `connect_timeout`);
+//! - every connection uses the store's schema: a post-create hook runs `SET search_path` on
+//!   each new connection before it is handed out. A hook rather than the startup `options`
+//!   parameter, because a connection pooler in front of PostgreSQL may drop startup options
+//!   silently, and the tables would then land in `public`;
+//! - a connection found closed when checked out is dropped and replaced (`RecyclingMethod::
+//!   Fast`: `is_closed()` only, no round trip per frame). A connection that dies under a frame
+//!   fails that frame (no ack, the client resends) and is replaced at its next checkout;
+//! - prepared statements are cached per connection: each is prepared once per connection;
+//! - a frame abandoned mid-transaction (its connection task aborted at shutdown) rolls back:
+//!   tokio-postgres sends `ROLLBACK` when an unfinished transaction is dropped, before the
+//!   connection serves its next caller.
+//!
+//! One frame is one transaction on one pooled connection, at READ COMMITTED (set explicitly,
+//! whatever the server's `default_transaction_isolation`):
 //! 1. valid records are sorted by `unique_key` (stable, so wire order decides among equal
 //!    keys) and the first of each key is offered in one `INSERT ... SELECT FROM unnest(...) ON
 //!    CONFLICT (unique_key) DO NOTHING RETURNING unique_key`. The unique index is the arbiter
@@ -26,167 +43,45 @@
 //! (records, rollups, conflicts, counters) and within a table in the same sorted key order, so
 //! no two transactions can wait on each other in a cycle.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+pub mod url;
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod,
+};
 use forward::Frame;
-use tokio::sync::{Mutex, MutexGuard};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{IsolationLevel, NoTls};
 
 use crate::report::{self, HourFilter, Summary, UsageQuery, UsageRow};
 use crate::schema;
 use crate::validate::{Body, Checked};
-use crate::{Store, StoreError, StoreOutcome, StoreUrlError, Written};
+use crate::{Store, StoreError, StoreOutcome, Written};
 
-/// Connections a store opens when the URL does not say `pool_size`.
-pub const DEFAULT_POOL_SIZE: usize = 4;
-
-/// Longest schema name PostgreSQL keeps.
-const MAX_SCHEMA_BYTES: usize = 63;
-
-/// A parsed `postgres://` store URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PgUrl {
-    /// As given (may hold a password; never displayed).
-    full: String,
-    /// What tokio-postgres parses: `full` without this crate's parameters.
-    conn: String,
-    schema: Option<String>,
-    pool_size: usize,
-}
-
-impl PgUrl {
-    /// The schema the tables live in, when the URL names one.
-    pub fn schema(&self) -> Option<&str> {
-        self.schema.as_deref()
-    }
-
-    /// Connections the store may open.
-    pub fn pool_size(&self) -> usize {
-        self.pool_size
-    }
-
-    /// The same URL with another schema.
-    ///
-    /// # Errors
-    /// When `schema` is not a valid name.
-    pub fn with_schema(&self, schema: &str) -> Result<Self, StoreUrlError> {
-        check_schema(schema)?;
-        let mut u = self.clone();
-        u.schema = Some(schema.to_string());
-        let (base, query) = u.full.split_once('?').unwrap_or((&u.full, ""));
-        let mut params: Vec<String> = query
-            .split('&')
-            .filter(|p| !p.is_empty() && !p.starts_with("schema="))
-            .map(str::to_string)
-            .collect();
-        params.insert(0, format!("schema={schema}"));
-        u.full = format!("{base}?{}", params.join("&"));
-        Ok(u)
-    }
-
-    fn config(&self) -> Result<tokio_postgres::Config, StoreError> {
-        Ok(self.conn.parse()?)
-    }
-}
-
-fn check_schema(s: &str) -> Result<(), StoreUrlError> {
-    let mut chars = s.chars();
-    let ok = s.len() <= MAX_SCHEMA_BYTES
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreUrlError::Postgres(format!(
-            "schema {s:?} must be letters, digits and _ (not first), at most {MAX_SCHEMA_BYTES} bytes"
-        )))
-    }
-}
-
-impl std::str::FromStr for PgUrl {
-    type Err = StoreUrlError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (base, query) = s.split_once('?').unwrap_or((s, ""));
-        let mut schema = None;
-        let mut pool_size = DEFAULT_POOL_SIZE;
-        let mut rest = Vec::new();
-        for param in query.split('&').filter(|p| !p.is_empty()) {
-            match param.split_once('=') {
-                Some(("schema", name)) => {
-                    check_schema(name)?;
-                    schema = Some(name.to_string());
-                }
-                Some(("pool_size", n)) => {
-                    pool_size = n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-                        StoreUrlError::Postgres(format!(
-                            "pool_size {n:?} is not a positive integer"
-                        ))
-                    })?;
-                }
-                _ => rest.push(param),
-            }
-        }
-        let conn = if rest.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", rest.join("&"))
-        };
-        conn.parse::<tokio_postgres::Config>()
-            .map_err(|e| StoreUrlError::Postgres(e.to_string()))?;
-        Ok(PgUrl {
-            full: s.to_string(),
-            conn,
-            schema,
-            pool_size,
-        })
-    }
-}
-
-impl std::fmt::Display for PgUrl {
-    /// The URL with its password, if any, replaced by `***`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = &self.full;
-        let Some(start) = s.find("://").map(|i| i + 3) else {
-            return f.write_str(s);
-        };
-        let end = s[start..].find(['/', '?']).map_or(s.len(), |i| start + i);
-        let authority = &s[start..end];
-        match authority.rfind('@') {
-            Some(at) if authority[..at].contains(':') => {
-                let user_end = start + authority[..at].find(':').unwrap_or(at);
-                write!(f, "{}:***{}", &s[..user_end], &s[start + at..])
-            }
-            _ => f.write_str(s),
-        }
-    }
-}
+pub use url::{DEFAULT_POOL_SIZE, PgUrl};
 
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// One connection with its prepared statements.
-struct PgConn {
-    client: Client,
-    insert_records: Statement,
-    select_bodies: Statement,
-    upsert_rollups: Statement,
-    bump_conflict: Statement,
-    insert_conflict: Statement,
-    insert_quarantine: Statement,
-    upsert_counters: Statement,
-}
-
-/// A PostgreSQL database, through a small pool of connections.
+/// A PostgreSQL database, through a pool of at most `pool_size` connections.
 pub struct PgStore {
     url: PgUrl,
-    config: tokio_postgres::Config,
-    slots: Vec<Mutex<Option<PgConn>>>,
-    next: AtomicUsize,
+    pool: Pool,
+}
+
+/// A snapshot of a store's connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStatus {
+    /// Most connections the pool opens (the URL's `pool_size`).
+    pub max_size: usize,
+    /// Connections open now (idle or in use).
+    pub open: usize,
+    /// Open connections idle now.
+    pub idle: usize,
+    /// Callers waiting for a connection to come free.
+    pub waiting: usize,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -200,7 +95,11 @@ impl std::fmt::Debug for PgStore {
 impl PgStore {
     /// Connects, creates the schema (when the URL names one) and applies pending migrations.
     ///
-    /// Must be called inside a tokio runtime: connections run as tasks on it.
+    /// Must be called inside a tokio runtime: connections run as tasks on the runtime that
+    /// opens them (this first one on the caller's, later ones on whichever runtime needs
+    /// them). Use a store from runtimes that keep running: a connection whose runtime was
+    /// dropped is seen closed and replaced, but one whose runtime is merely idle (a
+    /// current-thread runtime between `block_on` calls) stalls whoever it is handed to next.
     ///
     /// # Errors
     /// Connection or migration failure; [`StoreError::SchemaTooNew`] when the database was
@@ -220,12 +119,11 @@ impl PgStore {
 
     async fn start(url: &PgUrl, migrate: bool) -> Result<Self, StoreError> {
         let store = PgStore {
-            config: url.config()?,
+            pool: build_pool(url)?,
             url: url.clone(),
-            slots: (0..url.pool_size).map(|_| Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
         };
-        let mut client = store.connect_raw().await?;
+        // Also proves the database reachable now, not at the first frame.
+        let mut client = store.conn().await?;
         if migrate {
             migrate_schema(&mut client, url.schema()).await?;
         } else {
@@ -240,8 +138,7 @@ impl PgStore {
             };
             schema::check_readable(current)?;
         }
-        let first = prepare(client).await?;
-        *store.slots[0].lock().await = Some(first);
+        drop(client);
         Ok(store)
     }
 
@@ -250,35 +147,25 @@ impl PgStore {
         &self.url
     }
 
-    async fn connect_raw(&self) -> Result<Client, StoreError> {
-        let (client, connection) = self.config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "PostgreSQL connection failed");
-            }
-        });
-        if let Some(schema) = self.url.schema() {
-            client
-                .batch_execute(&format!("SET search_path TO {}", quote_ident(schema)))
-                .await?;
+    /// How many connections are open, idle and awaited now.
+    pub fn pool_status(&self) -> PoolStatus {
+        let s = self.pool.status();
+        PoolStatus {
+            max_size: s.max_size,
+            open: s.size,
+            idle: s.available,
+            waiting: s.waiting,
         }
-        Ok(client)
     }
 
-    /// A pooled connection, connected: a free one if any, else waits for one in turn.
-    async fn conn(&self) -> Result<MutexGuard<'_, Option<PgConn>>, StoreError> {
-        let n = self.slots.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let free = (0..n).find_map(|i| self.slots[(start + i) % n].try_lock().ok());
-        let mut guard = match free {
-            Some(g) => g,
-            None => self.slots[start].lock().await,
-        };
-        if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
-            *guard = None;
-            *guard = Some(prepare(self.connect_raw().await?).await?);
-        }
-        Ok(guard)
+    /// The first pooled connection to be free, opened if the pool is not full yet.
+    async fn conn(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) | PoolError::PostCreateHook(HookError::Backend(e)) => {
+                StoreError::Postgres(e)
+            }
+            other => StoreError::Pool(other.to_string()),
+        })
     }
 
     /// Hourly rows rolled up as `query` asks, sorted by instance, type and bucket.
@@ -292,10 +179,8 @@ impl PgStore {
             instance,
             amount_type,
         } = query.hour_filter();
-        let mut guard = self.conn().await?;
-        let conn = guard.as_mut().ok_or(StoreError::Closed)?;
-        let rows = conn
-            .client
+        let client = self.conn().await?;
+        let rows = client
             .query(
                 "SELECT instance, amount_type, hour, value, records FROM rollups
                  WHERE hour >= $1 AND hour < $2
@@ -304,7 +189,7 @@ impl PgStore {
                 &[&lo, &hi, &instance, &amount_type],
             )
             .await?;
-        drop(guard);
+        drop(client);
         report::roll_up(
             rows.iter().map(|r| UsageRow {
                 instance: r.get(0),
@@ -322,10 +207,8 @@ impl PgStore {
     /// # Errors
     /// Query failures.
     pub async fn summary(&self) -> Result<Summary, StoreError> {
-        let mut guard = self.conn().await?;
-        let conn = guard.as_mut().ok_or(StoreError::Closed)?;
-        let r = conn
-            .client
+        let client = self.conn().await?;
+        let r = client
             .query_one(
                 "SELECT COALESCE(SUM(received), 0)::BIGINT, COALESCE(SUM(stored), 0)::BIGINT,
                         COALESCE(SUM(duplicates), 0)::BIGINT, COALESCE(SUM(conflicts), 0)::BIGINT,
@@ -344,7 +227,27 @@ impl PgStore {
     }
 }
 
-async fn migrate_schema(client: &mut Client, schema_name: Option<&str>) -> Result<(), StoreError> {
+fn build_pool(url: &PgUrl) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        url.config()?,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let mut pool = Pool::builder(manager).max_size(url.pool_size());
+    if let Some(schema) = url.schema() {
+        let set_path = format!("SET search_path TO {}", quote_ident(schema));
+        pool = pool.post_create(Hook::async_fn(move |client, _| {
+            let sql = set_path.clone();
+            Box::pin(async move { client.batch_execute(&sql).await.map_err(HookError::Backend) })
+        }));
+    }
+    pool.build()
+        .map_err(|e| StoreError::Pool(format!("cannot build the pool: {e}")))
+}
+
+async fn migrate_schema(client: &mut Object, schema_name: Option<&str>) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
     // Serialize concurrent openers of the same schema: CREATE ... IF NOT EXISTS races.
     tx.execute(
@@ -376,64 +279,41 @@ async fn migrate_schema(client: &mut Client, schema_name: Option<&str>) -> Resul
     Ok(())
 }
 
-async fn prepare(client: Client) -> Result<PgConn, StoreError> {
-    Ok(PgConn {
-        insert_records: client
-            .prepare(
-                "INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])
-                 ON CONFLICT (unique_key) DO NOTHING
-                 RETURNING unique_key",
-            )
-            .await?,
-        select_bodies: client
-            .prepare(
-                "SELECT unique_key, instance, amount_type, value, occurred_at, metadata
-                 FROM records WHERE unique_key = ANY($1::text[])",
-            )
-            .await?,
-        upsert_rollups: client
-            .prepare(
-                "INSERT INTO rollups (instance, amount_type, hour, value, records)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
-                 ON CONFLICT (instance, amount_type, hour) DO UPDATE
-                 SET value = rollups.value + excluded.value, records = rollups.records + excluded.records",
-            )
-            .await?,
-        bump_conflict: client
-            .prepare(
-                "UPDATE conflicts SET count = count + $3, last_seen = now()
-                 WHERE unique_key = $1 AND received_body = $2",
-            )
-            .await?,
-        insert_conflict: client
-            .prepare(
-                "INSERT INTO conflicts (unique_key, stored_body, received_body, count)
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .await?,
-        insert_quarantine: client
-            .prepare(
-                "INSERT INTO quarantine (reason, raw) SELECT * FROM unnest($1::text[], $2::text[])",
-            )
-            .await?,
-        upsert_counters: client
-            .prepare(
-                "INSERT INTO counters (slot, received, stored, duplicates, conflicts, quarantined)
-                 VALUES (pg_backend_pid() % 16, $1, $2, $3, $4, $5)
-                 ON CONFLICT (slot) DO UPDATE SET
-                   received = counters.received + excluded.received,
-                   stored = counters.stored + excluded.stored,
-                   duplicates = counters.duplicates + excluded.duplicates,
-                   conflicts = counters.conflicts + excluded.conflicts,
-                   quarantined = counters.quarantined + excluded.quarantined",
-            )
-            .await?,
-        client,
-    })
-}
+// Prepared once per connection, through the pool's statement cache.
+const INSERT_RECORDS: &str = "INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])
+     ON CONFLICT (unique_key) DO NOTHING
+     RETURNING unique_key";
 
-async fn write_frame(conn: &mut PgConn, checked: Checked) -> Result<Written, StoreError> {
+const SELECT_BODIES: &str = "SELECT unique_key, instance, amount_type, value, occurred_at, metadata
+     FROM records WHERE unique_key = ANY($1::text[])";
+
+const UPSERT_ROLLUPS: &str = "INSERT INTO rollups (instance, amount_type, hour, value, records)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+     ON CONFLICT (instance, amount_type, hour) DO UPDATE
+     SET value = rollups.value + excluded.value, records = rollups.records + excluded.records";
+
+const BUMP_CONFLICT: &str = "UPDATE conflicts SET count = count + $3, last_seen = now()
+     WHERE unique_key = $1 AND received_body = $2";
+
+const INSERT_CONFLICT: &str =
+    "INSERT INTO conflicts (unique_key, stored_body, received_body, count)
+     VALUES ($1, $2, $3, $4)";
+
+const INSERT_QUARANTINE: &str =
+    "INSERT INTO quarantine (reason, raw) SELECT * FROM unnest($1::text[], $2::text[])";
+
+const UPSERT_COUNTERS: &str =
+    "INSERT INTO counters (slot, received, stored, duplicates, conflicts, quarantined)
+     VALUES (pg_backend_pid() % 16, $1, $2, $3, $4, $5)
+     ON CONFLICT (slot) DO UPDATE SET
+       received = counters.received + excluded.received,
+       stored = counters.stored + excluded.stored,
+       duplicates = counters.duplicates + excluded.duplicates,
+       conflicts = counters.conflicts + excluded.conflicts,
+       quarantined = counters.quarantined + excluded.quarantined";
+
+async fn write_frame(client: &mut Object, checked: Checked) -> Result<Written, StoreError> {
     let mut w = Written::default();
     w.outcome.received = checked.len() as u64;
     if checked.is_empty() {
@@ -449,7 +329,13 @@ async fn write_frame(conn: &mut PgConn, checked: Checked) -> Result<Written, Sto
         .map(|(_, r)| r)
         .collect();
 
-    let tx = conn.client.transaction().await?;
+    // Explicit, not the server's default: the dedupe below relies on READ COMMITTED (see the
+    // module docs); a stricter default would turn every race on a key into a failed frame.
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .start()
+        .await?;
     let mut inserted: HashSet<String> = HashSet::new();
     if !firsts.is_empty() {
         let col = |f: fn(&crate::validate::Record) -> &str| -> Vec<&str> {
@@ -464,7 +350,7 @@ async fn write_frame(conn: &mut PgConn, checked: Checked) -> Result<Written, Sto
         let hours: Vec<i64> = firsts.iter().map(|r| r.hour).collect();
         let rows = tx
             .query(
-                &conn.insert_records,
+                &tx.prepare_cached(INSERT_RECORDS).await?,
                 &[
                     &keys, &instances, &types, &values, &occurred, &hours, &metadata,
                 ],
@@ -481,7 +367,10 @@ async fn write_frame(conn: &mut PgConn, checked: Checked) -> Result<Written, Sto
         .collect();
     let mut stored: HashMap<String, Body> = HashMap::with_capacity(missing.len());
     if !missing.is_empty() {
-        for row in tx.query(&conn.select_bodies, &[&missing]).await? {
+        for row in tx
+            .query(&tx.prepare_cached(SELECT_BODIES).await?, &[&missing])
+            .await?
+        {
             stored.insert(
                 row.get(0),
                 Body {
@@ -552,31 +441,40 @@ async fn write_frame(conn: &mut PgConn, checked: Checked) -> Result<Written, Sto
             counts.push(*count);
         }
         tx.execute(
-            &conn.upsert_rollups,
+            &tx.prepare_cached(UPSERT_ROLLUPS).await?,
             &[&instances, &types, &hours, &values, &counts],
         )
         .await?;
     }
     for ((key, received_body), (stored_body, n)) in &conflicts {
         let bumped = tx
-            .execute(&conn.bump_conflict, &[key, received_body, n])
+            .execute(
+                &tx.prepare_cached(BUMP_CONFLICT).await?,
+                &[key, received_body, n],
+            )
             .await?;
         if bumped == 0 {
-            tx.execute(&conn.insert_conflict, &[key, stored_body, received_body, n])
-                .await?;
+            tx.execute(
+                &tx.prepare_cached(INSERT_CONFLICT).await?,
+                &[key, stored_body, received_body, n],
+            )
+            .await?;
         }
     }
     if !checked.invalid.is_empty() {
         let reasons: Vec<&str> = checked.invalid.iter().map(|q| q.reason.as_str()).collect();
         let raws: Vec<&str> = checked.invalid.iter().map(|q| q.raw.as_str()).collect();
-        tx.execute(&conn.insert_quarantine, &[&reasons, &raws])
-            .await?;
+        tx.execute(
+            &tx.prepare_cached(INSERT_QUARANTINE).await?,
+            &[&reasons, &raws],
+        )
+        .await?;
         w.quarantined = reasons.iter().map(|r| r.to_string()).collect();
     }
     w.outcome.quarantined = checked.invalid.len() as u64;
     let o = w.outcome;
     tx.execute(
-        &conn.upsert_counters,
+        &tx.prepare_cached(UPSERT_COUNTERS).await?,
         &[
             &(o.received as i64),
             &(o.stored as i64),
@@ -589,14 +487,12 @@ async fn write_frame(conn: &mut PgConn, checked: Checked) -> Result<Written, Sto
     tx.commit().await?;
     Ok(w)
 }
-
 impl Store for PgStore {
     async fn store(&self, frame: &Frame) -> Result<StoreOutcome, StoreError> {
         let checked = Checked::frame(frame);
-        let mut guard = self.conn().await?;
-        let conn = guard.as_mut().ok_or(StoreError::Closed)?;
-        let written = write_frame(conn, checked).await?;
-        drop(guard);
+        let mut client = self.conn().await?;
+        let written = write_frame(&mut client, checked).await?;
+        drop(client);
         Ok(written.log())
     }
 }

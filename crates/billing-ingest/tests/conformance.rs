@@ -6,17 +6,22 @@
 //! each test in its own freshly created schema, dropped by a guard when the test ends, whether
 //! it passed or panicked.
 //!
+//! Ingesters are the crate's own in-process harness ([`billing_ingest::harness`]) on real
+//! sockets; temp dirs come from `tempfile` and are removed when a test ends.
+//!
 //! No test sleeps to synchronise: acks are awaited on the socket, a closed connection is seen
-//! as end of stream, threads meet at barriers. Timeouts only bound a hang.
+//! as end of stream, threads meet at barriers, and the pool tests poll PostgreSQL's own view
+//! (`pg_stat_activity`) or the pool's status until the state they need holds. Timeouts only
+//! bound a hang.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use billing_ingest::report::{write_summary, write_usage};
 use billing_ingest::{
-    AnyStore, Format, Granularity, Store, StoreError, StoreOutcome, StoreUrl, UsageQuery, UsageRow,
+    AnyStore, BackgroundIngester, Format, Granularity, IngesterOptions, PgStore, PgUrl,
+    RunningIngester, Store, StoreError, StoreOutcome, StoreUrl, UsageQuery, UsageRow,
 };
 use billing_schema::parse_rfc3339;
 use forward::{AckReader, Entry, EventTime, Frame, Framing, Mode, Options};
@@ -50,7 +55,7 @@ struct TestDb {
     raw: Raw,
     backend: &'static str,
     _dir: Option<tempfile::TempDir>,
-    _schema: Option<SchemaGuard>,
+    schema: Option<SchemaGuard>,
 }
 
 /// Drops its PostgreSQL schema when dropped, also while a failing test unwinds.
@@ -104,7 +109,7 @@ impl TestDb {
             raw: Raw::Sqlite(path),
             backend: "sqlite",
             _dir: Some(dir),
-            _schema: None,
+            schema: None,
         }
     }
 
@@ -140,8 +145,33 @@ impl TestDb {
             raw: Raw::Postgres(admin),
             backend: "postgres",
             _dir: None,
-            _schema: Some(guard),
+            schema: Some(guard),
         })
+    }
+
+    /// This test's PostgreSQL schema and server.
+    fn pg(&self) -> &SchemaGuard {
+        self.schema.as_ref().expect("a PostgreSQL test database")
+    }
+
+    /// A store URL for this test's PostgreSQL schema, with more parameters (`a=1&b=2`).
+    fn pg_url(&self, params: &str) -> PgUrl {
+        let SchemaGuard { base, schema } = self.pg();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}schema={schema}&{params}")
+            .parse()
+            .expect("store url")
+    }
+
+    /// A new PostgreSQL session on this test's schema, outside any store.
+    async fn pg_session(&self) -> tokio_postgres::Client {
+        let SchemaGuard { base, schema } = self.pg();
+        let client = pg_connect(base).await;
+        client
+            .batch_execute(&format!("SET search_path TO \"{schema}\""))
+            .await
+            .expect("set search_path");
+        client
     }
 
     async fn open(&self) -> AnyStore {
@@ -231,32 +261,26 @@ impl TestDb {
     }
 }
 
-/// A `billing_ingest::serve` task on a real forward listener.
-struct Ingester {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+/// An ingester on a real forward listener, as the crate's harness runs it.
+async fn start_ingester(store: Arc<AnyStore>) -> RunningIngester<AnyStore> {
+    RunningIngester::start("127.0.0.1:0", store)
+        .await
+        .expect("start ingester")
 }
 
-impl Ingester {
-    async fn start(store: Arc<AnyStore>) -> Ingester {
-        let server = billing_ingest::bind("127.0.0.1:0").await.unwrap();
-        let addr = server.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(billing_ingest::serve(server, store, async move {
-            let _ = stopped.await;
-        }));
-        Ingester {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
+/// A test's client side of a running ingester.
+trait SendChunks {
     /// Sends one chunk on a new connection and returns what came back: `Ok(Some(ack))`,
     /// `Ok(None)` when the server closed the connection, or the socket error.
+    async fn send(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, forward::ConnectionError>;
+
+    /// Sends a chunk and insists on its ack.
+    async fn send_acked(&self, records: &[Value], chunk: &str);
+}
+
+impl<S: Store> SendChunks for RunningIngester<S> {
     async fn send(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, forward::ConnectionError> {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let stream = tokio::net::TcpStream::connect(self.addr()).await.unwrap();
         let (read, mut write) = stream.into_split();
         write.write_all(bytes).await.unwrap();
         let mut acks = AckReader::new(read);
@@ -265,7 +289,6 @@ impl Ingester {
             .expect("the server neither acked nor closed the connection")
     }
 
-    /// Sends a chunk and insists on its ack.
     async fn send_acked(&self, records: &[Value], chunk: &str) {
         let ack = self.send(&wire(records, chunk)).await;
         assert_eq!(
@@ -273,13 +296,6 @@ impl Ingester {
             Some(chunk.as_bytes()),
             "chunk {chunk} not acked"
         );
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = (&mut self.task).await;
     }
 }
 
@@ -461,6 +477,7 @@ conformance!(
     store_with_a_newer_schema_version_is_refused,
     reader_refuses_a_store_that_does_not_exist,
     failed_commit_sends_no_ack_closes_the_connection_and_stores_nothing,
+    ingester_restarted_on_the_same_address_and_store_counts_the_resend_as_a_duplicate,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -469,7 +486,7 @@ conformance!(
 
 async fn acked_chunk_is_stored_with_rollups_and_counted(db: TestDb) {
     let store = Arc::new(db.open().await);
-    let ingester = Ingester::start(store.clone()).await;
+    let ingester = start_ingester(store.clone()).await;
     let records = [
         rec("e1", "i-1", "samples", 3, "2026-11-27T04:10:00Z"),
         rec("e1", "i-1", "node-seconds", 5, "2026-11-27T04:10:00Z"),
@@ -487,12 +504,12 @@ async fn acked_chunk_is_stored_with_rollups_and_counted(db: TestDb) {
     );
     let s = store.summary().await.unwrap();
     assert_eq!((s.received, s.records, s.duplicates), (3, 3, 0));
-    ingester.stop().await;
+    ingester.shutdown().await;
 }
 
 async fn identical_repeat_is_a_counted_duplicate_and_still_acked(db: TestDb) {
     let store = Arc::new(db.open().await);
-    let ingester = Ingester::start(store.clone()).await;
+    let ingester = start_ingester(store.clone()).await;
     let records = [
         rec("e1", "i-1", "samples", 3, "2026-11-27T04:10:00Z"),
         rec("e2", "i-1", "samples", 4, "2026-11-27T04:20:00Z"),
@@ -515,7 +532,7 @@ async fn identical_repeat_is_a_counted_duplicate_and_still_acked(db: TestDb) {
         (6, 2, 4, 0)
     );
     assert_eq!(db.int("SELECT COUNT(*) FROM conflicts").await, 0);
-    ingester.stop().await;
+    ingester.shutdown().await;
 }
 
 async fn same_instant_in_another_offset_and_reordered_metadata_is_a_duplicate(db: TestDb) {
@@ -556,7 +573,7 @@ async fn same_instant_in_another_offset_and_reordered_metadata_is_a_duplicate(db
 
 async fn different_body_under_a_stored_key_is_a_conflict_and_the_first_version_stays(db: TestDb) {
     let store = Arc::new(db.open().await);
-    let ingester = Ingester::start(store.clone()).await;
+    let ingester = start_ingester(store.clone()).await;
     let original = rec("e1", "i-1", "samples", 3, "2026-11-27T04:10:00Z");
     ingester
         .send_acked(std::slice::from_ref(&original), "c1")
@@ -622,7 +639,7 @@ async fn different_body_under_a_stored_key_is_a_conflict_and_the_first_version_s
     assert_eq!(received_body["value"], 4);
     let s = store.summary().await.unwrap();
     assert_eq!((s.records, s.conflicts, s.duplicates), (1, 5, 0));
-    ingester.stop().await;
+    ingester.shutdown().await;
 }
 
 async fn repeats_inside_one_chunk_count_like_repeats_across_chunks(db: TestDb) {
@@ -660,7 +677,7 @@ async fn repeats_inside_one_chunk_count_like_repeats_across_chunks(db: TestDb) {
 
 async fn invalid_records_are_quarantined_and_the_rest_of_the_chunk_is_stored_and_acked(db: TestDb) {
     let store = Arc::new(db.open().await);
-    let ingester = Ingester::start(store.clone()).await;
+    let ingester = start_ingester(store.clone()).await;
     let good = rec("ok", "i-1", "samples", 3, "2026-11-27T04:10:00Z");
     let base = rec("bad", "i-1", "samples", 3, "2026-11-27T04:10:00Z");
     let invalid = [
@@ -747,7 +764,7 @@ async fn invalid_records_are_quarantined_and_the_rest_of_the_chunk_is_stored_and
         (s.received, s.records, s.quarantined),
         (chunk.len() as i64, 2, expected_invalid)
     );
-    ingester.stop().await;
+    ingester.shutdown().await;
 }
 
 async fn rollups_sum_values_and_count_records_per_utc_hour_across_boundaries(db: TestDb) {
@@ -1040,7 +1057,7 @@ async fn reader_refuses_a_store_that_does_not_exist(db: TestDb) {
 
 async fn failed_commit_sends_no_ack_closes_the_connection_and_stores_nothing(db: TestDb) {
     let store = Arc::new(db.open().await);
-    let ingester = Ingester::start(store.clone()).await;
+    let ingester = start_ingester(store.clone()).await;
     let records = [
         rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z"),
         rec("b", "i-1", "samples", 2, "2026-11-27T04:10:00Z"),
@@ -1069,7 +1086,130 @@ async fn failed_commit_sends_no_ack_closes_the_connection_and_stores_nothing(db:
         (6, 2, 2, 2)
     );
     assert_rollups_match_records(&db).await;
-    ingester.stop().await;
+    ingester.shutdown().await;
+}
+
+async fn ingester_restarted_on_the_same_address_and_store_counts_the_resend_as_a_duplicate(
+    db: TestDb,
+) {
+    let store = Arc::new(db.open().await);
+    let first = start_ingester(store).await;
+    let addr = first.addr();
+    let records = [
+        rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z"),
+        rec("b", "i-1", "samples", 2, "2026-11-27T04:10:00Z"),
+    ];
+    first.send_acked(&records, "before").await;
+    assert_eq!(first.metrics().commits().0, 1);
+    let store = first.shutdown().await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "a stopped ingester still accepts"
+    );
+
+    let second = RunningIngester::start(addr, store)
+        .await
+        .expect("restart on the same address");
+    assert_eq!(second.addr(), addr);
+    // A client that never saw its ack resends the chunk to the new ingester.
+    second.send_acked(&records, "before").await;
+    let s = second.store().summary().await.unwrap();
+    assert_eq!((s.received, s.records, s.duplicates), (4, 2, 2));
+    assert_eq!(
+        second.metrics().commits().0,
+        1,
+        "each ingester counts its own frames"
+    );
+    let store = second.shutdown().await;
+    assert_eq!(
+        Arc::strong_count(&store),
+        1,
+        "a stopped ingester still holds its store"
+    );
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 2);
+    assert_rollups_match_records(&db).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ingester on its own thread, for callers without a runtime
+// ---------------------------------------------------------------------------------------------
+
+/// Sends one chunk on a new blocking connection; the ack, or `None` when the server closed.
+fn send_blocking(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(HANG)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut buf = Vec::new();
+    let mut piece = [0u8; 256];
+    loop {
+        if let forward::Check::Complete(n) = forward::frame::check_reply(&buf, 1024).unwrap() {
+            return Some(forward::frame::parse_ack(&buf[..n]).unwrap());
+        }
+        match s.read(&mut piece) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&piece[..n]),
+            Err(e) => panic!("neither an ack nor a close: {e}"),
+        }
+    }
+}
+
+#[test]
+fn background_ingester_serves_a_sqlite_store_to_a_caller_without_a_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = StoreUrl::Sqlite(dir.path().join("billing.db"));
+    let ingester =
+        BackgroundIngester::open("127.0.0.1:0", &url, IngesterOptions::default()).unwrap();
+    let records = [
+        rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z"),
+        Value::Nil,
+    ];
+    assert_eq!(
+        send_blocking(ingester.addr(), &wire(&records, "c1")).as_deref(),
+        Some(&b"c1"[..])
+    );
+    let s = ingester.run(|s| async move { s.summary().await }).unwrap();
+    assert_eq!((s.received, s.records, s.quarantined), (2, 1, 1));
+    assert_eq!(ingester.metrics().commits().0, 1);
+    let addr = ingester.addr();
+    let store = ingester.shutdown().expect("clean shutdown");
+    assert_eq!(Arc::strong_count(&store), 1);
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+/// The test's own runtime only prepares the schema and is idle while the ingester serves: the
+/// store's connections must live on the ingester's runtime. After shutdown, the store still
+/// works on another runtime (its pool replaces the connections that ended with the thread).
+#[test]
+fn background_ingester_keeps_a_postgres_store_on_its_own_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return eprintln!("BILLING_TEST_POSTGRES=skip: skipped");
+    };
+    let url = StoreUrl::Postgres(db.pg_url("pool_size=2"));
+    let options = IngesterOptions::default().thread_name("pg-ingester");
+    let ingester = BackgroundIngester::open("127.0.0.1:0", &url, options).unwrap();
+    let records = [rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z")];
+    assert_eq!(
+        send_blocking(ingester.addr(), &wire(&records, "c1")).as_deref(),
+        Some(&b"c1"[..])
+    );
+    assert_eq!(
+        ingester
+            .run(|s| async move { s.summary().await })
+            .unwrap()
+            .records,
+        1
+    );
+    let store = ingester.shutdown().expect("clean shutdown");
+    let s = rt
+        .block_on(store.summary())
+        .expect("the store after shutdown");
+    assert_eq!((s.received, s.records), (1, 1));
+    assert_eq!(rt.block_on(db.int("SELECT COUNT(*) FROM records")), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1211,4 +1351,180 @@ async fn postgres_two_ingesters_receiving_the_same_events_concurrently_store_eac
         6,
         "3 instances x 2 types on one day: {by_day:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL connection pool
+// ---------------------------------------------------------------------------------------------
+
+/// Polls `check` until it holds; panics after [`HANG`]. The pause between polls only spaces
+/// the queries: what the test waits for is the condition itself.
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let waited = tokio::time::timeout(HANG, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "never happened: {what}");
+}
+
+/// Backends of one store (told apart by `application_name`) as PostgreSQL sees them: all,
+/// and those waiting for a lock.
+async fn backends(db: &TestDb, app: &str) -> (i64, i64) {
+    let all = db
+        .int(&format!(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{app}'"
+        ))
+        .await;
+    let on_lock = db
+        .int(&format!(
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE application_name = '{app}' AND wait_event_type = 'Lock'"
+        ))
+        .await;
+    (all, on_lock)
+}
+
+/// Stores a one-record frame under key `key` on a task of its own.
+fn spawn_store(store: &Arc<PgStore>, key: &str) -> tokio::task::JoinHandle<StoreOutcome> {
+    let (store, key) = (store.clone(), key.to_string());
+    tokio::spawn(async move {
+        store
+            .store(&frame(&[rec(
+                &key,
+                "i-1",
+                "samples",
+                1,
+                "2026-11-27T04:10:00Z",
+            )]))
+            .await
+            .expect("store")
+    })
+}
+
+/// A session that holds an uncommitted row under `key`: a frame inserting that key waits for
+/// it (the unique index makes it), keeping its pooled connection busy until [`release`].
+async fn hold_key(db: &TestDb, key: &str) -> tokio_postgres::Client {
+    let session = db.pg_session().await;
+    session
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata)
+             VALUES ('{key}:samples', 'held', 'samples', 1, '2026-11-27T04:10:00Z', 0, '{{}}')"
+        ))
+        .await
+        .expect("hold key");
+    session
+}
+
+async fn release(session: &tokio_postgres::Client) {
+    session.batch_execute("ROLLBACK").await.expect("release");
+}
+
+/// With `pool_size=2` and both connections busy in transactions that wait on row locks, a
+/// third caller waits for a connection; when the *second* busy one finishes, the third gets
+/// that connection and completes while the first is still held (a pool of fixed slots would
+/// have queued it behind the first). PostgreSQL never sees a third connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_pool_gives_a_waiting_caller_the_first_connection_to_come_free() {
+    let Some(db) = TestDb::postgres().await else {
+        return eprintln!("BILLING_TEST_POSTGRES=skip: skipped");
+    };
+    let app = format!("pool_{}", db.pg().schema);
+    let store = PgStore::open(&db.pg_url(&format!("pool_size=2&application_name={app}")))
+        .await
+        .expect("open");
+    let store = Arc::new(store);
+    let holds_a = hold_key(&db, "a").await;
+    let holds_b = hold_key(&db, "b").await;
+
+    let first = spawn_store(&store, "a");
+    until("the first frame waits on its key", async || {
+        backends(&db, &app).await.1 == 1
+    })
+    .await;
+    let second = spawn_store(&store, "b");
+    until("the second frame waits on its key", async || {
+        backends(&db, &app).await.1 == 2
+    })
+    .await;
+    let third = spawn_store(&store, "c");
+    until("the third caller waits for a connection", async || {
+        store.pool_status().waiting == 1
+    })
+    .await;
+    assert_eq!(
+        backends(&db, &app).await,
+        (2, 2),
+        "pool_size=2: two connections, both busy"
+    );
+
+    release(&holds_b).await;
+    let third = tokio::time::timeout(HANG, third)
+        .await
+        .expect("the third caller never got the connection the second freed")
+        .unwrap();
+    assert_eq!(third, outcome(1, 1, 0, 0, 0));
+    assert_eq!(second.await.unwrap(), outcome(1, 1, 0, 0, 0));
+    // The first is still held by its key's lock: the third did not need its connection.
+    assert!(
+        !first.is_finished(),
+        "the first frame ended while its key was held"
+    );
+    assert_eq!(backends(&db, &app).await, (2, 1));
+
+    release(&holds_a).await;
+    assert_eq!(first.await.unwrap(), outcome(1, 1, 0, 0, 0));
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 3);
+    let status = store.pool_status();
+    assert_eq!((status.max_size, status.open, status.waiting), (2, 2, 0));
+}
+
+/// A connection the server terminated is not reused: at worst the frame that meets it fails
+/// (unacked, so its client resends it), and the next checkout opens a new connection that
+/// still writes into the store's schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_replaces_a_connection_the_server_terminated() {
+    let Some(db) = TestDb::postgres().await else {
+        return eprintln!("BILLING_TEST_POSTGRES=skip: skipped");
+    };
+    let app = format!("pool_{}", db.pg().schema);
+    let store = PgStore::open(&db.pg_url(&format!("pool_size=1&application_name={app}")))
+        .await
+        .expect("open");
+    let a = rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z");
+    let b = rec("b", "i-1", "samples", 2, "2026-11-27T04:10:00Z");
+    assert_eq!(
+        store.store(&frame(&[a])).await.unwrap(),
+        outcome(1, 1, 0, 0, 0)
+    );
+    let pid_of_store = format!(
+        "SELECT CAST(pid AS BIGINT) FROM pg_stat_activity WHERE application_name = '{app}'"
+    );
+    let old = db.int(&pid_of_store).await;
+    // Waits (bounded) until the backend is gone, not only signalled.
+    let terminated = db
+        .int(&format!(
+            "SELECT CAST(CASE WHEN pg_terminate_backend({old}, {}) THEN 1 ELSE 0 END AS BIGINT)",
+            HANG.as_millis()
+        ))
+        .await;
+    assert_eq!(terminated, 1);
+
+    let mut failed = 0;
+    let stored = loop {
+        match store.store(&frame(std::slice::from_ref(&b))).await {
+            Ok(o) => break o,
+            Err(e) => {
+                assert!(matches!(e, StoreError::Postgres(_)), "{e:?}");
+                failed += 1;
+                assert!(failed < 2, "the terminated connection was used again: {e}");
+            }
+        }
+    };
+    assert_eq!(stored, outcome(1, 1, 0, 0, 0));
+    let new = db.int(&pid_of_store).await;
+    assert_ne!(new, old);
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 2);
+    assert_eq!(store.pool_status().open, 1);
 }

@@ -3,8 +3,11 @@
 //! - [`frame`]: pure decoding of every mode and framing (`check` then `parse`);
 //! - [`encode`]: writers for the modes a client sends, and acks;
 //! - [`connection`]: a socket plus its buffer, yielding frames or acks;
-//! - [`server`]: a listener that acks a chunk only after its [`server::Handler`] took it.
+//! - [`server`]: a listener that acks a chunk only after its [`server::Handler`] took it;
+//! - [`background`]: a server run as a task or on its own thread, with a handle to drop its
+//!   connections and shut it down.
 
+pub mod background;
 pub mod connection;
 pub mod encode;
 pub mod frame;
@@ -12,9 +15,10 @@ pub mod msgpack;
 pub mod server;
 pub mod time;
 
+pub use background::{BackgroundOptions, BackgroundServer, SpawnedServer};
 pub use connection::{AckReader, Connection};
 pub use frame::{Check, Compression, Entry, Frame, Framing, Mode, Options};
-pub use server::{Disposition, Handler, Server, ServerConfig, ServerStats};
+pub use server::{Disposition, Handler, Server, ServerConfig, ServerControl, ServerStats};
 pub use time::EventTime;
 
 /// Why bytes are not a valid frame.

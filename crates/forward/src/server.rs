@@ -6,6 +6,10 @@
 //! a time (acks come back in the order chunks were sent); a connection that sends bytes that
 //! are not a frame is closed with a log line naming the peer and the reason, and no other
 //! connection is affected.
+//!
+//! A [`ServerControl`] lets code outside the serving task stop a server or drop its open
+//! connections (as a crashed or restarted peer would), from any thread, with or without a
+//! runtime; [`crate::background`] builds on it to run a server as a task or on a thread.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::watch;
 
 use crate::connection::Connection;
 use crate::frame::{DEFAULT_MAX_FRAME_BYTES, Frame};
@@ -80,6 +85,25 @@ impl Server {
         })
     }
 
+    /// Wraps a listener bound with the standard library, e.g. on a thread without a runtime;
+    /// it is switched to non-blocking mode here.
+    ///
+    /// Must be called inside the tokio runtime that will serve it.
+    ///
+    /// # Errors
+    /// The listener cannot be made non-blocking or registered with the runtime.
+    pub fn from_std(
+        listener: std::net::TcpListener,
+        config: ServerConfig,
+    ) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            listener: TcpListener::from_std(listener)?,
+            config,
+            stats: Arc::default(),
+        })
+    }
+
     /// The address actually bound.
     ///
     /// # Errors
@@ -96,13 +120,54 @@ impl Server {
     /// Accepts connections until `shutdown` completes, each in its own task; then ends every
     /// open connection too (frames not yet acked stay unacked, so their clients resend them).
     pub async fn serve<H: Handler>(self, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
+        self.run(handler, shutdown, None).await;
+    }
+
+    /// As [`Server::serve`], until [`ServerControl::shutdown`]; each
+    /// [`ServerControl::drop_connections`] ends every connection open at that moment (their
+    /// unacked frames stay unacked) while the server keeps accepting new ones.
+    ///
+    /// The control is subscribed to by this call, not when the future first runs, so a drop
+    /// asked for in between (by a caller that already connected) is not lost.
+    pub fn serve_with_control<H: Handler>(
+        self,
+        handler: Arc<H>,
+        control: ServerControl,
+    ) -> impl Future<Output = ()> + Send {
+        let mut drops = control.state.subscribe();
+        // Marks the state seen and takes its count in one step: only later drops concern
+        // this server.
+        let seen = drops.borrow_and_update().drops;
+        async move {
+            self.run(handler, control.stopped(), Some((drops, seen)))
+                .await;
+        }
+    }
+
+    async fn run<H: Handler>(
+        self,
+        handler: Arc<H>,
+        shutdown: impl Future<Output = ()>,
+        drops: Option<(watch::Receiver<ControlState>, u64)>,
+    ) {
         tokio::pin!(shutdown);
         let mut connections = tokio::task::JoinSet::new();
+        let (mut drops, mut dropped) = match drops {
+            Some((rx, seen)) => (Some(rx), seen),
+            None => (None, 0),
+        };
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 // Reap finished connection tasks so the set does not grow.
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                now = control_changed(&mut drops) => {
+                    if now.drops != dropped {
+                        dropped = now.drops;
+                        tracing::debug!(open = connections.len(), "forward server dropping its connections");
+                        connections.abort_all();
+                    }
+                }
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
@@ -120,6 +185,70 @@ impl Server {
             }
         }
         connections.shutdown().await;
+    }
+}
+
+/// The next state of a control; never without one (or once its sender is gone).
+async fn control_changed(drops: &mut Option<watch::Receiver<ControlState>>) -> ControlState {
+    if let Some(rx) = drops
+        && rx.changed().await.is_ok()
+    {
+        return *rx.borrow_and_update();
+    }
+    std::future::pending().await
+}
+
+/// Stops a server run with [`Server::serve_with_control`], or drops its connections; cheap to
+/// clone, usable from any thread, inside a runtime or not.
+///
+/// Invariant: `shutdown` is final (a stopped control stays stopped), and every
+/// `drop_connections` call is seen by the server even when several come before it looks.
+#[derive(Debug, Clone)]
+pub struct ServerControl {
+    state: Arc<watch::Sender<ControlState>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ControlState {
+    /// How many times connections were to be dropped so far.
+    drops: u64,
+    stop: bool,
+}
+
+impl Default for ServerControl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerControl {
+    /// A control for one server (or several: each obeys every call).
+    pub fn new() -> Self {
+        Self {
+            state: Arc::new(watch::Sender::new(ControlState::default())),
+        }
+    }
+
+    /// Ends every connection open now; the server keeps accepting new ones.
+    pub fn drop_connections(&self) {
+        self.state.send_modify(|s| s.drops += 1);
+    }
+
+    /// Stops accepting and ends every open connection.
+    pub fn shutdown(&self) {
+        self.state.send_modify(|s| s.stop = true);
+    }
+
+    /// Whether [`ServerControl::shutdown`] was called.
+    pub fn is_shutdown(&self) -> bool {
+        self.state.borrow().stop
+    }
+
+    /// Completes once [`ServerControl::shutdown`] was called (at once if it was already).
+    pub async fn stopped(&self) {
+        let mut rx = self.state.subscribe();
+        // `self` keeps the sender alive, so this only ends when `stop` is set.
+        let _ = rx.wait_for(|s| s.stop).await;
     }
 }
 
