@@ -74,7 +74,7 @@ impl Handler for Recorder {
             received.push(Received {
                 tag: frame.tag.clone(),
                 time: e.time,
-                record: forward::frame::value_to_json(&e.record),
+                record: forward::value_to_json(&e.record),
                 mode: frame.mode,
             });
         }
@@ -150,7 +150,7 @@ impl TestIngester {
                     let handler = handler.clone();
                     tokio::spawn(async move {
                         tokio::select! {
-                            _ = forward::server::serve_connection(stream, peer, handler, forward::ServerConfig::default()) => {}
+                            _ = forward::serve_connection(stream, peer, handler, forward::ServerConfig::default()) => {}
                             _ = kill_rx.changed() => {}
                         }
                     });

@@ -37,10 +37,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use forward::background::{ShutdownError, StartError};
 use forward::{
     BackgroundOptions, BackgroundServer, Server, ServerConfig, ServerStats, SpawnedServer,
 };
+use forward::{ShutdownError, StartError};
 
 use crate::{AnyStore, Ingest, IngestMetrics, Store, StoreError, StoreUrl};
 
@@ -83,7 +83,7 @@ pub struct IngesterOptions {
     /// [`BackgroundIngester`] only: its thread's name (default `billing-ingester`).
     pub thread_name: Option<String>,
     /// [`BackgroundIngester`] only: the longest wait for its thread when shutting down
-    /// (default [`forward::background::DEFAULT_SHUTDOWN_TIMEOUT`]).
+    /// (default [`forward::DEFAULT_SHUTDOWN_TIMEOUT`]).
     pub shutdown_timeout: Option<Duration>,
 }
 

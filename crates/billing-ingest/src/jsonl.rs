@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use forward::Frame;
-use forward::frame::value_to_json;
+use forward::value_to_json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 

@@ -1143,8 +1143,8 @@ fn send_blocking(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     let mut piece = [0u8; 256];
     loop {
-        if let forward::Check::Complete(n) = forward::frame::check_reply(&buf, 1024).unwrap() {
-            return Some(forward::frame::parse_ack(&buf[..n]).unwrap());
+        if let forward::Check::Complete(n) = forward::check_reply(&buf, 1024).unwrap() {
+            return Some(forward::parse_ack(&buf[..n]).unwrap());
         }
         match s.read(&mut piece) {
             Ok(0) => return None,

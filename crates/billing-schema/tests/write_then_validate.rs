@@ -25,7 +25,7 @@ fn check(key: &str, instance: &str, ty: &AmountType, value: i64, secs: u64, md: 
     let mut json = Vec::new();
     record.write_json(&mut json);
     let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
-    let from_json = validate(&forward::frame::json_to_value(json)).unwrap();
+    let from_json = validate(&forward::json_to_value(json)).unwrap();
 
     assert_eq!(
         from_msgpack, from_json,

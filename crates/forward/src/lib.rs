@@ -1,24 +1,38 @@
 //! Fluentd Forward Protocol v1, both halves, with no knowledge of what records mean.
 //!
-//! - [`frame`]: pure decoding of every mode and framing (`check` then `parse`);
+//! - `frame.rs`: pure decoding of every mode and framing over bytes ([`check_frame`] then
+//!   [`parse_frame`]) into a [`Frame`];
 //! - [`encode`]: writers for the modes a client sends, and acks;
-//! - [`connection`]: a socket plus its buffer, yielding frames or acks;
-//! - [`server`]: a listener that acks a chunk only after its [`server::Handler`] took it;
-//! - [`background`]: a server run as a task or on its own thread, with a handle to drop its
-//!   connections and shut it down.
+//! - `connection.rs`: a socket plus its buffer, yielding frames or acks ([`Connection`],
+//!   [`AckReader`]);
+//! - `server.rs`: a listener that acks a chunk only after its [`Handler`] took it ([`Server`]);
+//! - `background.rs`: a server run as a task ([`SpawnedServer`]) or on its own thread
+//!   ([`BackgroundServer`]), with a handle to drop its connections and shut it down.
+//!
+//! Every type and function is reached from the crate root, except the writers in [`encode`]
+//! and the MessagePack scanner in [`msgpack`], whose modules are their namespace.
 
-pub mod background;
-pub mod connection;
+mod background;
+mod connection;
 pub mod encode;
-pub mod frame;
+mod frame;
 pub mod msgpack;
-pub mod server;
-pub mod time;
+mod server;
+mod time;
 
-pub use background::{BackgroundOptions, BackgroundServer, SpawnedServer};
+pub use background::{
+    BackgroundOptions, BackgroundServer, DEFAULT_SHUTDOWN_TIMEOUT, ShutdownError, SpawnedServer,
+    StartError,
+};
 pub use connection::{AckReader, Connection};
-pub use frame::{Check, Compression, Entry, Frame, Framing, Mode, Options};
-pub use server::{Disposition, Handler, Server, ServerConfig, ServerControl, ServerStats};
+pub use frame::{
+    Check, Compression, DEFAULT_MAX_FRAME_BYTES, Entry, Frame, Framing, Mode, Options,
+    check as check_frame, check_reply, json_to_value, parse as parse_frame, parse_ack,
+    value_to_json,
+};
+pub use server::{
+    Disposition, Handler, Server, ServerConfig, ServerControl, ServerStats, serve_connection,
+};
 pub use time::EventTime;
 
 /// Why bytes are not a valid frame.

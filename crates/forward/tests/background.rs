@@ -9,12 +9,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use forward::background::{ShutdownError, StartError};
-use forward::frame::{Check, check_reply, parse_ack};
 use forward::{
     AckReader, BackgroundOptions, BackgroundServer, Disposition, EventTime, Frame, Handler,
     Options, Server, ServerConfig, SpawnedServer, encode,
 };
+use forward::{Check, check_reply, parse_ack};
+use forward::{ShutdownError, StartError};
 use rmpv::Value;
 
 /// Bounds a hang; never an assertion about speed.

@@ -4,17 +4,17 @@ mod common;
 
 use common::*;
 use forward::FrameError;
-use forward::frame::{self, Check, DEFAULT_MAX_FRAME_BYTES};
+use forward::{Check, DEFAULT_MAX_FRAME_BYTES, check_frame, check_reply, parse_ack, parse_frame};
 use rmpv::Value;
 
 const MAX: usize = DEFAULT_MAX_FRAME_BYTES;
 
 /// Runs `check` then (if complete) `parse`, as the connection does.
 fn decode(bytes: &[u8]) -> Result<forward::Frame, FrameError> {
-    match frame::check(bytes, MAX)? {
+    match check_frame(bytes, MAX)? {
         Check::Complete(n) => {
             assert_eq!(n, bytes.len(), "test inputs are exactly one frame");
-            frame::parse(bytes, MAX)
+            parse_frame(bytes, MAX)
         }
         Check::Incomplete => panic!("test input is incomplete: {bytes:?}"),
     }
@@ -45,7 +45,7 @@ fn a_frame_that_is_not_an_array_is_invalid() {
         b"hello",
     ] {
         assert!(
-            matches!(frame::check(bytes, MAX), Err(FrameError::Invalid(_))),
+            matches!(check_frame(bytes, MAX), Err(FrameError::Invalid(_))),
             "{bytes:02x?}"
         );
     }
@@ -62,26 +62,26 @@ fn the_reserved_marker_is_invalid() {
 fn nesting_deeper_than_the_limit_is_invalid_without_overflowing_the_stack() {
     let deep = vec![0x91u8; 100_000];
     assert!(matches!(
-        frame::check(&deep, MAX),
+        check_frame(&deep, MAX),
         Err(FrameError::Invalid(_))
     ));
     // parse alone (no check first) must not overflow either
     assert!(matches!(
-        frame::parse(&deep, MAX),
+        parse_frame(&deep, MAX),
         Err(FrameError::MessagePack(_))
     ));
     // JSON: check skips values without recursing, so it delimits deep nesting; parse refuses it
     let deep_json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     assert_eq!(
-        frame::check(deep_json.as_bytes(), MAX),
+        check_frame(deep_json.as_bytes(), MAX),
         Ok(Check::Complete(deep_json.len()))
     );
     assert!(matches!(
-        frame::parse(deep_json.as_bytes(), MAX),
+        parse_frame(deep_json.as_bytes(), MAX),
         Err(FrameError::Json(_))
     ));
     assert_eq!(
-        frame::check(&deep_json.as_bytes()[..100_000], 100_000),
+        check_frame(&deep_json.as_bytes()[..100_000], 100_000),
         Err(FrameError::TooLarge { limit: 100_000 })
     );
 }
@@ -91,7 +91,7 @@ fn whitespace_before_a_messagepack_frame_is_invalid() {
     let mut bytes = b" \n".to_vec();
     bytes.extend(frame_of(vec![t(), et(1, 0), record(1)]));
     assert!(matches!(
-        frame::check(&bytes, MAX),
+        check_frame(&bytes, MAX),
         Err(FrameError::Invalid(_))
     ));
 }
@@ -260,7 +260,7 @@ fn a_frame_over_the_limit_is_too_large() {
         map(&[("k", Value::Binary(vec![0; 1000]))]),
     ]);
     assert_eq!(
-        frame::check(&bytes, 500),
+        check_frame(&bytes, 500),
         Err(FrameError::TooLarge { limit: 500 })
     );
     // already from the header, without the payload
@@ -270,19 +270,19 @@ fn a_frame_over_the_limit_is_too_large() {
         .unwrap()
         + 3;
     assert_eq!(
-        frame::check(&bytes[..header_end], 500),
+        check_frame(&bytes[..header_end], 500),
         Err(FrameError::TooLarge { limit: 500 })
     );
     assert_eq!(
-        frame::check(&bytes[..header_end - 1], 500),
+        check_frame(&bytes[..header_end - 1], 500),
         Ok(Check::Incomplete)
     );
     assert_eq!(
-        frame::check(&bytes, bytes.len()),
+        check_frame(&bytes, bytes.len()),
         Ok(Check::Complete(bytes.len()))
     );
     assert_eq!(
-        frame::check(&bytes, bytes.len() - 1),
+        check_frame(&bytes, bytes.len() - 1),
         Err(FrameError::TooLarge {
             limit: bytes.len() - 1
         })
@@ -293,37 +293,37 @@ fn a_frame_over_the_limit_is_too_large() {
 fn a_json_frame_over_the_limit_is_too_large() {
     let line = GO_LINE.as_bytes();
     assert_eq!(
-        frame::check(line, line.len()),
+        check_frame(line, line.len()),
         Ok(Check::Complete(line.len()))
     );
     assert_eq!(
-        frame::check(line, line.len() - 1),
+        check_frame(line, line.len() - 1),
         Err(FrameError::TooLarge {
             limit: line.len() - 1
         })
     );
     assert_eq!(
-        frame::check(&line[..100], 50),
+        check_frame(&line[..100], 50),
         Err(FrameError::TooLarge { limit: 50 })
     );
-    assert_eq!(frame::check(&line[..40], 50), Ok(Check::Incomplete));
+    assert_eq!(check_frame(&line[..40], 50), Ok(Check::Incomplete));
 }
 
 #[test]
 fn whitespace_counts_toward_the_limit() {
     assert_eq!(
-        frame::check(&[b' '; 100], 100),
+        check_frame(&[b' '; 100], 100),
         Err(FrameError::TooLarge { limit: 100 })
     );
-    assert_eq!(frame::check(&[b'\n'; 99], 100), Ok(Check::Incomplete));
+    assert_eq!(check_frame(&[b'\n'; 99], 100), Ok(Check::Incomplete));
     let mut padded = vec![b'\n'; 60];
     padded.extend_from_slice(br#"["t",1,{"k":"0123456789012345678901234567890123456789"}]"#);
     assert_eq!(
-        frame::check(&padded, 100),
+        check_frame(&padded, 100),
         Err(FrameError::TooLarge { limit: 100 })
     );
     assert_eq!(
-        frame::check(&padded, padded.len()),
+        check_frame(&padded, padded.len()),
         Ok(Check::Complete(padded.len()))
     );
 }
@@ -338,9 +338,9 @@ fn a_decompressed_size_over_the_cap_is_too_large() {
     ]);
     let cap = raw.len() / 2;
     assert!(bytes.len() < cap);
-    assert_eq!(frame::check(&bytes, cap), Ok(Check::Complete(bytes.len())));
+    assert_eq!(check_frame(&bytes, cap), Ok(Check::Complete(bytes.len())));
     assert_eq!(
-        frame::parse(&bytes, cap),
+        parse_frame(&bytes, cap),
         Err(FrameError::TooLarge { limit: cap })
     );
 }
@@ -388,9 +388,9 @@ fn parse_without_check_reports_messagepack_errors() {
         &[0xc6, 0xff, 0xff, 0xff, 0xff],
     ] {
         assert!(
-            matches!(frame::parse(bytes, MAX), Err(FrameError::MessagePack(_))),
+            matches!(parse_frame(bytes, MAX), Err(FrameError::MessagePack(_))),
             "{bytes:02x?}: {:?}",
-            frame::parse(bytes, MAX)
+            parse_frame(bytes, MAX)
         );
     }
 }
@@ -408,16 +408,16 @@ fn malformed_json_is_a_json_error() {
         b"[\"t\",1,{'a':1}]",
     ];
     for bytes in cases {
-        let first = frame::check(bytes, MAX);
+        let first = check_frame(bytes, MAX);
         let res = match first {
             Ok(Check::Complete(n)) => {
                 // "]]": the first frame is fine, the rest is not an array
                 if n < bytes.len() {
-                    assert!(frame::parse(&bytes[..n], MAX).is_ok());
-                    assert!(frame::check(&bytes[n..], MAX).is_err());
+                    assert!(parse_frame(&bytes[..n], MAX).is_ok());
+                    assert!(check_frame(&bytes[n..], MAX).is_err());
                     continue;
                 }
-                frame::parse(bytes, MAX).map(|_| ())
+                parse_frame(bytes, MAX).map(|_| ())
             }
             Ok(Check::Incomplete) => {
                 panic!("{:?} is not incomplete", String::from_utf8_lossy(bytes))
@@ -432,8 +432,8 @@ fn malformed_json_is_a_json_error() {
     }
     // invalid UTF-8 in a JSON string is caught by parse
     let bytes = b"[\"t\xff\",1,{}]";
-    let res = match frame::check(bytes, MAX) {
-        Ok(Check::Complete(n)) => frame::parse(&bytes[..n], MAX).map(|_| ()),
+    let res = match check_frame(bytes, MAX) {
+        Ok(Check::Complete(n)) => parse_frame(&bytes[..n], MAX).map(|_| ()),
         Ok(Check::Incomplete) => panic!("complete"),
         Err(e) => Err(e),
     };
@@ -453,37 +453,37 @@ fn json_shape_errors_are_invalid() {
 #[test]
 fn reply_errors() {
     assert!(matches!(
-        frame::check_reply(b"[1]", 100),
+        check_reply(b"[1]", 100),
         Err(FrameError::Invalid(_))
     ));
     assert!(matches!(
-        frame::check_reply(&[0x91, 0x01], 100),
+        check_reply(&[0x91, 0x01], 100),
         Err(FrameError::Invalid(_))
     ));
     assert!(matches!(
-        frame::check_reply(&[0x81, 0xa3, b'a', b'c', b'k', 0xda, 0xff, 0xff], 100),
+        check_reply(&[0x81, 0xa3, b'a', b'c', b'k', 0xda, 0xff, 0xff], 100),
         Err(FrameError::TooLarge { limit: 100 })
     ));
     assert!(matches!(
-        frame::check_reply(b"{\"ack\" 1}", 100),
+        check_reply(b"{\"ack\" 1}", 100),
         Err(FrameError::Json(_))
     ));
-    assert_eq!(frame::check_reply(b"{\"ack\":", 100), Ok(Check::Incomplete));
-    assert_eq!(frame::check_reply(b"  ", 100), Ok(Check::Incomplete));
+    assert_eq!(check_reply(b"{\"ack\":", 100), Ok(Check::Incomplete));
+    assert_eq!(check_reply(b"  ", 100), Ok(Check::Incomplete));
     assert!(matches!(
-        frame::parse_ack(&mp(&Value::from(1))),
+        parse_ack(&mp(&Value::from(1))),
         Err(FrameError::Invalid(_))
     ));
     assert!(matches!(
-        frame::parse_ack(&mp(&map(&[]))),
+        parse_ack(&mp(&map(&[]))),
         Err(FrameError::Invalid(_))
     ));
     assert!(matches!(
-        frame::parse_ack(b"{\"ack\":\"x\""),
+        parse_ack(b"{\"ack\":\"x\""),
         Err(FrameError::Json(_))
     ));
     assert!(matches!(
-        frame::parse_ack(&[0x81, 0xa3]),
+        parse_ack(&[0x81, 0xa3]),
         Err(FrameError::MessagePack(_))
     ));
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use forward::frame::{self, Check, DEFAULT_MAX_FRAME_BYTES};
+use forward::{Check, DEFAULT_MAX_FRAME_BYTES, check_frame, parse_frame};
 use forward::{Compression, EventTime, FrameError, Framing, Mode};
 use rmpv::Value;
 
@@ -12,11 +12,11 @@ const MAX: usize = DEFAULT_MAX_FRAME_BYTES;
 /// `check` must delimit exactly `bytes`, then `parse` them.
 fn decode(bytes: &[u8]) -> forward::Frame {
     assert_eq!(
-        frame::check(bytes, MAX),
+        check_frame(bytes, MAX),
         Ok(Check::Complete(bytes.len())),
         "check must delimit the whole frame"
     );
-    frame::parse(bytes, MAX).expect("valid frame")
+    parse_frame(bytes, MAX).expect("valid frame")
 }
 
 #[test]
@@ -317,12 +317,9 @@ fn compressed_packed_forward_over_the_cap_is_too_large() {
     ]));
     let limit = 64 * 1024;
     assert!(bytes.len() < limit, "the compressed frame itself fits");
+    assert_eq!(check_frame(&bytes, limit), Ok(Check::Complete(bytes.len())));
     assert_eq!(
-        frame::check(&bytes, limit),
-        Ok(Check::Complete(bytes.len()))
-    );
-    assert_eq!(
-        frame::parse(&bytes, limit),
+        parse_frame(&bytes, limit),
         Err(FrameError::TooLarge { limit })
     );
 }
@@ -336,10 +333,10 @@ fn compressed_packed_forward_exactly_at_the_cap_is_accepted() {
         map(&[("compressed", Value::from("gzip"))]),
     ]));
     let limit = raw.len().max(bytes.len());
-    let f = frame::parse(&bytes, limit).expect("decompressed size equal to the cap is allowed");
+    let f = parse_frame(&bytes, limit).expect("decompressed size equal to the cap is allowed");
     assert_entries(&f, &expected);
     assert_eq!(
-        frame::parse(&bytes, raw.len() - 1).map(|_| ()),
+        parse_frame(&bytes, raw.len() - 1).map(|_| ()),
         Err(FrameError::TooLarge {
             limit: raw.len() - 1
         })
@@ -422,8 +419,8 @@ fn json_framing_several_frames_back_to_back_with_and_without_whitespace() {
         let bytes = stream.as_bytes();
         let mut pos = 0;
         let mut frames = Vec::new();
-        while let Check::Complete(n) = frame::check(&bytes[pos..], MAX).expect("valid stream") {
-            frames.push(frame::parse(&bytes[pos..pos + n], MAX).expect("valid frame"));
+        while let Check::Complete(n) = check_frame(&bytes[pos..], MAX).expect("valid stream") {
+            frames.push(parse_frame(&bytes[pos..pos + n], MAX).expect("valid frame"));
             pos += n;
         }
         assert!(
@@ -452,20 +449,20 @@ fn json_and_messagepack_frames_interleave() {
     let mut stream = GO_LINE.as_bytes().to_vec();
     stream.extend_from_slice(&mp_frame);
     stream.extend_from_slice(GO_LINE.as_bytes());
-    let Check::Complete(n1) = frame::check(&stream, MAX).unwrap() else {
+    let Check::Complete(n1) = check_frame(&stream, MAX).unwrap() else {
         panic!("first frame complete")
     };
     assert_eq!(n1, GO_LINE.len());
-    let Check::Complete(n2) = frame::check(&stream[n1..], MAX).unwrap() else {
+    let Check::Complete(n2) = check_frame(&stream[n1..], MAX).unwrap() else {
         panic!("second frame complete")
     };
     assert_eq!(n2, mp_frame.len());
     assert_eq!(
-        frame::parse(&stream[n1..n1 + n2], MAX).unwrap().framing,
+        parse_frame(&stream[n1..n1 + n2], MAX).unwrap().framing,
         Framing::MessagePack
     );
     assert_eq!(
-        frame::check(&stream[n1 + n2..], MAX),
+        check_frame(&stream[n1 + n2..], MAX),
         Ok(Check::Complete(GO_LINE.len()))
     );
 }
@@ -497,9 +494,9 @@ fn fuzz_seed_corpus_is_valid_frames() {
         let mut rest = &data[2..];
         let mut frames = 0;
         while let Check::Complete(n) =
-            frame::check(rest, MAX).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+            check_frame(rest, MAX).unwrap_or_else(|e| panic!("{path:?}: {e}"))
         {
-            frame::parse(&rest[..n], MAX).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            parse_frame(&rest[..n], MAX).unwrap_or_else(|e| panic!("{path:?}: {e}"));
             rest = &rest[n..];
             frames += 1;
         }

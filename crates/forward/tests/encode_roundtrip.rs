@@ -5,15 +5,17 @@ mod common;
 use base64::Engine as _;
 use common::*;
 use forward::encode;
-use forward::frame::{self, Check, DEFAULT_MAX_FRAME_BYTES};
+use forward::{
+    Check, DEFAULT_MAX_FRAME_BYTES, check_frame, check_reply, json_to_value, parse_ack, parse_frame,
+};
 use forward::{Compression, EventTime, Framing, Mode, Options};
 use rmpv::Value;
 
 const MAX: usize = DEFAULT_MAX_FRAME_BYTES;
 
 fn decode(bytes: &[u8]) -> forward::Frame {
-    assert_eq!(frame::check(bytes, MAX), Ok(Check::Complete(bytes.len())));
-    frame::parse(bytes, MAX).expect("valid frame")
+    assert_eq!(check_frame(bytes, MAX), Ok(Check::Complete(bytes.len())));
+    parse_frame(bytes, MAX).expect("valid frame")
 }
 
 fn opts(compressed: Option<Compression>) -> Options {
@@ -145,7 +147,7 @@ fn writers_append_after_existing_bytes() {
     );
     let first = buf.len();
     encode::write_packed_forward(&mut buf, "b", &entries, &opts(Some(Compression::Gzip)));
-    assert_eq!(frame::check(&buf, MAX), Ok(Check::Complete(first)));
+    assert_eq!(check_frame(&buf, MAX), Ok(Check::Complete(first)));
     assert_eq!(decode(&buf[first..]).tag, "b");
 }
 
@@ -163,10 +165,7 @@ fn write_json_message_round_trips_with_and_without_chunk() {
         assert_eq!(f.tag, "billing");
         assert_eq!(
             pairs(&f),
-            [(
-                EventTime::new(1_795_754_038, 0),
-                frame::json_to_value(rec.clone())
-            )]
+            [(EventTime::new(1_795_754_038, 0), json_to_value(rec.clone()))]
         );
         assert_eq!(f.options.chunk.as_deref(), chunk.map(str::as_bytes));
     }
@@ -188,11 +187,11 @@ fn write_ack_round_trips_in_both_framings() {
         let mut buf = Vec::new();
         encode::write_ack(&mut buf, id.as_bytes(), framing);
         assert_eq!(
-            frame::check_reply(&buf, 1024),
+            check_reply(&buf, 1024),
             Ok(Check::Complete(buf.len())),
             "{framing:?}"
         );
-        assert_eq!(frame::parse_ack(&buf), Ok(id.into_bytes()), "{framing:?}");
+        assert_eq!(parse_ack(&buf), Ok(id.into_bytes()), "{framing:?}");
     }
 }
 
@@ -201,7 +200,7 @@ fn messagepack_ack_echoes_non_utf8_chunk_byte_for_byte() {
     let chunk = [0xff, 0xfe, 0x00, 0x80];
     let mut buf = Vec::new();
     encode::write_ack(&mut buf, &chunk, Framing::MessagePack);
-    assert_eq!(frame::parse_ack(&buf), Ok(chunk.to_vec()));
+    assert_eq!(parse_ack(&buf), Ok(chunk.to_vec()));
     // and is what rmpv calls {"ack": <str>}
     let v = rmpv::decode::read_value(&mut &buf[..]).unwrap();
     assert_eq!(v.as_map().map(|m| m.len()), Some(1));

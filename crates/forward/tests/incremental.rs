@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use forward::frame::DEFAULT_MAX_FRAME_BYTES;
+use forward::DEFAULT_MAX_FRAME_BYTES;
 use forward::{AckReader, Connection, ConnectionError, EventTime, FrameError, Framing};
 use rmpv::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use forward::encode;
-use forward::frame::{self, Check};
+use forward::{Check, check_frame, check_reply, json_to_value, parse_ack, parse_frame};
 use forward::{Compression, Connection, EventTime, FrameError, Framing, Mode, Options};
 use proptest::prelude::*;
 use rmpv::Value;
@@ -194,7 +194,7 @@ fn json_case() -> impl Strategy<Value = Case> {
             Case {
                 bytes,
                 tag,
-                entries: vec![(EventTime::new(secs, 0), frame::json_to_value(rec))],
+                entries: vec![(EventTime::new(secs, 0), json_to_value(rec))],
                 options,
                 mode: Mode::Message,
                 framing: Framing::Json,
@@ -234,8 +234,8 @@ proptest! {
     #[test]
     fn encoded_frames_decode_to_what_was_encoded(case in any_case()) {
         let n = frame_len(&case);
-        prop_assert_eq!(frame::check(&case.bytes, MAX), Ok(Check::Complete(n)));
-        let f = frame::parse(&case.bytes[..n], MAX).unwrap();
+        prop_assert_eq!(check_frame(&case.bytes, MAX), Ok(Check::Complete(n)));
+        let f = parse_frame(&case.bytes[..n], MAX).unwrap();
         assert_decodes_to(&f, &case);
     }
 
@@ -243,7 +243,7 @@ proptest! {
     fn every_prefix_of_a_frame_is_incomplete(case in any_case()) {
         let n = frame_len(&case);
         for cut in 0..n {
-            prop_assert_eq!(frame::check(&case.bytes[..cut], MAX), Ok(Check::Incomplete), "cut {} of {:?}", cut, case.bytes);
+            prop_assert_eq!(check_frame(&case.bytes[..cut], MAX), Ok(Check::Incomplete), "cut {} of {:?}", cut, case.bytes);
         }
     }
 
@@ -252,8 +252,8 @@ proptest! {
         let n = frame_len(&case);
         let mut bytes = case.bytes[..n].to_vec();
         bytes.extend_from_slice(&trailing);
-        prop_assert_eq!(frame::check(&bytes, MAX), Ok(Check::Complete(n)));
-        assert_decodes_to(&frame::parse(&bytes[..n], MAX).unwrap(), &case);
+        prop_assert_eq!(check_frame(&bytes, MAX), Ok(Check::Complete(n)));
+        assert_decodes_to(&parse_frame(&bytes[..n], MAX).unwrap(), &case);
     }
 
     #[test]
@@ -295,24 +295,24 @@ proptest! {
     fn the_messagepack_ack_echoes_any_chunk(chunk in proptest::collection::vec(any::<u8>(), 0..64)) {
         let mut buf = Vec::new();
         encode::write_ack(&mut buf, &chunk, Framing::MessagePack);
-        prop_assert_eq!(frame::check_reply(&buf, 1024), Ok(Check::Complete(buf.len())));
-        prop_assert_eq!(frame::parse_ack(&buf), Ok(chunk));
+        prop_assert_eq!(check_reply(&buf, 1024), Ok(Check::Complete(buf.len())));
+        prop_assert_eq!(parse_ack(&buf), Ok(chunk));
     }
 
     #[test]
     fn the_json_ack_echoes_any_utf8_chunk(chunk in "\\PC{0,32}") {
         let mut buf = Vec::new();
         encode::write_ack(&mut buf, chunk.as_bytes(), Framing::Json);
-        prop_assert_eq!(frame::check_reply(&buf, 1024), Ok(Check::Complete(buf.len())));
-        prop_assert_eq!(frame::parse_ack(&buf), Ok(chunk.into_bytes()));
+        prop_assert_eq!(check_reply(&buf, 1024), Ok(Check::Complete(buf.len())));
+        prop_assert_eq!(parse_ack(&buf), Ok(chunk.into_bytes()));
     }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), limit in 1usize..2048) {
         decode_stream_invariants(&bytes, limit);
-        let _ = frame::parse(&bytes, limit);
-        let _ = frame::parse_ack(&bytes);
-        let _ = frame::check_reply(&bytes, limit);
+        let _ = parse_frame(&bytes, limit);
+        let _ = parse_ack(&bytes);
+        let _ = check_reply(&bytes, limit);
     }
 
     #[test]
@@ -328,7 +328,7 @@ proptest! {
         }
         bytes.truncate(cut.index(bytes.len() + 1).max(1));
         decode_stream_invariants(&bytes, MAX);
-        let _ = frame::parse(&bytes, MAX);
+        let _ = parse_frame(&bytes, MAX);
     }
 
     #[test]
@@ -344,7 +344,7 @@ proptest! {
 fn decode_stream_invariants(bytes: &[u8], limit: usize) {
     let mut rest = bytes;
     loop {
-        match frame::check(rest, limit) {
+        match check_frame(rest, limit) {
             Ok(Check::Complete(n)) => {
                 assert!(
                     n > 0 && n <= rest.len() && n <= limit,
@@ -354,14 +354,14 @@ fn decode_stream_invariants(bytes: &[u8], limit: usize) {
                 let first = rest.iter().position(|&b| !b" \t\r\n".contains(&b)).unwrap();
                 if rest[first] != b'[' && rest[first] != b'{' {
                     // MessagePack delimited by check parses without a decoder error
-                    let res = frame::parse(&rest[..n], limit);
+                    let res = parse_frame(&rest[..n], limit);
                     assert!(
                         !matches!(res, Err(FrameError::MessagePack(_))),
                         "{res:?} for {:02x?}",
                         &rest[..n]
                     );
                 } else {
-                    let _ = frame::parse(&rest[..n], limit);
+                    let _ = parse_frame(&rest[..n], limit);
                 }
                 rest = &rest[n..];
             }

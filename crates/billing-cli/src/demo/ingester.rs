@@ -73,7 +73,7 @@ impl Store for DemoStore {
             let kept: Vec<_> = frame
                 .entries
                 .iter()
-                .filter(|e| forward::frame::value_to_json(&e.record)["unique_key"] != **key)
+                .filter(|e| forward::value_to_json(&e.record)["unique_key"] != **key)
                 .cloned()
                 .collect();
             if kept.len() < frame.entries.len() {

@@ -179,10 +179,10 @@ mod tests {
     fn parse_all(mut bytes: &[u8]) -> Vec<forward::Frame> {
         let mut frames = Vec::new();
         while !bytes.is_empty() {
-            let forward::Check::Complete(n) = forward::frame::check(bytes, 1 << 24).unwrap() else {
+            let forward::Check::Complete(n) = forward::check_frame(bytes, 1 << 24).unwrap() else {
                 panic!("incomplete frame");
             };
-            frames.push(forward::frame::parse(&bytes[..n], 1 << 24).unwrap());
+            frames.push(forward::parse_frame(&bytes[..n], 1 << 24).unwrap());
             bytes = &bytes[n..];
         }
         frames
@@ -206,7 +206,7 @@ mod tests {
             let keys: Vec<String> = frames
                 .iter()
                 .flat_map(|f| &f.entries)
-                .map(|e| forward::frame::value_to_json(&e.record)["unique_key"].to_string())
+                .map(|e| forward::value_to_json(&e.record)["unique_key"].to_string())
                 .collect();
             assert_eq!(keys.len(), 6, "{framing:?}");
             assert!(keys[0].contains("e0:node-seconds"), "{framing:?}: {keys:?}");

@@ -1,4 +1,4 @@
-//! Arbitrary bytes through `frame::check` / `frame::parse` the way `Connection` drives them:
+//! Arbitrary bytes through `check_frame` / `parse_frame` the way `Connection` drives them:
 //! bytes arrive in reads, the buffer is checked after each, complete frames are parsed and
 //! dropped from the front.
 //!
@@ -10,7 +10,7 @@
 #![no_main]
 
 use forward::FrameError;
-use forward::frame::{self, Check};
+use forward::{Check, check_frame, parse_frame};
 use libfuzzer_sys::fuzz_target;
 
 /// What a connection would have seen: each frame (or its parse error), then how it ended.
@@ -19,14 +19,14 @@ fn run(stream: &[u8], max: usize, read: usize) -> Vec<String> {
     let mut buf: Vec<u8> = Vec::new();
     let mut fed = 0;
     loop {
-        match frame::check(&buf, max) {
+        match check_frame(&buf, max) {
             Ok(Check::Complete(n)) => {
                 assert!(
                     n > 0 && n <= buf.len() && n <= max,
                     "length {n} of {} bytes, limit {max}",
                     buf.len()
                 );
-                let res = frame::parse(&buf[..n], max);
+                let res = parse_frame(&buf[..n], max);
                 let first = buf
                     .iter()
                     .position(|&b| !b" \t\r\n".contains(&b))
@@ -73,5 +73,5 @@ fuzz_target!(|data: &[u8]| {
     let chunked = run(stream, max, read);
     assert_eq!(whole, chunked, "outcome depends on the read size {read}");
     // parse alone on bytes check never saw must not panic either
-    let _ = frame::parse(stream, max);
+    let _ = parse_frame(stream, max);
 });
