@@ -68,8 +68,8 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
             let registry = metrics.registry(server.stats());
             tokio::spawn(billing_ingest::http::serve_metrics(
                 listener,
-                billing_ingest::metrics::CONTENT_TYPE,
-                move || billing_ingest::metrics::encode(&registry),
+                billing_ingest::METRICS_CONTENT_TYPE,
+                move || billing_ingest::encode_metrics(&registry),
                 std::future::pending(),
             ));
         }

@@ -81,7 +81,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read store {url}"))?;
         if args.summary {
             let summary = store.summary().await?;
-            billing_ingest::report::write_summary(&mut out, &summary, format)?;
+            billing_ingest::write_summary(&mut out, &summary, format)?;
         } else {
             let query = UsageQuery {
                 from: args.from,
@@ -95,7 +95,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
                 },
             };
             let rows = store.usage(&query).await?;
-            billing_ingest::report::write_usage(&mut out, &rows, format)?;
+            billing_ingest::write_usage(&mut out, &rows, format)?;
         }
         anyhow::Ok(())
     })?;

@@ -23,7 +23,7 @@
 //! # Features
 //!
 //! - `clap` (default): [`Args`], the settings as command-line flags and environment variables.
-//! - `test-util`: [`testing`], an in-process forward server for your own tests.
+//! - `test-util`: `testing::TestIngester`, an in-process forward server for your own tests.
 
 #[cfg(feature = "clap")]
 mod args;

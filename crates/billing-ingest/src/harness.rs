@@ -22,7 +22,7 @@
 //!
 //! ```
 //! # async fn demo(store: std::sync::Arc<billing_ingest::SqliteStore>) -> Result<(), Box<dyn std::error::Error>> {
-//! use billing_ingest::harness::RunningIngester;
+//! use billing_ingest::RunningIngester;
 //! let ingester = RunningIngester::start("127.0.0.1:0", store).await?;
 //! let addr = ingester.addr(); // point clients here
 //! let store = ingester.shutdown().await; // still open

@@ -2,14 +2,14 @@
 //! safely in the store.
 //!
 //! Stores are named by URL ([`StoreUrl`]):
-//! - `sqlite:PATH` (the default, `sqlite:billing.db`): one SQLite file, see [`sqlite`];
+//! - `sqlite:PATH` (the default, `sqlite:billing.db`): one SQLite file, see [`SqliteStore`] (`sqlite.rs`);
 //! - `postgres://USER@HOST:PORT/DB[?schema=NAME][&pool_size=N]`: PostgreSQL, shared by several
-//!   ingesters that dedupe together, see [`postgres`];
+//!   ingesters that dedupe together, see [`PgStore`] (`postgres.rs`);
 //! - `jsonl:PATH`: one JSON line per received entry, a debugging and export sink with no
-//!   dedupe, see [`jsonl`].
+//!   dedupe, see [`JsonlStore`] (`jsonl.rs`).
 //!
 //! What every database store guarantees for one frame (one chunk), in **one transaction**:
-//! each entry is validated ([`validate`]); a valid record whose `unique_key` is new is stored
+//! each entry is validated (`validate.rs`, by the rules of [`billing_schema::validate`]); a valid record whose `unique_key` is new is stored
 //! and added to its hourly rollup; a repeat with the same body is a *duplicate*; a repeat with a
 //! different body is a *conflict* (the first version stays, the new one is kept in `conflicts`
 //! and logged); an invalid entry goes to `quarantine` with its raw form and the reason; the
@@ -19,10 +19,10 @@
 //!
 //! Observability: [`serve_with_metrics`] counts every frame's outcome into [`IngestMetrics`]
 //! (records by outcome, commit latency, store errors), exported with the forward server's
-//! connection counters as `billing_ingest_*` Prometheus metrics ([`metrics`]), served by the
+//! connection counters as `billing_ingest_*` Prometheus metrics (`metrics.rs`), served by the
 //! minimal HTTP responder in [`http`].
 //!
-//! In-process: [`harness`] runs an ingester inside another program (tests, `billing demo`),
+//! In-process: `harness.rs` runs an ingester inside another program (tests, `billing demo`),
 //! as a task on the caller's runtime ([`RunningIngester`]) or on its own thread
 //! ([`BackgroundIngester`]), and hands the store back, still open, when it stops.
 //!
@@ -31,15 +31,15 @@
 //! never acked. Validation bounds every field that could otherwise poison a transaction
 //! (lengths, NUL, integer range); realistic amounts are far from this limit.
 
-pub mod harness;
+mod harness;
 pub mod http;
-pub mod jsonl;
-pub mod metrics;
-pub mod postgres;
-pub mod report;
-pub mod schema;
-pub mod sqlite;
-pub mod validate;
+mod jsonl;
+mod metrics;
+mod postgres;
+mod report;
+mod schema;
+mod sqlite;
+mod validate;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,9 +49,14 @@ use std::sync::Arc;
 use forward::{Disposition, Frame, Handler, Server, ServerConfig};
 
 pub use harness::{BackgroundIngester, IngesterError, IngesterOptions, RunningIngester};
-pub use metrics::IngestMetrics;
-pub use postgres::{PgStore, PgUrl};
-pub use report::{Format, Granularity, Summary, UsageQuery, UsageRow};
+pub use jsonl::JsonlStore;
+pub use metrics::{
+    CONTENT_TYPE as METRICS_CONTENT_TYPE, IngestMetrics, PREFIX as METRICS_PREFIX,
+    encode as encode_metrics,
+};
+pub use postgres::{DEFAULT_POOL_SIZE, PgStore, PgUrl, PoolStatus};
+pub use report::{Format, Granularity, Summary, UsageQuery, UsageRow, write_summary, write_usage};
+pub use schema::LATEST as SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
 
 /// The store `billing ingest` and `billing report` use when none is named.
@@ -275,7 +280,7 @@ impl AnyStore {
         })
     }
 
-    /// Usage per instance, amount type and bucket, sorted (see [`report`]).
+    /// Usage per instance, amount type and bucket, sorted (see [`UsageQuery`]).
     ///
     /// # Errors
     /// Query failures; [`StoreError::Unsupported`] for `jsonl:`.

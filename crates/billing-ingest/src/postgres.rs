@@ -43,7 +43,7 @@
 //! (records, rollups, conflicts, counters) and within a table in the same sorted key order, so
 //! no two transactions can wait on each other in a cycle.
 
-pub mod url;
+mod url;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use billing_ingest::report::{write_summary, write_usage};
 use billing_ingest::{
     AnyStore, BackgroundIngester, Format, Granularity, IngesterOptions, PgStore, PgUrl,
     RunningIngester, Store, StoreError, StoreOutcome, StoreUrl, UsageQuery, UsageRow,
 };
+use billing_ingest::{write_summary, write_usage};
 use billing_schema::parse_rfc3339;
 use forward::{AckReader, Entry, EventTime, Frame, Framing, Mode, Options};
 use rmpv::Value;
@@ -1012,7 +1012,7 @@ async fn migrations_run_once_and_reopening_keeps_data(db: TestDb) {
     assert_eq!(db.int("SELECT COUNT(*) FROM schema_version").await, 1);
     assert_eq!(
         db.int("SELECT MAX(version) FROM schema_version").await,
-        billing_ingest::schema::LATEST
+        billing_ingest::SCHEMA_VERSION
     );
     assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 1);
     assert_eq!(usage(&store, Granularity::Hour).await.len(), 1);
@@ -1020,7 +1020,7 @@ async fn migrations_run_once_and_reopening_keeps_data(db: TestDb) {
 
 async fn store_with_a_newer_schema_version_is_refused(db: TestDb) {
     drop(db.open().await);
-    let newer = billing_ingest::schema::LATEST + 1;
+    let newer = billing_ingest::SCHEMA_VERSION + 1;
     db.exec(&format!(
         "INSERT INTO schema_version (version, applied_at) VALUES ({newer}, 'by a newer build')"
     ))
