@@ -1,6 +1,7 @@
 //! An in-process forward server for users' own tests: it records what arrived and can
-//! withhold acks or drop connections on demand. It runs on its own thread and runtime, so it
-//! works from plain `#[test]`s and from inside tokio tests alike.
+//! withhold acks or drop connections on demand. It is `forward`'s [`forward::BackgroundServer`]
+//! (its own thread and runtime, so it works from plain `#[test]`s and from inside tokio tests
+//! alike) with a recording handler; this module adds only the recording and the ack modes.
 //!
 //! ```no_run
 //! use billing_client::testing::TestIngester;
@@ -15,11 +16,9 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use forward::{Disposition, Frame, Handler};
-use tokio::sync::watch;
+use forward::{BackgroundOptions, BackgroundServer, Disposition, Frame, Handler, StartError};
 
 use crate::config::Config;
 
@@ -54,7 +53,6 @@ struct State {
     arrived: Condvar,
     frames: AtomicUsize,
     acked_frames: AtomicUsize,
-    connections: AtomicUsize,
 }
 
 struct Recorder(Arc<State>);
@@ -93,18 +91,15 @@ impl Handler for Recorder {
 /// The in-process test ingester. Stops when dropped.
 #[derive(Debug)]
 pub struct TestIngester {
-    addr: SocketAddr,
     state: Arc<State>,
-    kill: watch::Sender<u64>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: BackgroundServer,
 }
 
 impl TestIngester {
     /// Starts a server on `127.0.0.1:0`.
     ///
     /// # Errors
-    /// If the runtime or the listener cannot be created.
+    /// If the runtime, the thread or the listener cannot be created.
     pub fn start() -> std::io::Result<Self> {
         Self::start_on("127.0.0.1:0".parse().expect("valid address"))
     }
@@ -112,69 +107,35 @@ impl TestIngester {
     /// Starts a server on `addr` (to restart one on the port a client already uses).
     ///
     /// # Errors
-    /// If the runtime or the listener cannot be created.
+    /// If the runtime, the thread or the listener cannot be created.
     pub fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        // Bound with std so that starting works from inside a caller's runtime too.
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let state = Arc::new(State {
             mode: Mutex::new(AckMode::Ack),
             received: Mutex::new(Vec::new()),
             arrived: Condvar::new(),
             frames: AtomicUsize::new(0),
             acked_frames: AtomicUsize::new(0),
-            connections: AtomicUsize::new(0),
         });
-        let (kill, kill_rx) = watch::channel(0u64);
-        let (stop, mut stop_rx) = tokio::sync::oneshot::channel();
         let handler = Arc::new(Recorder(state.clone()));
-        let st = state.clone();
-        let thread = std::thread::Builder::new().name("test-ingester".into()).spawn(move || {
-            runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-                loop {
-                    let (stream, peer) = tokio::select! {
-                        _ = &mut stop_rx => return,
-                        accepted = listener.accept() => match accepted {
-                            Ok(a) => a,
-                            Err(_) => continue,
-                        },
-                    };
-                    st.connections.fetch_add(1, Ordering::SeqCst);
-                    let mut kill_rx = kill_rx.clone();
-                    kill_rx.mark_unchanged();
-                    let handler = handler.clone();
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            _ = forward::serve_connection(stream, peer, handler, forward::ServerConfig::default()) => {}
-                            _ = kill_rx.changed() => {}
-                        }
-                    });
-                }
-            })
-        })?;
-        Ok(Self {
-            addr,
-            state,
-            kill,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        let options = BackgroundOptions::default().thread_name("test-ingester");
+        let setup = async move { Ok::<_, std::convert::Infallible>((handler, ())) };
+        let (server, ()) =
+            BackgroundServer::start_with(addr, options, setup).map_err(|e| match e {
+                StartError::Bind(e) | StartError::Spawn(e) => e,
+                other => std::io::Error::other(other.to_string()),
+            })?;
+        Ok(Self { state, server })
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// A client config pointing at this server, with short retry delays for tests.
     pub fn client_config(&self) -> Config {
         Config {
-            ingester: self.addr.to_string(),
+            ingester: self.addr().to_string(),
             retry_delay: Duration::from_millis(10),
             retry_delay_max: Duration::from_millis(100),
             ..Config::default()
@@ -188,7 +149,7 @@ impl TestIngester {
 
     /// Closes every open connection now (new ones are still accepted).
     pub fn drop_connections(&self) {
-        self.kill.send_modify(|g| *g += 1);
+        self.server.drop_connections();
     }
 
     /// Every entry received so far, in arrival order (repeats included).
@@ -215,7 +176,8 @@ impl TestIngester {
 
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
-        self.state.connections.load(Ordering::SeqCst)
+        let total = self.server.stats().connections_total.load(Ordering::SeqCst);
+        usize::try_from(total).unwrap_or(usize::MAX)
     }
 
     /// Waits until at least `n` entries arrived; `false` if `timeout` passed first.
@@ -239,17 +201,5 @@ impl TestIngester {
                 .0;
         }
         true
-    }
-}
-
-impl Drop for TestIngester {
-    fn drop(&mut self) {
-        self.drop_connections();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
