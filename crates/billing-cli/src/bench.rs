@@ -172,6 +172,7 @@ impl StoreTarget {
                 server,
                 store.clone(),
                 metrics.clone(),
+                billing_schema::validate::Policy::default(),
                 async {
                     let _ = stopped.await;
                 },

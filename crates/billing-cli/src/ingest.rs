@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
-use billing_ingest::{AnyStore, IngestMetrics, Store, StoreError, StoreOutcome};
+use billing_ingest::{AnyStore, Checked, IngestMetrics, Store, StoreError, StoreOutcome};
+use billing_schema::validate::Policy;
 use forward::Frame;
 
 use crate::store_args::StoreArgs;
+use crate::validation_args::ValidationArgs;
 
 /// Default listen address: where the Go client's default `--billing.ingester` points.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:24225";
@@ -23,6 +25,8 @@ pub struct IngestArgs {
     pub listen: String,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub validation: ValidationArgs,
     /// Serve Prometheus metrics (billing_ingest_*) at http://ADDR/metrics [default: none].
     #[arg(long, env = "BILLING_INGEST_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
@@ -73,6 +77,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
                 std::future::pending(),
             ));
         }
+        let policy = args.validation.policy();
         match args.test_hold_after_commits {
             Some(n) => {
                 let held = HoldAfter {
@@ -80,17 +85,18 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
                     commits: AtomicU64::new(0),
                     hold_at: n,
                 };
-                serve(server, held, metrics).await;
+                serve(server, held, metrics, policy).await;
             }
-            None => serve(server, store, metrics).await,
+            None => serve(server, store, metrics, policy).await,
         }
         tracing::info!("ingester stopped");
         Ok(())
     })
 }
 
-async fn serve(server: forward::Server, store: impl Store, metrics: IngestMetrics) {
-    billing_ingest::serve_with_metrics(server, Arc::new(store), metrics, shutdown_signal()).await;
+async fn serve(server: forward::Server, store: impl Store, metrics: IngestMetrics, policy: Policy) {
+    let store = Arc::new(store);
+    billing_ingest::serve_with_metrics(server, store, metrics, policy, shutdown_signal()).await;
 }
 
 /// `--test-hold-after-commits`: the store that commits, then stops before the ack.
@@ -101,12 +107,12 @@ struct HoldAfter {
 }
 
 impl Store for HoldAfter {
-    async fn store(&self, frame: &Frame) -> Result<StoreOutcome, StoreError> {
+    async fn store(&self, frame: &Frame, checked: Checked) -> Result<StoreOutcome, StoreError> {
         if self.commits.load(Ordering::SeqCst) >= self.hold_at {
             // Held: take nothing more.
             return std::future::pending().await;
         }
-        let outcome = self.store.store(frame).await?;
+        let outcome = self.store.store(frame, checked).await?;
         let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
         if n >= self.hold_at {
             if n == self.hold_at {

@@ -1,5 +1,6 @@
 //! Go-style durations (`500ms`, `1m30s`, `1.5h`, `300us`): the syntax of Go's
-//! `time.ParseDuration`, so flag values from Go deployments keep working. `humantime` reads a
+//! `time.ParseDuration`, so flag values from Go deployments keep working, plus `d` for days
+//! (`35d`), which Go lacks and retention-like settings need. `humantime` reads a
 //! different dialect (no fractions, spaces), hence this small parser.
 
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 /// # Errors
 /// A message naming the text that is not a duration.
 pub fn parse(s: &str) -> Result<Duration, String> {
-    let err = || format!("invalid duration {s:?} (examples: 500ms, 1m30s, 2h)");
+    let err = || format!("invalid duration {s:?} (examples: 500ms, 1m30s, 2h, 35d)");
     let mut rest = s.trim();
     if rest.starts_with('+') {
         rest = &rest[1..];
@@ -37,6 +38,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
             _ => return Err(err()),
         };
         let (int, frac) = num.split_once('.').unwrap_or((num, ""));
@@ -115,6 +117,12 @@ mod tests {
         assert_eq!(parse("300µs").unwrap(), Duration::from_micros(300));
         assert_eq!(parse("0").unwrap(), Duration::ZERO);
         assert_eq!(parse(".5m").unwrap(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn days_extend_the_go_syntax() {
+        assert_eq!(parse("35d").unwrap(), Duration::from_secs(35 * 86_400));
+        assert_eq!(parse("1d12h").unwrap(), Duration::from_secs(36 * 3600));
     }
 
     #[test]

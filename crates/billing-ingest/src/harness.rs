@@ -42,6 +42,8 @@ use forward::{
 };
 use forward::{ShutdownError, StartError};
 
+use billing_schema::validate::Policy;
+
 use crate::{AnyStore, Ingest, IngestMetrics, Store, StoreError, StoreUrl};
 
 /// Why an in-process ingester did not start or stop cleanly.
@@ -80,6 +82,8 @@ pub struct IngesterOptions {
     pub metrics: Option<IngestMetrics>,
     /// The forward server's settings.
     pub server: ServerConfig,
+    /// The validation rules (default: [`Policy::default`]).
+    pub policy: Policy,
     /// [`BackgroundIngester`] only: its thread's name (default `billing-ingester`).
     pub thread_name: Option<String>,
     /// [`BackgroundIngester`] only: the longest wait for its thread when shutting down
@@ -99,6 +103,13 @@ impl IngesterOptions {
     #[must_use]
     pub fn server(mut self, config: ServerConfig) -> Self {
         self.server = config;
+        self
+    }
+
+    /// Validates records under `policy`.
+    #[must_use]
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -165,6 +176,7 @@ impl<S: Store> RunningIngester<S> {
         let handler = Arc::new(Ingest {
             store: store.clone(),
             metrics: metrics.clone(),
+            policy: options.policy,
         });
         let server = SpawnedServer::spawn(server, handler).map_err(bind_error)?;
         Ok(Self {
@@ -252,6 +264,7 @@ impl<S: Store> BackgroundIngester<S> {
         let IngesterOptions {
             metrics,
             server,
+            policy,
             thread_name,
             shutdown_timeout,
         } = options;
@@ -268,6 +281,7 @@ impl<S: Store> BackgroundIngester<S> {
             let handler = Arc::new(Ingest {
                 store: store.clone(),
                 metrics: counted,
+                policy,
             });
             Ok::<_, StoreError>((handler, store))
         });

@@ -16,7 +16,7 @@ use forward::value_to_json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use crate::{Store, StoreError, StoreOutcome};
+use crate::{Checked, Store, StoreError, StoreOutcome};
 
 /// Appends JSON lines to a file.
 #[derive(Debug)]
@@ -67,7 +67,8 @@ pub fn write_entry_line(
 }
 
 impl Store for JsonlStore {
-    async fn store(&self, frame: &Frame) -> Result<StoreOutcome, StoreError> {
+    /// Writes every entry, valid or not: a `jsonl:` store is a raw sink (no quarantine).
+    async fn store(&self, frame: &Frame, _checked: Checked) -> Result<StoreOutcome, StoreError> {
         let mut out = Vec::with_capacity(256 * frame.entries.len());
         for entry in &frame.entries {
             write_entry_line(&mut out, &frame.tag, entry).map_err(std::io::Error::other)?;

@@ -34,6 +34,7 @@
 mod harness;
 pub mod http;
 mod jsonl;
+pub mod log;
 mod metrics;
 mod postgres;
 mod report;
@@ -46,6 +47,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use billing_schema::validate::Policy;
 use forward::{Disposition, Frame, Handler, Server, ServerConfig};
 
 pub use harness::{BackgroundIngester, IngesterError, IngesterOptions, RunningIngester};
@@ -58,6 +60,7 @@ pub use postgres::{DEFAULT_POOL_SIZE, PgStore, PgUrl, PoolStatus};
 pub use report::{Format, Granularity, Summary, UsageQuery, UsageRow, write_summary, write_usage};
 pub use schema::LATEST as SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
+pub use validate::{Checked, Quarantined, STORE_REJECTED, quarantine_reasons};
 
 /// The store `billing ingest` and `billing report` use when none is named.
 pub const DEFAULT_STORE: &str = "sqlite:billing.db";
@@ -209,21 +212,26 @@ pub(crate) struct Written {
     pub outcome: StoreOutcome,
     /// Keys of conflicting arrivals.
     pub conflicts: Vec<String>,
-    /// Reasons of quarantined entries.
-    pub quarantined: Vec<String>,
 }
 
+/// Conflicts logged one line each, at most this many per frame (the rest are counted).
+const MAX_CONFLICT_LINES: usize = 5;
+
 impl Written {
-    /// Logs the conflicts and quarantined entries of a committed frame.
+    /// Logs the conflicts of a committed frame: a few lines, then a count, so that a frame of
+    /// conflicting repeats cannot flood the log.
     pub(crate) fn log(self) -> StoreOutcome {
-        for key in &self.conflicts {
+        for key in self.conflicts.iter().take(MAX_CONFLICT_LINES) {
             tracing::warn!(
-                unique_key = %key,
+                unique_key = %log::Escaped(key),
                 "conflict: a stored key arrived with a different body; the first version stays, the new one is kept in conflicts"
             );
         }
-        for reason in &self.quarantined {
-            tracing::warn!(%reason, "invalid record quarantined");
+        if self.conflicts.len() > MAX_CONFLICT_LINES {
+            tracing::warn!(
+                more = self.conflicts.len() - MAX_CONFLICT_LINES,
+                "more conflicts in the same frame (kept in conflicts)"
+            );
         }
         self.outcome
     }
@@ -231,13 +239,18 @@ impl Written {
 
 /// Something that makes a frame's entries durable before the ack.
 pub trait Store: Send + Sync + 'static {
-    /// Stores every entry of `frame`; returns only once they are safe (committed).
+    /// Stores the entries of `frame`, sorted by the ingester into `checked` (valid records and
+    /// quarantined entries, see [`Checked::frame`]); returns only once they are safe
+    /// (committed).
     ///
     /// # Errors
     /// Any failure; nothing of the frame is then stored, the chunk is not acked and the client
     /// resends it.
-    fn store(&self, frame: &Frame)
-    -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send;
+    fn store(
+        &self,
+        frame: &Frame,
+        checked: Checked,
+    ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send;
 }
 
 /// Any store a [`StoreUrl`] names, for binaries that pick one at run time.
@@ -309,11 +322,11 @@ const NO_JSONL_REPORTS: StoreError =
     StoreError::Unsupported("a jsonl: store keeps raw lines only and has no reports");
 
 impl Store for AnyStore {
-    async fn store(&self, frame: &Frame) -> Result<StoreOutcome, StoreError> {
+    async fn store(&self, frame: &Frame, checked: Checked) -> Result<StoreOutcome, StoreError> {
         match self {
-            AnyStore::Jsonl(s) => s.store(frame).await,
-            AnyStore::Sqlite(s) => s.store(frame).await,
-            AnyStore::Postgres(s) => s.store(frame).await,
+            AnyStore::Jsonl(s) => s.store(frame, checked).await,
+            AnyStore::Sqlite(s) => s.store(frame, checked).await,
+            AnyStore::Postgres(s) => s.store(frame, checked).await,
         }
     }
 }
@@ -322,14 +335,21 @@ impl<S: Store> Store for Arc<S> {
     fn store(
         &self,
         frame: &Frame,
+        checked: Checked,
     ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send {
-        (**self).store(frame)
+        (**self).store(frame, checked)
     }
 }
 
-struct Ingest<S> {
-    store: Arc<S>,
-    metrics: IngestMetrics,
+/// Keys of quarantined entries named in a frame's summary line, at most.
+const LOGGED_KEYS: usize = 3;
+
+/// The forward handler of an ingester: validates each frame under its policy, stores it, and
+/// acks it once committed.
+pub(crate) struct Ingest<S> {
+    pub(crate) store: Arc<S>,
+    pub(crate) metrics: IngestMetrics,
+    pub(crate) policy: Policy,
 }
 
 impl<S: Store> Handler for Ingest<S> {
@@ -337,30 +357,76 @@ impl<S: Store> Handler for Ingest<S> {
 
     async fn handle(&self, peer: SocketAddr, frame: Frame) -> Result<Disposition, StoreError> {
         let start = std::time::Instant::now();
-        let result = self.store.store(&frame).await;
+        let checked = Checked::frame(&frame, &self.policy, std::time::SystemTime::now());
+        let invalid = summarize(&checked.invalid);
+        let result = self.store.store(&frame, checked).await;
         self.metrics.observe(&result, start.elapsed());
         let outcome = result?;
+        if let Some((counts, keys)) = invalid {
+            self.metrics.quarantined_by(&counts);
+            // One line per frame whatever its size: counts by reason and the first keys.
+            let reasons: Vec<String> = counts.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            let keys: Vec<String> = keys.iter().map(|k| log::Escaped(k).to_string()).collect();
+            tracing::warn!(
+                %peer,
+                quarantined = counts.iter().map(|(_, n)| n).sum::<u64>(),
+                reasons = %reasons.join(" "),
+                first_keys = ?keys,
+                "invalid records quarantined"
+            );
+        }
         tracing::debug!(%peer, mode = ?frame.mode, ?outcome, "frame stored");
         Ok(Disposition::Ack)
     }
 }
 
-/// Serves forward connections on `server` into `store` until `shutdown` completes.
-pub async fn serve<S: Store>(server: Server, store: Arc<S>, shutdown: impl Future<Output = ()>) {
-    serve_with_metrics(server, store, IngestMetrics::new(), shutdown).await;
+/// Counts by reason and the first few keys of a frame's invalid entries.
+type InvalidSummary = (Vec<(&'static str, u64)>, Vec<String>);
+
+fn summarize(invalid: &[Quarantined]) -> Option<InvalidSummary> {
+    if invalid.is_empty() {
+        return None;
+    }
+    let mut counts = std::collections::BTreeMap::<&'static str, u64>::new();
+    for q in invalid {
+        *counts.entry(q.reason).or_default() += 1;
+    }
+    let keys = invalid
+        .iter()
+        .filter_map(|q| q.key.clone())
+        .take(LOGGED_KEYS)
+        .collect();
+    Some((counts.into_iter().collect(), keys))
 }
 
-/// As [`serve`], counting every frame's outcome into `metrics` (export them with
-/// [`IngestMetrics::registry`], built from the same `server`'s [`Server::stats`]).
+/// Serves forward connections on `server` into `store` until `shutdown` completes, with the
+/// default validation [`Policy`].
+pub async fn serve<S: Store>(server: Server, store: Arc<S>, shutdown: impl Future<Output = ()>) {
+    serve_with_metrics(
+        server,
+        store,
+        IngestMetrics::new(),
+        Policy::default(),
+        shutdown,
+    )
+    .await;
+}
+
+/// As [`serve`] under `policy`, counting every frame's outcome into `metrics` (export them
+/// with [`IngestMetrics::registry`], built from the same `server`'s [`Server::stats`]).
 pub async fn serve_with_metrics<S: Store>(
     server: Server,
     store: Arc<S>,
     metrics: IngestMetrics,
+    policy: Policy,
     shutdown: impl Future<Output = ()>,
 ) {
-    server
-        .serve(Arc::new(Ingest { store, metrics }), shutdown)
-        .await;
+    let handler = Ingest {
+        store,
+        metrics,
+        policy,
+    };
+    server.serve(Arc::new(handler), shutdown).await;
 }
 
 /// Binds a forward listener with default limits.

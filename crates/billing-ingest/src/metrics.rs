@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `billing_ingest_records_received_total` | counter | entries in frames whose transaction committed |
 //! | `billing_ingest_records_total{outcome}` | counter | those entries by outcome: `stored`, `duplicate`, `conflict`, `quarantined` (they add up to `received`) |
+//! | `billing_ingest_quarantined_total{reason}` | counter | invalid entries of committed frames by reason (every reason listed from the start, see [`crate::quarantine_reasons`]) |
 //! | `billing_ingest_commit_duration_seconds` | histogram | time of each successful `store()` call (validation, transaction, commit) |
 //! | `billing_ingest_store_errors_total` | counter | `store()` calls that failed (chunk not acked, connection closed) |
 //! | `billing_ingest_connections_open` | gauge | forward connections open now |
@@ -44,6 +45,11 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 /// What the ingest handler counts; cheap to clone (shared counters).
 #[derive(Debug, Clone)]
 pub struct IngestMetrics {
@@ -53,6 +59,7 @@ pub struct IngestMetrics {
     duplicates: Counter,
     conflicts: Counter,
     quarantined: Counter,
+    by_reason: Family<ReasonLabel, Counter>,
     store_errors: Counter,
     commit_seconds: Histogram,
     /// Count and total time of the successful calls, for [`IngestMetrics::commits`] (the
@@ -78,6 +85,13 @@ impl IngestMetrics {
             conflicts: get("conflict"),
             quarantined: get("quarantined"),
             records,
+            by_reason: {
+                let family = Family::<ReasonLabel, Counter>::default();
+                for reason in crate::quarantine_reasons() {
+                    let _ = family.get_or_create(&ReasonLabel { reason });
+                }
+                family
+            },
             store_errors: Counter::default(),
             // 100 µs .. ~13 s: an fsync-bound commit of one small frame up to a stalled database.
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
@@ -105,6 +119,20 @@ impl IngestMetrics {
         }
     }
 
+    /// Counts a committed frame's quarantined entries by reason.
+    pub fn quarantined_by(&self, counts: &[(&'static str, u64)]) {
+        for &(reason, n) in counts {
+            self.by_reason
+                .get_or_create(&ReasonLabel { reason })
+                .inc_by(n);
+        }
+    }
+
+    /// Quarantined entries counted under `reason` so far.
+    pub fn quarantined_total(&self, reason: &'static str) -> u64 {
+        self.by_reason.get_or_create(&ReasonLabel { reason }).get()
+    }
+
     /// Successful `store()` calls so far and the seconds they took in total.
     pub fn commits(&self) -> (u64, f64) {
         let (count, nanos) = &*self.commit_totals;
@@ -127,6 +155,11 @@ impl IngestMetrics {
             "records",
             "Entries of committed frames by outcome: stored, duplicate, conflict, quarantined",
             self.records.clone(),
+        );
+        registry.register(
+            "quarantined",
+            "Invalid entries of committed frames by reason",
+            self.by_reason.clone(),
         );
         registry.register(
             "commit_duration_seconds",

@@ -462,14 +462,13 @@ async fn write_frame(client: &mut Object, checked: Checked) -> Result<Written, S
         }
     }
     if !checked.invalid.is_empty() {
-        let reasons: Vec<&str> = checked.invalid.iter().map(|q| q.reason.as_str()).collect();
+        let reasons: Vec<String> = checked.invalid.iter().map(|q| q.reason_text()).collect();
         let raws: Vec<&str> = checked.invalid.iter().map(|q| q.raw.as_str()).collect();
         tx.execute(
             &tx.prepare_cached(INSERT_QUARANTINE).await?,
             &[&reasons, &raws],
         )
         .await?;
-        w.quarantined = reasons.iter().map(|r| r.to_string()).collect();
     }
     w.outcome.quarantined = checked.invalid.len() as u64;
     let o = w.outcome;
@@ -488,8 +487,7 @@ async fn write_frame(client: &mut Object, checked: Checked) -> Result<Written, S
     Ok(w)
 }
 impl Store for PgStore {
-    async fn store(&self, frame: &Frame) -> Result<StoreOutcome, StoreError> {
-        let checked = Checked::frame(frame);
+    async fn store(&self, _frame: &Frame, checked: Checked) -> Result<StoreOutcome, StoreError> {
         let mut client = self.conn().await?;
         let written = write_frame(&mut client, checked).await?;
         drop(client);

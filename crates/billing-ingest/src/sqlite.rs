@@ -277,8 +277,7 @@ fn write_frame(conn: &mut Connection, checked: Checked) -> Result<Written, Store
         let mut quarantine =
             tx.prepare_cached("INSERT INTO quarantine (reason, raw) VALUES (?1, ?2)")?;
         for q in &checked.invalid {
-            quarantine.execute(params![q.reason, q.raw])?;
-            w.quarantined.push(q.reason.clone());
+            quarantine.execute(params![q.reason_text(), q.raw])?;
         }
         w.outcome.quarantined = checked.invalid.len() as u64;
         let o = &w.outcome;
@@ -325,8 +324,7 @@ fn hourly_rows(conn: &mut Connection, f: &HourFilter) -> Result<Vec<UsageRow>, S
 }
 
 impl Store for SqliteStore {
-    async fn store(&self, frame: &Frame) -> Result<StoreOutcome, StoreError> {
-        let checked = Checked::frame(frame);
+    async fn store(&self, _frame: &Frame, checked: Checked) -> Result<StoreOutcome, StoreError> {
         let written = self.call(move |conn| write_frame(conn, checked)).await?;
         Ok(written.log())
     }

@@ -1,24 +1,54 @@
 //! A frame's entries sorted into valid records and quarantined ones, by the schema's rules
-//! ([`billing_schema::validate`]), shared by every database store so that SQLite and
-//! PostgreSQL sort a frame identically. An invalid entry keeps its raw form (as the `jsonl:`
-//! store writes it) and the first reason found.
+//! under the ingester's [`Policy`] ([`billing_schema::validate`]), so that every store sorts a
+//! frame identically. The ingest handler checks each frame once, counts the refusals by
+//! reason, and hands the result to the store with the frame.
+//!
+//! Invariants: `valid.len() + invalid.len()` is the frame's entry count, in wire order within
+//! each list; an invalid entry keeps its raw form (as the `jsonl:` store writes it), its
+//! reason label and a detail, and its key when it has a readable one (for the log summary).
+
+use std::time::SystemTime;
 
 pub(crate) use billing_schema::rfc3339::rfc3339_secs;
-use billing_schema::validate::validate;
 pub(crate) use billing_schema::validate::{Body, HOUR_SECONDS, Record};
+use billing_schema::validate::{Policy, validate};
 use forward::Entry;
+
+/// Label of a record the store itself refused (counted with the validation reasons).
+pub const STORE_REJECTED: &str = "store_rejected";
+
+/// Every quarantine reason label: the schema's validation reasons and [`STORE_REJECTED`].
+pub fn quarantine_reasons() -> impl Iterator<Item = &'static str> {
+    billing_schema::validate::Reason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .chain(std::iter::once(STORE_REJECTED))
+}
 
 /// An entry that failed validation, kept aside with its raw form.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Quarantined {
-    /// Why it was refused.
-    pub reason: String,
+    /// Why, as a stable label (a [`billing_schema::validate::Reason`] or [`STORE_REJECTED`]).
+    pub reason: &'static str,
+    /// What exactly was wrong. Peer-controlled: escape it before logging.
+    pub detail: String,
     /// `{"tag","time","record"[,"metadata"]}` as the `jsonl:` store writes it.
     pub raw: String,
+    /// The entry's `unique_key`, when it is a string. Peer-controlled.
+    pub key: Option<String>,
 }
 
-/// A frame's entries sorted into valid and invalid ones, in wire order.
+impl Quarantined {
+    /// The text kept in the quarantine table's `reason` column: `label: detail`.
+    pub fn reason_text(&self) -> String {
+        format!("{}: {}", self.reason, self.detail)
+    }
+}
+
+/// A frame's entries sorted into valid and invalid ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Checked {
     /// Valid records.
     pub valid: Vec<Record>,
@@ -27,18 +57,20 @@ pub struct Checked {
 }
 
 impl Checked {
-    /// Validates every entry of a frame.
-    pub fn frame(frame: &forward::Frame) -> Self {
+    /// Validates every entry of a frame under `policy`, with `now` as the ingester's clock.
+    pub fn frame(frame: &forward::Frame, policy: &Policy, now: SystemTime) -> Self {
         let mut out = Checked {
             valid: Vec::with_capacity(frame.entries.len()),
             invalid: Vec::new(),
         };
         for entry in &frame.entries {
-            match validate(&entry.record) {
+            match validate(&entry.record, policy, now) {
                 Ok(r) => out.valid.push(r),
-                Err(reason) => out.invalid.push(Quarantined {
+                Err(invalid) => out.invalid.push(Quarantined {
                     raw: raw_json(&frame.tag, entry),
-                    reason,
+                    reason: invalid.reason.as_str(),
+                    detail: invalid.detail,
+                    key: key_of(&entry.record),
                 }),
             }
         }
@@ -54,6 +86,17 @@ impl Checked {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn key_of(record: &rmpv::Value) -> Option<String> {
+    let rmpv::Value::Map(fields) = record else {
+        return None;
+    };
+    fields
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(billing_schema::record::UNIQUE_KEY))
+        .and_then(|(_, v)| v.as_str())
+        .map(str::to_string)
 }
 
 fn raw_json(tag: &str, entry: &Entry) -> String {

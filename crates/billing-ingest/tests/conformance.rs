@@ -16,14 +16,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use billing_ingest::{
-    AnyStore, BackgroundIngester, Format, Granularity, IngesterOptions, PgStore, PgUrl,
+    AnyStore, BackgroundIngester, Checked, Format, Granularity, IngesterOptions, PgStore, PgUrl,
     RunningIngester, Store, StoreError, StoreOutcome, StoreUrl, UsageQuery, UsageRow,
 };
 use billing_ingest::{write_summary, write_usage};
 use billing_schema::parse_rfc3339;
+use billing_schema::validate::Policy;
 use forward::{AckReader, Entry, EventTime, Frame, Framing, Mode, Options};
 use rmpv::Value;
 use tokio::io::AsyncWriteExt;
@@ -261,9 +262,25 @@ impl TestDb {
     }
 }
 
+/// The validation rules of these tests: the defaults with an unbounded time window, since the
+/// records carry fixed dates, and credits accepted, since rollups must sum negative amounts
+/// exactly (both rules are tested in billing-schema and against `billing ingest`).
+fn policy() -> Policy {
+    Policy::default()
+        .with_window(Duration::MAX, Duration::MAX)
+        .with_allow_negative(true)
+}
+
+/// Stores a frame as the ingester does: checked under [`policy`], then handed to the store.
+async fn store_frame<S: Store + ?Sized>(store: &S, f: Frame) -> Result<StoreOutcome, StoreError> {
+    let checked = Checked::frame(&f, &policy(), SystemTime::now());
+    store.store(&f, checked).await
+}
+
 /// An ingester on a real forward listener, as the crate's harness runs it.
 async fn start_ingester(store: Arc<AnyStore>) -> RunningIngester<AnyStore> {
-    RunningIngester::start("127.0.0.1:0", store)
+    let options = IngesterOptions::default().policy(policy());
+    RunningIngester::start_with("127.0.0.1:0", store, options)
         .await
         .expect("start ingester")
 }
@@ -389,7 +406,7 @@ fn wire(records: &[Value], chunk: &str) -> Vec<u8> {
 }
 
 async fn put(s: &AnyStore, records: &[Value]) -> StoreOutcome {
-    s.store(&frame(records)).await.expect("store")
+    store_frame(s, frame(records)).await.expect("store")
 }
 
 fn outcome(received: u64, stored: u64, dup: u64, conflicts: u64, quarantined: u64) -> StoreOutcome {
@@ -518,7 +535,7 @@ async fn identical_repeat_is_a_counted_duplicate_and_still_acked(db: TestDb) {
     ingester.send_acked(&records, "first").await;
     ingester.send_acked(&records, "resent").await;
     assert_eq!(
-        store.store(&frame(&records)).await.unwrap(),
+        store_frame(&store, frame(&records)).await.unwrap(),
         outcome(2, 0, 2, 0, 0)
     );
     assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 2);
@@ -692,7 +709,7 @@ async fn invalid_records_are_quarantined_and_the_rest_of_the_chunk_is_stored_and
         ),
         (
             with(&base, "amount_type", Value::from("")),
-            "amount_type is empty",
+            "invalid_amount_type",
         ),
         (
             with(&base, "amount_value", Value::F64(1.5)),
@@ -1107,9 +1124,10 @@ async fn ingester_restarted_on_the_same_address_and_store_counts_the_resend_as_a
         "a stopped ingester still accepts"
     );
 
-    let second = RunningIngester::start(addr, store)
-        .await
-        .expect("restart on the same address");
+    let second =
+        RunningIngester::start_with(addr, store, IngesterOptions::default().policy(policy()))
+            .await
+            .expect("restart on the same address");
     assert_eq!(second.addr(), addr);
     // A client that never saw its ack resends the chunk to the new ingester.
     second.send_acked(&records, "before").await;
@@ -1158,8 +1176,12 @@ fn send_blocking(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
 fn background_ingester_serves_a_sqlite_store_to_a_caller_without_a_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let url = StoreUrl::Sqlite(dir.path().join("billing.db"));
-    let ingester =
-        BackgroundIngester::open("127.0.0.1:0", &url, IngesterOptions::default()).unwrap();
+    let ingester = BackgroundIngester::open(
+        "127.0.0.1:0",
+        &url,
+        IngesterOptions::default().policy(policy()),
+    )
+    .unwrap();
     let records = [
         rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z"),
         Value::Nil,
@@ -1190,7 +1212,9 @@ fn background_ingester_keeps_a_postgres_store_on_its_own_runtime() {
         return eprintln!("BILLING_TEST_POSTGRES=skip: skipped");
     };
     let url = StoreUrl::Postgres(db.pg_url("pool_size=2"));
-    let options = IngesterOptions::default().thread_name("pg-ingester");
+    let options = IngesterOptions::default()
+        .thread_name("pg-ingester")
+        .policy(policy());
     let ingester = BackgroundIngester::open("127.0.0.1:0", &url, options).unwrap();
     let records = [rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z")];
     assert_eq!(
@@ -1299,7 +1323,7 @@ async fn postgres_two_ingesters_receiving_the_same_events_concurrently_store_eac
                     tasks.push(tokio::spawn(async move {
                         let mut sub = StoreOutcome::default();
                         for (_, chunk) in half {
-                            sub.add(&store.store(&frame(&chunk)).await.expect("store"));
+                            sub.add(&store_frame(&store, frame(&chunk)).await.expect("store"));
                         }
                         sub
                     }));
@@ -1390,16 +1414,12 @@ async fn backends(db: &TestDb, app: &str) -> (i64, i64) {
 fn spawn_store(store: &Arc<PgStore>, key: &str) -> tokio::task::JoinHandle<StoreOutcome> {
     let (store, key) = (store.clone(), key.to_string());
     tokio::spawn(async move {
-        store
-            .store(&frame(&[rec(
-                &key,
-                "i-1",
-                "samples",
-                1,
-                "2026-11-27T04:10:00Z",
-            )]))
-            .await
-            .expect("store")
+        store_frame(
+            &store,
+            frame(&[rec(&key, "i-1", "samples", 1, "2026-11-27T04:10:00Z")]),
+        )
+        .await
+        .expect("store")
     })
 }
 
@@ -1495,7 +1515,7 @@ async fn postgres_store_replaces_a_connection_the_server_terminated() {
     let a = rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z");
     let b = rec("b", "i-1", "samples", 2, "2026-11-27T04:10:00Z");
     assert_eq!(
-        store.store(&frame(&[a])).await.unwrap(),
+        store_frame(&store, frame(&[a])).await.unwrap(),
         outcome(1, 1, 0, 0, 0)
     );
     let pid_of_store = format!(
@@ -1513,7 +1533,7 @@ async fn postgres_store_replaces_a_connection_the_server_terminated() {
 
     let mut failed = 0;
     let stored = loop {
-        match store.store(&frame(std::slice::from_ref(&b))).await {
+        match store_frame(&store, frame(std::slice::from_ref(&b))).await {
             Ok(o) => break o,
             Err(e) => {
                 assert!(matches!(e, StoreError::Postgres(_)), "{e:?}");

@@ -3,21 +3,33 @@
 //! refuse and compare records identically.
 //!
 //! A record (the entry's MessagePack map; the frame's tag and the entry's time are not part of
-//! it) is **valid** when:
-//! - `unique_key` is a non-empty string (the client refuses a blank key before it is sent:
-//!   [`is_blank_key`]);
-//! - `internal_instance_id` is a string (it may be empty);
-//! - `amount_type` is a non-empty string;
-//! - `amount_value` is an integer that fits an `i64` (a float, even `2.0`, is refused);
-//! - `occurred_at` is an RFC 3339 string (any offset);
-//! - `metadata` is absent, nil (Go marshals a nil map as `null`), or a map of string to string;
-//! - none of those fields appears twice, no metadata key appears twice;
-//! - `unique_key`, `internal_instance_id` and `amount_type` are at most [`MAX_FIELD_BYTES`]
-//!   bytes and contain no NUL (they are indexed text columns: an over-long or NUL-bearing value
-//!   would make the database refuse the whole transaction, so the chunk could never be acked).
+//! it) is checked against these rules, in this order; the first one broken refuses it with its
+//! [`Reason`] (a stable label: the ingester's quarantine reason and metric label) and a
+//! human-readable detail. Rules marked *policy* have a default in [`Policy`] that an ingester
+//! can override (`billing ingest` flags in brackets).
 //!
-//! Strings must be UTF-8. Other fields are ignored and not stored. A record that breaks any rule
-//! is refused with the first reason found (the ingester quarantines it).
+//! | rule | reason |
+//! |---|---|
+//! | the record is a map | `not_a_map` |
+//! | no field appears twice | `duplicate_field` |
+//! | `unique_key`, `internal_instance_id`, `amount_type`, `amount_value`, `occurred_at` are present | `missing_field` |
+//! | strings are strings, `amount_value` an integer (a float, even `2.0`, is refused), `metadata` absent, nil (Go's nil map) or a map of string to string | `wrong_type` |
+//! | strings are UTF-8 | `invalid_utf8` |
+//! | `unique_key`, `internal_instance_id`, `amount_type` are at most [`MAX_FIELD_BYTES`] bytes (indexed columns) | `field_too_long` |
+//! | no NUL in them (the databases refuse it, which would poison the whole transaction) | `nul_character` |
+//! | `unique_key` not blank: empty or whitespace only, as the client refuses it ([`is_blank_key`]) | `blank_key` |
+//! | `internal_instance_id` not empty | `empty_field` |
+//! | `amount_type` of the safe syntax: 1 to [`MAX_AMOUNT_TYPE_BYTES`] bytes of `a-z`, `0-9`, `-`, `_`, `.` ([`check_amount_type`]) | `invalid_amount_type` |
+//! | `amount_value` fits an `i64` | `amount_out_of_range` |
+//! | `amount_value` ≥ 0 (*policy*: [`Policy::allow_negative`], `--allow-negative`, for credits) | `negative_amount` |
+//! | `occurred_at` is an RFC 3339 time (any offset) | `invalid_time` |
+//! | `occurred_at` not older than now − [`Policy::max_event_age`] (*policy*, default 35 days, the common grace period of billing systems; `--max-event-age`) | `too_old` |
+//! | `occurred_at` not later than now + [`Policy::max_event_future`] (*policy*, default 5 minutes of clock skew; `--max-event-future`) | `in_future` |
+//! | no metadata key appears twice | `duplicate_field` |
+//! | metadata keys and values together at most [`Policy::max_metadata_bytes`] bytes (*policy*, default 64 KiB; `--max-metadata-bytes`) | `metadata_too_large` |
+//!
+//! Other fields are ignored and not stored. "Now" is a parameter of [`validate`], so the window
+//! is testable without depending on today's date.
 //!
 //! A valid record is normalized into a [`Record`]; its **body** (what dedupe compares) is
 //! `(instance, amount_type, value, occurred_at, metadata)` where `occurred_at` is the instant
@@ -28,15 +40,191 @@
 //! the same key are duplicates exactly when these five normalized values are equal.
 
 use std::collections::BTreeMap;
-use std::time::UNIX_EPOCH;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rmpv::Value;
 
 use crate::record as schema;
 use crate::rfc3339::{parse_rfc3339, rfc3339};
 
-/// Longest `unique_key`, `internal_instance_id` or `amount_type` accepted, in bytes.
+/// Longest `unique_key` or `internal_instance_id` accepted, in bytes.
 pub const MAX_FIELD_BYTES: usize = 1024;
+
+/// Longest `amount_type` accepted, in bytes.
+pub const MAX_AMOUNT_TYPE_BYTES: usize = 64;
+
+/// Default [`Policy::max_event_age`]: 35 days, the common grace period of billing systems
+/// (usage may arrive late, but a closed invoice period is not reopened silently).
+pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(35 * 24 * 3600);
+
+/// Default [`Policy::max_event_future`]: 5 minutes, room for clock skew between hosts.
+pub const DEFAULT_MAX_EVENT_FUTURE: Duration = Duration::from_secs(5 * 60);
+
+/// Default [`Policy::max_metadata_bytes`]: 64 KiB per record.
+pub const DEFAULT_MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// The overridable rules (see the module docs' table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Policy {
+    /// Accept negative amounts (credits). Default `false`.
+    pub allow_negative: bool,
+    /// Oldest accepted `occurred_at`, back from now. Default [`DEFAULT_MAX_EVENT_AGE`].
+    pub max_event_age: Duration,
+    /// Latest accepted `occurred_at`, ahead of now. Default [`DEFAULT_MAX_EVENT_FUTURE`].
+    pub max_event_future: Duration,
+    /// Most bytes of metadata keys and values per record. Default
+    /// [`DEFAULT_MAX_METADATA_BYTES`].
+    pub max_metadata_bytes: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allow_negative: false,
+            max_event_age: DEFAULT_MAX_EVENT_AGE,
+            max_event_future: DEFAULT_MAX_EVENT_FUTURE,
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+        }
+    }
+}
+
+impl Policy {
+    /// The defaults with another time window (e.g. an unbounded one to re-import an archive).
+    pub fn with_window(mut self, max_event_age: Duration, max_event_future: Duration) -> Self {
+        self.max_event_age = max_event_age;
+        self.max_event_future = max_event_future;
+        self
+    }
+
+    /// These rules with negative amounts accepted or not.
+    pub fn with_allow_negative(mut self, allow: bool) -> Self {
+        self.allow_negative = allow;
+        self
+    }
+
+    /// These rules with another metadata size limit.
+    pub fn with_max_metadata_bytes(mut self, max: usize) -> Self {
+        self.max_metadata_bytes = max;
+        self
+    }
+}
+
+/// Why a record is invalid: a stable, low-cardinality label (see the module docs' table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The record is not a map.
+    NotAMap,
+    /// A field (or metadata key) appears twice.
+    DuplicateField,
+    /// A required field is absent.
+    MissingField,
+    /// A field has the wrong MessagePack type.
+    WrongType,
+    /// A string is not UTF-8.
+    InvalidUtf8,
+    /// A key, instance or type is longer than allowed.
+    FieldTooLong,
+    /// A key, instance or type contains NUL.
+    NulCharacter,
+    /// `unique_key` is empty or whitespace only.
+    BlankKey,
+    /// `internal_instance_id` is empty.
+    EmptyField,
+    /// `amount_type` is not of the safe syntax.
+    InvalidAmountType,
+    /// `amount_value` does not fit an `i64`.
+    AmountOutOfRange,
+    /// `amount_value` is negative and the policy does not allow credits.
+    NegativeAmount,
+    /// `occurred_at` is not an RFC 3339 time.
+    InvalidTime,
+    /// `occurred_at` is older than the policy's window.
+    TooOld,
+    /// `occurred_at` is further ahead than the policy's window.
+    InFuture,
+    /// The metadata is larger than the policy allows.
+    MetadataTooLarge,
+}
+
+impl Reason {
+    /// Every reason, for metrics that list each one from the start.
+    pub const ALL: [Reason; 16] = [
+        Reason::NotAMap,
+        Reason::DuplicateField,
+        Reason::MissingField,
+        Reason::WrongType,
+        Reason::InvalidUtf8,
+        Reason::FieldTooLong,
+        Reason::NulCharacter,
+        Reason::BlankKey,
+        Reason::EmptyField,
+        Reason::InvalidAmountType,
+        Reason::AmountOutOfRange,
+        Reason::NegativeAmount,
+        Reason::InvalidTime,
+        Reason::TooOld,
+        Reason::InFuture,
+        Reason::MetadataTooLarge,
+    ];
+
+    /// The label: snake case, stable across versions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotAMap => "not_a_map",
+            Reason::DuplicateField => "duplicate_field",
+            Reason::MissingField => "missing_field",
+            Reason::WrongType => "wrong_type",
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::FieldTooLong => "field_too_long",
+            Reason::NulCharacter => "nul_character",
+            Reason::BlankKey => "blank_key",
+            Reason::EmptyField => "empty_field",
+            Reason::InvalidAmountType => "invalid_amount_type",
+            Reason::AmountOutOfRange => "amount_out_of_range",
+            Reason::NegativeAmount => "negative_amount",
+            Reason::InvalidTime => "invalid_time",
+            Reason::TooOld => "too_old",
+            Reason::InFuture => "in_future",
+            Reason::MetadataTooLarge => "metadata_too_large",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused record: the rule it broke and a human-readable detail naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The rule.
+    pub reason: Reason,
+    /// What exactly was wrong, e.g. `amount_value is not an integer`. May quote parts of the
+    /// record: escape it before logging.
+    pub detail: String,
+}
+
+impl Invalid {
+    fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Invalid {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+impl std::error::Error for Invalid {}
 
 /// Seconds in one rollup bucket.
 pub const HOUR_SECONDS: i64 = 3600;
@@ -86,41 +274,81 @@ impl Body {
 }
 
 /// Whether a caller's key is blank (empty or whitespace only): the client refuses such an
-/// event (the Go client's `billing: units uniqueKey cannot be blank`).
+/// event (the Go client's `billing: units uniqueKey cannot be blank`) and the ingester
+/// quarantines such a record.
 pub fn is_blank_key(key: &str) -> bool {
     key.trim().is_empty()
 }
 
-fn text<'a>(v: &'a Value, field: &str) -> Result<&'a str, String> {
+/// Checks an amount type's syntax: 1 to [`MAX_AMOUNT_TYPE_BYTES`] bytes of `a-z`, `0-9`, `-`,
+/// `_`, `.`. Safe in logs, metric labels, CSV and file names without escaping.
+///
+/// # Errors
+/// [`Reason::InvalidAmountType`] with a detail.
+pub fn check_amount_type(ty: &str) -> Result<(), Invalid> {
+    let ok_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b);
+    if ty.is_empty() || ty.len() > MAX_AMOUNT_TYPE_BYTES || !ty.bytes().all(ok_char) {
+        return Err(Invalid::new(
+            Reason::InvalidAmountType,
+            format!(
+                "amount_type {ty:?} is not 1 to {MAX_AMOUNT_TYPE_BYTES} bytes of a-z, 0-9, '-', '_', '.'"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn text<'a>(v: &'a Value, field: &str) -> Result<&'a str, Invalid> {
     match v {
-        Value::String(s) => s
-            .as_str()
-            .ok_or_else(|| format!("{field} is not valid UTF-8")),
-        _ => Err(format!("{field} is not a string")),
+        Value::String(s) => s.as_str().ok_or_else(|| {
+            Invalid::new(Reason::InvalidUtf8, format!("{field} is not valid UTF-8"))
+        }),
+        _ => Err(Invalid::new(
+            Reason::WrongType,
+            format!("{field} is not a string"),
+        )),
     }
 }
 
-fn column_text<'a>(v: &'a Value, field: &str, non_empty: bool) -> Result<&'a str, String> {
+fn column_text<'a>(v: &'a Value, field: &str) -> Result<&'a str, Invalid> {
     let s = text(v, field)?;
-    if non_empty && s.is_empty() {
-        return Err(format!("{field} is empty"));
-    }
     if s.len() > MAX_FIELD_BYTES {
-        return Err(format!("{field} is longer than {MAX_FIELD_BYTES} bytes"));
+        return Err(Invalid::new(
+            Reason::FieldTooLong,
+            format!("{field} is longer than {MAX_FIELD_BYTES} bytes"),
+        ));
     }
     if s.contains('\0') {
-        return Err(format!("{field} contains a NUL character"));
+        return Err(Invalid::new(
+            Reason::NulCharacter,
+            format!("{field} contains a NUL character"),
+        ));
     }
     Ok(s)
 }
 
-/// Validates and normalizes one record.
+fn present<'a>(v: Option<&'a Value>, name: &str) -> Result<&'a Value, Invalid> {
+    v.ok_or_else(|| Invalid::new(Reason::MissingField, format!("{name} is missing")))
+}
+
+/// Unix seconds of `t`, rounded toward negative infinity.
+fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => {
+            let before = e.duration();
+            -(before.as_secs() as i64) - i64::from(before.subsec_nanos() > 0)
+        }
+    }
+}
+
+/// Validates and normalizes one record under `policy`, with `now` as the ingester's clock.
 ///
 /// # Errors
-/// The first rule (see the module docs) the record breaks, as a human-readable reason.
-pub fn validate(record: &Value) -> Result<Record, String> {
+/// The first rule (see the module docs) the record breaks.
+pub fn validate(record: &Value, policy: &Policy, now: SystemTime) -> Result<Record, Invalid> {
     let Value::Map(fields) = record else {
-        return Err("record is not a map".to_string());
+        return Err(Invalid::new(Reason::NotAMap, "record is not a map"));
     };
     let mut key = None;
     let mut instance = None;
@@ -140,48 +368,99 @@ pub fn validate(record: &Value) -> Result<Record, String> {
             _ => continue,
         };
         if slot.replace(v).is_some() {
-            return Err(format!("{name} appears twice"));
+            return Err(Invalid::new(
+                Reason::DuplicateField,
+                format!("{name} appears twice"),
+            ));
         }
     }
-    let missing = |name: &str| format!("{name} is missing");
-    let key = column_text(
-        key.ok_or_else(|| missing(schema::UNIQUE_KEY))?,
-        schema::UNIQUE_KEY,
-        true,
-    )?;
+    let key = column_text(present(key, schema::UNIQUE_KEY)?, schema::UNIQUE_KEY)?;
+    if is_blank_key(key) {
+        return Err(Invalid::new(
+            Reason::BlankKey,
+            if key.is_empty() {
+                "unique_key is empty"
+            } else {
+                "unique_key is blank (whitespace only)"
+            },
+        ));
+    }
     let instance = column_text(
-        instance.ok_or_else(|| missing(schema::INTERNAL_INSTANCE_ID))?,
+        present(instance, schema::INTERNAL_INSTANCE_ID)?,
         schema::INTERNAL_INSTANCE_ID,
-        false,
     )?;
+    if instance.is_empty() {
+        return Err(Invalid::new(
+            Reason::EmptyField,
+            "internal_instance_id is empty",
+        ));
+    }
     let amount_type = column_text(
-        amount_type.ok_or_else(|| missing(schema::AMOUNT_TYPE))?,
+        present(amount_type, schema::AMOUNT_TYPE)?,
         schema::AMOUNT_TYPE,
-        true,
     )?;
-    let value = match value.ok_or_else(|| missing(schema::AMOUNT_VALUE))? {
-        Value::Integer(i) => i
-            .as_i64()
-            .ok_or_else(|| format!("{} does not fit a 64-bit integer", schema::AMOUNT_VALUE))?,
-        _ => return Err(format!("{} is not an integer", schema::AMOUNT_VALUE)),
-    };
-    let occurred_text = text(
-        occurred_at.ok_or_else(|| missing(schema::OCCURRED_AT))?,
-        schema::OCCURRED_AT,
-    )?;
-    let at = parse_rfc3339(occurred_text).map_err(|e| format!("{}: {e}", schema::OCCURRED_AT))?;
-    let metadata = normalize_metadata(metadata)?;
-    let secs = match at.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        // Before 1970: round toward negative infinity.
-        Err(e) => {
-            let before = e.duration();
-            -(before.as_secs() as i64) - i64::from(before.subsec_nanos() > 0)
+    check_amount_type(amount_type)?;
+    let value = match present(value, schema::AMOUNT_VALUE)? {
+        Value::Integer(i) => i.as_i64().ok_or_else(|| {
+            Invalid::new(
+                Reason::AmountOutOfRange,
+                format!("{} does not fit a 64-bit integer", schema::AMOUNT_VALUE),
+            )
+        })?,
+        _ => {
+            return Err(Invalid::new(
+                Reason::WrongType,
+                format!("{} is not an integer", schema::AMOUNT_VALUE),
+            ));
         }
     };
+    if value < 0 && !policy.allow_negative {
+        return Err(Invalid::new(
+            Reason::NegativeAmount,
+            format!(
+                "{} is negative ({value}) and credits are not allowed",
+                schema::AMOUNT_VALUE
+            ),
+        ));
+    }
+    let occurred_text = text(
+        present(occurred_at, schema::OCCURRED_AT)?,
+        schema::OCCURRED_AT,
+    )?;
+    let at = parse_rfc3339(occurred_text)
+        .map_err(|e| Invalid::new(Reason::InvalidTime, format!("{}: {e}", schema::OCCURRED_AT)))?;
+    if now
+        .checked_sub(policy.max_event_age)
+        .is_some_and(|oldest| at < oldest)
+    {
+        return Err(Invalid::new(
+            Reason::TooOld,
+            format!(
+                "{} {} is older than the accepted window ({} s)",
+                schema::OCCURRED_AT,
+                rfc3339(at),
+                policy.max_event_age.as_secs()
+            ),
+        ));
+    }
+    if now
+        .checked_add(policy.max_event_future)
+        .is_some_and(|latest| at > latest)
+    {
+        return Err(Invalid::new(
+            Reason::InFuture,
+            format!(
+                "{} {} is more than {} s ahead of the ingester's clock",
+                schema::OCCURRED_AT,
+                rfc3339(at),
+                policy.max_event_future.as_secs()
+            ),
+        ));
+    }
+    let metadata = normalize_metadata(metadata, policy.max_metadata_bytes)?;
     Ok(Record {
         unique_key: key.to_string(),
-        hour: secs.div_euclid(HOUR_SECONDS) * HOUR_SECONDS,
+        hour: unix_seconds(at).div_euclid(HOUR_SECONDS) * HOUR_SECONDS,
         body: Body {
             instance: instance.to_string(),
             amount_type: amount_type.to_string(),
@@ -192,27 +471,53 @@ pub fn validate(record: &Value) -> Result<Record, String> {
     })
 }
 
-fn normalize_metadata(v: Option<&Value>) -> Result<String, String> {
+fn normalize_metadata(v: Option<&Value>, max_bytes: usize) -> Result<String, Invalid> {
     let entries = match v {
         None | Some(Value::Nil) => return Ok("{}".to_string()),
         Some(Value::Map(m)) => m,
-        Some(_) => return Err(format!("{} is not a map", schema::METADATA)),
+        Some(_) => {
+            return Err(Invalid::new(
+                Reason::WrongType,
+                format!("{} is not a map", schema::METADATA),
+            ));
+        }
     };
     let mut map = BTreeMap::new();
+    let mut bytes = 0usize;
     for (k, v) in entries {
         let k = text(k, "a metadata key")?;
         let v = text(v, &format!("metadata value of {k:?}"))?;
+        bytes = bytes.saturating_add(k.len() + v.len());
+        if bytes > max_bytes {
+            return Err(Invalid::new(
+                Reason::MetadataTooLarge,
+                format!("metadata is larger than {max_bytes} bytes"),
+            ));
+        }
         if map.insert(k, v).is_some() {
-            return Err(format!("metadata key {k:?} appears twice"));
+            return Err(Invalid::new(
+                Reason::DuplicateField,
+                format!("metadata key {k:?} appears twice"),
+            ));
         }
     }
-    serde_json::to_string(&map).map_err(|e| e.to_string())
+    serde_json::to_string(&map)
+        .map_err(|e| Invalid::new(Reason::WrongType, format!("metadata: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rfc3339::rfc3339_secs;
+
+    /// The validation clock of these tests: one hour after the records' time.
+    fn now() -> SystemTime {
+        parse_rfc3339("2026-11-27T05:33:58Z").unwrap()
+    }
+
+    fn check(record: &Value) -> Result<Record, Invalid> {
+        validate(record, &Policy::default(), now())
+    }
 
     fn rec(pairs: &[(&str, Value)]) -> Value {
         Value::Map(
@@ -240,9 +545,15 @@ mod tests {
         ]
     }
 
+    fn with(i: usize, v: Value) -> Value {
+        let mut f = good();
+        f[i].1 = v;
+        rec(&f)
+    }
+
     #[test]
     fn normalizes_instant_and_metadata_order() {
-        let r = validate(&rec(&good())).unwrap();
+        let r = check(&rec(&good())).unwrap();
         assert_eq!(r.body.occurred_at, "2026-11-27T04:33:58.5Z");
         assert_eq!(r.body.metadata, r#"{"a":"2","z":"1"}"#);
         assert_eq!(rfc3339_secs(r.hour), "2026-11-27T04:00:00Z");
@@ -250,49 +561,202 @@ mod tests {
 
     #[test]
     fn hour_of_a_time_before_1970_rounds_down() {
-        let mut f = good();
-        f[4].1 = Value::from("1969-12-31T23:59:59.5Z");
-        assert_eq!(validate(&rec(&f)).unwrap().hour, -3600);
+        let policy = Policy::default().with_window(Duration::MAX, Duration::MAX);
+        let r = validate(
+            &with(4, Value::from("1969-12-31T23:59:59.5Z")),
+            &policy,
+            now(),
+        );
+        assert_eq!(r.unwrap().hour, -3600);
     }
 
     #[test]
     fn nil_or_absent_metadata_is_empty() {
+        assert_eq!(check(&with(5, Value::Nil)).unwrap().body.metadata, "{}");
         let mut f = good();
-        f[5].1 = Value::Nil;
-        assert_eq!(validate(&rec(&f)).unwrap().body.metadata, "{}");
         f.pop();
-        assert_eq!(validate(&rec(&f)).unwrap().body.metadata, "{}");
+        assert_eq!(check(&rec(&f)).unwrap().body.metadata, "{}");
     }
 
     #[test]
-    fn refusals_name_the_field() {
-        let cases: Vec<(usize, Value, &str)> = vec![
-            (0, Value::from(""), "unique_key is empty"),
-            (0, Value::from(1), "unique_key is not a string"),
-            (1, Value::from(1), "internal_instance_id is not a string"),
-            (2, Value::from(""), "amount_type is empty"),
-            (3, Value::F64(2.0), "amount_value is not an integer"),
-            (3, Value::from(u64::MAX), "amount_value does not fit"),
-            (4, Value::from("yesterday"), "occurred_at"),
-            (5, Value::from("x"), "metadata is not a map"),
-            (0, Value::from("a\0b"), "NUL"),
-            (0, Value::from("k".repeat(MAX_FIELD_BYTES + 1)), "longer"),
+    fn each_rule_refuses_with_its_reason_and_names_the_field() {
+        let cases: Vec<(usize, Value, Reason, &str)> = vec![
+            (0, Value::from(""), Reason::BlankKey, "unique_key is empty"),
+            (0, Value::from(" \t"), Reason::BlankKey, "whitespace"),
+            (
+                0,
+                Value::from(1),
+                Reason::WrongType,
+                "unique_key is not a string",
+            ),
+            (
+                1,
+                Value::from(1),
+                Reason::WrongType,
+                "internal_instance_id is not a string",
+            ),
+            (
+                1,
+                Value::from(""),
+                Reason::EmptyField,
+                "internal_instance_id is empty",
+            ),
+            (2, Value::from(""), Reason::InvalidAmountType, "amount_type"),
+            (
+                2,
+                Value::from("free-money!"),
+                Reason::InvalidAmountType,
+                "amount_type",
+            ),
+            (
+                2,
+                Value::from("Bad Type"),
+                Reason::InvalidAmountType,
+                "amount_type",
+            ),
+            (
+                2,
+                Value::from("a".repeat(65)),
+                Reason::InvalidAmountType,
+                "amount_type",
+            ),
+            (
+                3,
+                Value::F64(2.0),
+                Reason::WrongType,
+                "amount_value is not an integer",
+            ),
+            (
+                3,
+                Value::from(u64::MAX),
+                Reason::AmountOutOfRange,
+                "amount_value does not fit",
+            ),
+            (
+                3,
+                Value::from(-1),
+                Reason::NegativeAmount,
+                "amount_value is negative",
+            ),
+            (
+                4,
+                Value::from("yesterday"),
+                Reason::InvalidTime,
+                "occurred_at",
+            ),
+            (
+                4,
+                Value::from("0001-01-01T00:00:00Z"),
+                Reason::TooOld,
+                "older",
+            ),
+            (
+                4,
+                Value::from("9999-12-31T23:59:59Z"),
+                Reason::InFuture,
+                "ahead",
+            ),
+            (
+                5,
+                Value::from("x"),
+                Reason::WrongType,
+                "metadata is not a map",
+            ),
+            (0, Value::from("a\0b"), Reason::NulCharacter, "NUL"),
+            (
+                0,
+                Value::from("k".repeat(MAX_FIELD_BYTES + 1)),
+                Reason::FieldTooLong,
+                "longer",
+            ),
+            (
+                0,
+                Value::Binary(vec![0xff, 0xfe]),
+                Reason::WrongType,
+                "unique_key is not a string",
+            ),
         ];
-        for (i, v, want) in cases {
-            let mut f = good();
-            f[i].1 = v;
-            let err = validate(&rec(&f)).unwrap_err();
-            assert!(err.contains(want), "{err:?} should mention {want:?}");
+        for (i, v, reason, want) in cases {
+            let err = check(&with(i, v.clone())).unwrap_err();
+            assert_eq!(err.reason, reason, "{v:?}: {err}");
+            assert!(err.detail.contains(want), "{err:?} should mention {want:?}");
         }
         let mut f = good();
         f.remove(3);
-        assert_eq!(validate(&rec(&f)).unwrap_err(), "amount_value is missing");
+        let err = check(&rec(&f)).unwrap_err();
+        assert_eq!(
+            (err.reason, err.detail.as_str()),
+            (Reason::MissingField, "amount_value is missing")
+        );
         let mut f = good();
         f.push(("unique_key", Value::from("other")));
-        assert_eq!(validate(&rec(&f)).unwrap_err(), "unique_key appears twice");
+        assert_eq!(check(&rec(&f)).unwrap_err().reason, Reason::DuplicateField);
+        assert_eq!(check(&Value::from(1)).unwrap_err().reason, Reason::NotAMap);
+        let big = Value::Map(vec![(
+            Value::from("k"),
+            Value::from("v".repeat(DEFAULT_MAX_METADATA_BYTES)),
+        )]);
         assert_eq!(
-            validate(&Value::from(1)).unwrap_err(),
-            "record is not a map"
+            check(&with(5, big)).unwrap_err().reason,
+            Reason::MetadataTooLarge
         );
+    }
+
+    #[test]
+    fn policy_overrides_accept_credits_other_windows_and_larger_metadata() {
+        let credit = with(3, Value::from(-5));
+        let p = Policy::default().with_allow_negative(true);
+        assert_eq!(validate(&credit, &p, now()).unwrap().body.value, -5);
+
+        // The window is relative to the clock given: a day-old record is too old for a
+        // one-hour window and fine for the default.
+        let day_later = now() + Duration::from_secs(24 * 3600);
+        assert!(validate(&rec(&good()), &Policy::default(), day_later).is_ok());
+        let hour = Policy::default().with_window(Duration::from_secs(3600), Duration::ZERO);
+        assert_eq!(
+            validate(&rec(&good()), &hour, day_later)
+                .unwrap_err()
+                .reason,
+            Reason::TooOld
+        );
+        let day_earlier = now() - Duration::from_secs(24 * 3600);
+        assert_eq!(
+            validate(&rec(&good()), &hour, day_earlier)
+                .unwrap_err()
+                .reason,
+            Reason::InFuture
+        );
+
+        let big = Value::Map(vec![(Value::from("k"), Value::from("v".repeat(100)))]);
+        let small = Policy::default().with_max_metadata_bytes(50);
+        assert_eq!(
+            validate(&with(5, big.clone()), &small, now())
+                .unwrap_err()
+                .reason,
+            Reason::MetadataTooLarge
+        );
+        assert!(validate(&with(5, big), &Policy::default(), now()).is_ok());
+    }
+
+    #[test]
+    fn amount_type_syntax() {
+        for ok in [
+            "samples",
+            "container-seconds",
+            "gpu_seconds.v2",
+            "a",
+            &"a".repeat(64),
+        ] {
+            assert!(check_amount_type(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Samples", "free money", "x\ny", "ü", &"a".repeat(65)] {
+            assert!(check_amount_type(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_reason_has_a_distinct_label() {
+        let labels: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), Reason::ALL.len());
     }
 }

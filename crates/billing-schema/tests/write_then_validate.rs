@@ -1,9 +1,9 @@
 //! The schema's contract: every record the client writes (MessagePack and JSON) passes the
 //! ingester's validation, and what validation keeps is what was written.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use billing_schema::validate::{HOUR_SECONDS, is_blank_key, validate};
+use billing_schema::validate::{HOUR_SECONDS, Policy, is_blank_key, validate};
 use billing_schema::{AmountType, Metadata, RecordRef, rfc3339};
 use proptest::prelude::*;
 
@@ -20,12 +20,21 @@ fn check(key: &str, instance: &str, ty: &AmountType, value: i64, secs: u64, md: 
     };
     let mut mp = Vec::new();
     record.write_msgpack(&mut mp);
-    let from_msgpack = validate(&rmpv::decode::read_value(&mut &mp[..]).unwrap()).unwrap();
+    // Credits are the ingester's choice (`--allow-negative`); the window is tested elsewhere.
+    let policy = Policy::default()
+        .with_window(Duration::MAX, Duration::MAX)
+        .with_allow_negative(true);
+    let from_msgpack = validate(
+        &rmpv::decode::read_value(&mut &mp[..]).unwrap(),
+        &policy,
+        SystemTime::now(),
+    )
+    .unwrap();
 
     let mut json = Vec::new();
     record.write_json(&mut json);
     let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
-    let from_json = validate(&forward::json_to_value(json)).unwrap();
+    let from_json = validate(&forward::json_to_value(json), &policy, SystemTime::now()).unwrap();
 
     assert_eq!(
         from_msgpack, from_json,
@@ -68,7 +77,7 @@ proptest! {
     #[test]
     fn any_record_the_client_writes_validates_to_what_was_written(
         key in "[^\u{0}]{1,40}".prop_filter("client refuses blank keys", |k| !is_blank_key(k)),
-        instance in "[^\u{0}]{0,40}",
+        instance in "[^\u{0}]{1,40}",
         ty in "[a-z][a-z0-9._-]{0,30}",
         value in any::<i64>(),
         secs in 0u64..4_000_000_000,

@@ -19,7 +19,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
-use billing_ingest::{SqliteStore, Store, StoreError, StoreOutcome, Summary, UsageQuery, UsageRow};
+use billing_ingest::{
+    Checked, SqliteStore, Store, StoreError, StoreOutcome, Summary, UsageQuery, UsageRow,
+};
 use forward::{Frame, ServerStats};
 
 /// The hidden fault of `--fault-lose-record`: once armed with a record key, every arrival of
@@ -68,21 +70,11 @@ impl DemoStore {
 }
 
 impl Store for DemoStore {
-    async fn store(&self, frame: &Frame) -> Result<StoreOutcome, StoreError> {
+    async fn store(&self, frame: &Frame, mut checked: Checked) -> Result<StoreOutcome, StoreError> {
         if let Some(key) = self.fault.0.get() {
-            let kept: Vec<_> = frame
-                .entries
-                .iter()
-                .filter(|e| forward::value_to_json(&e.record)["unique_key"] != **key)
-                .cloned()
-                .collect();
-            if kept.len() < frame.entries.len() {
-                let mut lossy = frame.clone();
-                lossy.entries = kept;
-                return self.inner.store(&lossy).await;
-            }
+            checked.valid.retain(|r| r.unique_key != **key);
         }
-        self.inner.store(frame).await
+        self.inner.store(frame, checked).await
     }
 }
 

@@ -511,7 +511,9 @@ impl Server {
     }
 }
 
-/// `billing ingest --listen LISTEN --store sqlite:DB EXTRA...`, ready.
+/// `billing ingest --listen LISTEN --store sqlite:DB EXTRA...`, ready, on a SQLite file. The tests' records carry fixed dates, so the accepted
+/// window reaches 100 years back (tests of the window itself pass their own `--max-event-age`,
+/// which comes later on the command line and wins).
 pub fn ingest_sqlite(db: &Path, listen: &str, extra: &[&str]) -> Server {
     let mut c = Command::new(billing_bin());
     c.arg("ingest")
@@ -519,6 +521,7 @@ pub fn ingest_sqlite(db: &Path, listen: &str, extra: &[&str]) -> Server {
         .arg(listen)
         .arg("--store")
         .arg(format!("sqlite:{}", db.display()))
+        .args(["--max-event-age", "36500d"])
         .args(extra);
     Server::spawn("billing ingest", c)
 }
