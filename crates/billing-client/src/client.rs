@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use billing_schema::validate::is_blank_key;
+use billing_schema::validate::{Reason, check_event};
 use billing_schema::{Amounts, Event, Metadata};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
@@ -125,8 +125,11 @@ impl Client {
     /// can be retried: the ingester dedupes them.
     ///
     /// # Errors
-    /// [`AddError::BlankKey`], [`AddError::QueueFull`] (counted `buffer_full`) or
-    /// [`AddError::Closed`] (counted `stopping`); each returns the event.
+    /// [`AddError::BlankKey`] or [`AddError::Invalid`] (the event breaks the record schema,
+    /// see `billing_schema::validate::check_event`; counted `invalid`),
+    /// [`AddError::QueueFull`] (counted `buffer_full`), [`AddError::Closed`] (counted
+    /// `stopping`), and with a spool [`AddError::SpoolFull`] / [`AddError::Spool`]; each returns
+    /// the event.
     pub fn add_amounts(
         &self,
         unique_key: impl Into<String>,
@@ -149,9 +152,17 @@ impl Client {
     /// # Errors
     /// As [`Client::add_amounts`].
     pub fn add(&self, event: Event) -> Result<(), AddError> {
-        if is_blank_key(&event.unique_key) {
-            tracing::warn!(instance = %event.internal_instance_id, "billing: event refused: blank unique key");
-            return Err(AddError::BlankKey(Box::new(event)));
+        if let Err(invalid) = check_event(&event) {
+            self.shared.metrics.track(Status::Invalid, &event.amounts);
+            tracing::warn!(reason = %invalid, "billing: event refused");
+            return Err(if invalid.reason == Reason::BlankKey {
+                AddError::BlankKey(Box::new(event))
+            } else {
+                AddError::Invalid {
+                    source: invalid,
+                    event: Box::new(event),
+                }
+            });
         }
         let metrics = &self.shared.metrics;
         if self.shared.closed.load(Ordering::Acquire) {
@@ -236,12 +247,18 @@ impl Client {
     ///
     /// # Errors
     /// [`AddBatchError`] with every event back, and nothing of the batch accepted, when any
-    /// event has a blank key, the client is closed (or its sender stopped), or the buffer or
+    /// event breaks the record schema (a blank key, ...), the client is closed (or its sender stopped), or the buffer or
     /// spool cannot take them all; the refused events are counted by status.
     pub fn add_batch(&self, events: Vec<Event>) -> Result<(), AddBatchError> {
-        if let Some(e) = events.iter().find(|e| is_blank_key(&e.unique_key)) {
-            tracing::warn!(instance = %e.internal_instance_id, "billing: batch refused: blank unique key");
-            return Err(AddBatchError::new(AddBatchErrorKind::BlankKey, events));
+        if let Some(invalid) = events.iter().find_map(|e| check_event(e).err()) {
+            tracing::warn!(reason = %invalid, "billing: batch refused");
+            self.track_refused(Status::Invalid, &events);
+            let kind = if invalid.reason == Reason::BlankKey {
+                AddBatchErrorKind::BlankKey
+            } else {
+                AddBatchErrorKind::Invalid
+            };
+            return Err(AddBatchError::new(kind, events));
         }
         if self.shared.closed.load(Ordering::Acquire) {
             self.track_refused(Status::Stopping, &events);

@@ -8,7 +8,8 @@
 //! an event with only zero amounts encodes to no units (nothing is sent, as the Go client sent
 //! nothing).
 
-use billing_schema::{Event, RecordRef, TAG, rfc3339};
+use billing_schema::record::{RecordRef, TAG};
+use billing_schema::{Event, rfc3339};
 
 use crate::config::Framing;
 use crate::contract::Queued;

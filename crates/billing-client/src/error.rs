@@ -24,9 +24,20 @@ pub enum NewClientError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AddError {
-    /// The unique key is empty or whitespace (Go: `billing: units uniqueKey cannot be blank`).
+    /// The unique key is empty or whitespace (Go: `billing: units uniqueKey cannot be blank`);
+    /// counted `invalid`.
     #[error("billing: units uniqueKey cannot be blank")]
     BlankKey(Box<Event>),
+    /// The event breaks another rule of the record schema (empty instance id, amount type
+    /// syntax, field or metadata size, NUL); the ingester would quarantine its records.
+    /// Counted `invalid`.
+    #[error("billing: invalid event {}: {source}", .event.unique_key)]
+    Invalid {
+        /// The rule broken.
+        source: billing_schema::validate::Invalid,
+        /// The refused event.
+        event: Box<Event>,
+    },
     /// `max_buffered_events` events are accepted and not yet delivered; counted `buffer_full`.
     #[error("billing: reached billing event buffer limit ({limit}), discarding event {}", .event.unique_key)]
     QueueFull {
@@ -62,6 +73,7 @@ impl AddError {
     pub fn into_event(self) -> Event {
         match self {
             AddError::BlankKey(e)
+            | AddError::Invalid { event: e, .. }
             | AddError::Closed(e)
             | AddError::QueueFull { event: e, .. }
             | AddError::SpoolFull { event: e, .. }
@@ -98,8 +110,11 @@ pub enum FlushError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AddBatchErrorKind {
-    /// An event's unique key is empty or whitespace; nothing was counted.
+    /// An event's unique key is empty or whitespace; counted `invalid`.
     BlankKey,
+    /// An event breaks another rule of the record schema (see [`AddError::Invalid`]); counted
+    /// `invalid`.
+    Invalid,
     /// The client is closed or its sender stopped; counted `stopping`.
     Closed,
     /// The batch would pass `max_buffered_events`; counted `buffer_full`.
@@ -117,6 +132,7 @@ impl std::fmt::Display for AddBatchErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AddBatchErrorKind::BlankKey => f.write_str("billing: units uniqueKey cannot be blank"),
+            AddBatchErrorKind::Invalid => f.write_str("billing: an event breaks the record schema"),
             AddBatchErrorKind::Closed => f.write_str("billing: client is closed"),
             AddBatchErrorKind::QueueFull { limit } => {
                 write!(f, "billing: reached billing event buffer limit ({limit})")

@@ -14,7 +14,8 @@
 //! Statuses: `success` (acknowledged), `retrying` (a delivery attempt failed; counted per
 //! attempt, as Go did), `stopping` (dropped because the client was closing), `buffer_full`
 //! (refused: `max_buffered_events` reached), `spool_full` and `spool_error` (refused: the spool
-//! is full or cannot write). Like the Go package, metrics are process-wide by
+//! is full or cannot write), `invalid` (refused: the event breaks a schema rule, e.g. a blank
+//! key or an amount type of the wrong syntax). Like the Go package, metrics are process-wide by
 //! default ([`Metrics::global`]); tests and multi-client programs can give each client its own.
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use billing_schema::AmountType;
 
 /// Why an event's amounts are counted: the `status` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Status {
     /// Acknowledged by the ingester.
     Success,
@@ -44,16 +46,20 @@ pub enum Status {
     SpoolFull,
     /// Refused because the spool could not write it (disk full, I/O error).
     SpoolError,
+    /// Refused because it breaks a rule of the record schema (the ingester would quarantine
+    /// it).
+    Invalid,
 }
 
 impl Status {
-    const ALL: [Status; 6] = [
+    const ALL: [Status; 7] = [
         Status::Success,
         Status::Retrying,
         Status::Stopping,
         Status::BufferFull,
         Status::SpoolFull,
         Status::SpoolError,
+        Status::Invalid,
     ];
 
     /// The label value.
@@ -65,6 +71,7 @@ impl Status {
             Status::BufferFull => "buffer_full",
             Status::SpoolFull => "spool_full",
             Status::SpoolError => "spool_error",
+            Status::Invalid => "invalid",
         }
     }
 }
@@ -98,8 +105,8 @@ fn new_histogram() -> Histogram {
 /// Counters of one amount type, resolved once so the hot path does no label allocation.
 #[derive(Debug)]
 struct PerType {
-    events: [Counter; 6],
-    amounts: [Counter; 6],
+    events: [Counter; 7],
+    amounts: [Counter; 7],
     unacked: Gauge,
 }
 

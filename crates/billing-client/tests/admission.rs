@@ -46,6 +46,29 @@ fn a_blank_key_is_refused_with_the_go_message_and_the_event() {
 }
 
 #[test]
+fn an_event_the_ingester_would_quarantine_is_refused_counted_and_handed_back() {
+    let (client, metrics) = unreachable_client(|_| {});
+    let bad_type = AmountType::from("Free Money");
+    let cases: Vec<(&str, &str, AmountType, &str)> = vec![
+        ("k1", "", SAMPLES, "internal_instance_id is empty"),
+        ("k2", "1", bad_type.clone(), "amount_type"),
+        ("k\u{0}3", "1", SAMPLES, "NUL"),
+    ];
+    for (key, instance, ty, why) in cases {
+        let err = client
+            .add_amounts(key, instance, now(), amounts(&[(&ty, 1)]), meta(&[]))
+            .unwrap_err();
+        assert!(matches!(err, AddError::Invalid { .. }), "{err}");
+        assert!(err.to_string().contains(why), "{err} should mention {why}");
+        assert!(!err.is_retriable());
+        assert_eq!(err.into_event().unique_key, key);
+    }
+    assert_eq!(metrics.events_total(Status::Invalid, &SAMPLES), 2);
+    assert_eq!(metrics.events_total(Status::Invalid, &bad_type), 1);
+    assert_eq!(client.pending(), 0);
+}
+
+#[test]
 fn a_full_buffer_refuses_without_blocking_and_counts_buffer_full() {
     let (client, metrics) = unreachable_client(|c| c.max_buffered_events = 3);
     for i in 0..3 {

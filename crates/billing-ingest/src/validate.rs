@@ -9,7 +9,7 @@
 
 use std::time::SystemTime;
 
-pub(crate) use billing_schema::rfc3339::rfc3339_secs;
+pub(crate) use billing_schema::rfc3339_secs;
 pub(crate) use billing_schema::validate::{Body, HOUR_SECONDS, Record};
 use billing_schema::validate::{Policy, validate};
 use forward::Entry;

@@ -298,6 +298,59 @@ pub fn check_amount_type(ty: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// The rules an event must meet before a client accepts it: those of the table above that
+/// depend on the event alone and not on the ingester's policy (blank key, empty instance, field
+/// sizes, NUL, amount type syntax, and the default metadata size), so that a record the client
+/// sends is never quarantined for them. Negative amounts and the time window are the
+/// ingester's policy and are not checked here.
+///
+/// # Errors
+/// The first rule broken.
+pub fn check_event(event: &crate::Event) -> Result<(), Invalid> {
+    if is_blank_key(&event.unique_key) {
+        return Err(Invalid::new(Reason::BlankKey, "unique_key is blank"));
+    }
+    if event.internal_instance_id.is_empty() {
+        return Err(Invalid::new(
+            Reason::EmptyField,
+            "internal_instance_id is empty",
+        ));
+    }
+    let longest_type = event.amounts.keys().map(|t| t.as_str().len()).max();
+    let key_len = event.unique_key.len() + 1 + longest_type.unwrap_or(0);
+    for (field, len) in [
+        (schema::UNIQUE_KEY, key_len),
+        (
+            schema::INTERNAL_INSTANCE_ID,
+            event.internal_instance_id.len(),
+        ),
+    ] {
+        if len > MAX_FIELD_BYTES {
+            return Err(Invalid::new(
+                Reason::FieldTooLong,
+                format!("{field} is longer than {MAX_FIELD_BYTES} bytes"),
+            ));
+        }
+    }
+    if event.unique_key.contains('\0') || event.internal_instance_id.contains('\0') {
+        return Err(Invalid::new(
+            Reason::NulCharacter,
+            "unique_key or internal_instance_id contains a NUL character",
+        ));
+    }
+    for t in event.amounts.keys() {
+        check_amount_type(t.as_str())?;
+    }
+    let metadata: usize = event.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if metadata > DEFAULT_MAX_METADATA_BYTES {
+        return Err(Invalid::new(
+            Reason::MetadataTooLarge,
+            format!("metadata is larger than {DEFAULT_MAX_METADATA_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 fn text<'a>(v: &'a Value, field: &str) -> Result<&'a str, Invalid> {
     match v {
         Value::String(s) => s.as_str().ok_or_else(|| {

@@ -3,8 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use billing_schema::record::RecordRef;
 use billing_schema::validate::{HOUR_SECONDS, Policy, is_blank_key, validate};
-use billing_schema::{AmountType, Metadata, RecordRef, rfc3339};
+use billing_schema::{AmountType, Metadata, rfc3339};
 use proptest::prelude::*;
 
 fn check(key: &str, instance: &str, ty: &AmountType, value: i64, secs: u64, md: &Metadata) {
@@ -84,5 +85,28 @@ proptest! {
         md in proptest::collection::btree_map("[^\u{0}]{0,10}", "[^\u{0}]{0,20}", 0..4),
     ) {
         check(&key, &instance, &AmountType::from(ty), value, secs, &md);
+    }
+}
+
+proptest! {
+    /// The client's own check and the ingester's validation agree: an event the client accepts
+    /// yields records the ingester stores (credits and the time window are ingester policy).
+    #[test]
+    fn an_event_the_client_accepts_is_never_quarantined(
+        key in "[ -~]{0,12}",
+        instance in "[ -~]{0,6}",
+        ty in "[a-zA-Z0-9 ._!-]{0,8}",
+        value in 1i64..1000,
+    ) {
+        let event = billing_schema::Event {
+            unique_key: key.clone(),
+            internal_instance_id: instance.clone(),
+            occurred_at: SystemTime::now(),
+            amounts: [(AmountType::from(ty.clone()), value)].into(),
+            metadata: Metadata::new(),
+        };
+        if billing_schema::validate::check_event(&event).is_ok() {
+            check(&key, &instance, &AmountType::from(ty), value, 1_795_754_038, &Metadata::new());
+        }
     }
 }

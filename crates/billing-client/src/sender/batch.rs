@@ -9,7 +9,8 @@
 
 use std::collections::VecDeque;
 
-use billing_schema::{Amounts, TAG};
+use billing_schema::Amounts;
+use billing_schema::record::TAG;
 use forward::Options;
 use tokio::time::Instant;
 
