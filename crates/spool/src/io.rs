@@ -3,7 +3,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -155,12 +155,23 @@ impl SpoolFile for StdFile {
     }
 }
 
+/// Mode of the files the spool creates: readable by their owner only (billing data). The
+/// umask can only take bits away, so they are never more open than this.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the directories the spool creates.
+pub const FILE_DIR_MODE: u32 = 0o700;
+
 struct StdLock(#[allow(dead_code)] File);
 impl LockGuard for StdLock {}
 
 impl SpoolIo for StdIo {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(path)
+        // Billing data: directories we create are the owner's only (an existing one keeps its
+        // mode: it is the operator's).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(FILE_DIR_MODE)
+            .create(path)
     }
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();
@@ -182,10 +193,10 @@ impl SpoolIo for StdIo {
                 o.write(true);
             }
             OpenMode::CreateNew => {
-                o.write(true).create_new(true).mode(0o644);
+                o.write(true).create_new(true).mode(FILE_MODE);
             }
             OpenMode::CreateTruncate => {
-                o.write(true).create(true).truncate(true).mode(0o644);
+                o.write(true).create(true).truncate(true).mode(FILE_MODE);
             }
         }
         Ok(Arc::new(StdFile(o.open(path)?)))
@@ -205,7 +216,7 @@ impl SpoolIo for StdIo {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o644)
+            .mode(FILE_MODE)
             .open(dir.join(LOCK_FILE))
             .map_err(LockError::Io)?;
         // SAFETY: flock on a valid, owned descriptor.
