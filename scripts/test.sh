@@ -7,6 +7,7 @@
 # - Node peers:  npm install in tests/peers (no lock file is written)
 # - then: cargo test --workspace --all-targets, with PEER_PYTHON and PEERS_DIR
 #   exported for crates/billing-cli/tests/interop.rs
+# - then (without extra args): every fuzz target for FUZZ_SECONDS (default 15) each
 #
 # Idempotent: the pip / npm steps are skipped when the pinned requirement files
 # are unchanged since the last successful install (hash stamps).
@@ -60,3 +61,8 @@ export PEER_PYTHON="$VENV/bin/python"
 export PEERS_DIR
 echo "==> cargo test --workspace --all-targets $*"
 cargo test --workspace --all-targets "$@"
+
+# --- Fuzzing: a short run of every decoder's target (FUZZ_SECONDS=0 skips it) ------
+if [[ $# -eq 0 && "${FUZZ_SECONDS:-15}" != 0 ]]; then
+  bash scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
+fi
