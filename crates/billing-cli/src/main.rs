@@ -17,7 +17,15 @@ use clap::{Parser, Subcommand};
 
 /// Report and receive billable usage over the forward protocol.
 #[derive(Debug, Parser)]
-#[command(name = "billing", version, about, propagate_version = true)]
+// A flag given twice takes its last value, as with Go's flag package (and so a wrapper can
+// append an override).
+#[command(
+    name = "billing",
+    version,
+    about,
+    propagate_version = true,
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -26,6 +26,16 @@ pub struct ValidationArgs {
     /// (metadata_too_large).
     #[arg(long, env = "BILLING_INGEST_MAX_METADATA_BYTES", default_value_t = DEFAULT_MAX_METADATA_BYTES, value_name = "BYTES")]
     pub max_metadata_bytes: usize,
+    /// The amount types billed, comma-separated (e.g. container-seconds,node-seconds,samples);
+    /// records of other types are quarantined (unknown_amount_type). Default: any type of the
+    /// safe syntax (a-z, 0-9, '-', '_', '.'; at most 64 bytes).
+    #[arg(
+        long,
+        env = "BILLING_INGEST_AMOUNT_TYPES",
+        value_delimiter = ',',
+        value_name = "TYPES"
+    )]
+    pub amount_types: Option<Vec<String>>,
 }
 
 impl ValidationArgs {
@@ -35,6 +45,11 @@ impl ValidationArgs {
             .with_allow_negative(self.allow_negative)
             .with_window(self.max_event_age, self.max_event_future)
             .with_max_metadata_bytes(self.max_metadata_bytes)
+            .with_amount_types(
+                self.amount_types
+                    .as_ref()
+                    .map(|t| t.iter().map(|s| s.trim().to_string()).collect()),
+            )
     }
 }
 
@@ -66,6 +81,7 @@ mod tests {
             "--max-event-age=2h",
             "--max-event-future=0",
             "--max-metadata-bytes=10",
+            "--amount-types=samples, node-seconds",
         ])
         .unwrap();
         let p = cli.v.policy();
@@ -73,5 +89,7 @@ mod tests {
         assert_eq!(p.max_event_age, Duration::from_secs(7200));
         assert_eq!(p.max_event_future, Duration::ZERO);
         assert_eq!(p.max_metadata_bytes, 10);
+        let types: Vec<_> = p.amount_types.unwrap().into_iter().collect();
+        assert_eq!(types, ["node-seconds", "samples"]);
     }
 }

@@ -366,12 +366,17 @@ impl<S: Store> Handler for Ingest<S> {
             self.metrics.quarantined_by(&counts);
             // One line per frame whatever its size: counts by reason and the first keys.
             let reasons: Vec<String> = counts.iter().map(|(r, n)| format!("{r}={n}")).collect();
-            let keys: Vec<String> = keys.iter().map(|k| log::Escaped(k).to_string()).collect();
+            // Escaped: no space or control character of a key survives unescaped, so the
+            // space-separated list cannot be confused.
+            let keys: Vec<String> = keys
+                .iter()
+                .map(|k| log::Escaped(k).to_string().replace(' ', "\\x20"))
+                .collect();
             tracing::warn!(
                 %peer,
                 quarantined = counts.iter().map(|(_, n)| n).sum::<u64>(),
                 reasons = %reasons.join(" "),
-                first_keys = ?keys,
+                first_keys = %keys.join(" "),
                 "invalid records quarantined"
             );
         }

@@ -20,6 +20,7 @@
 //! | `unique_key` not blank: empty or whitespace only, as the client refuses it ([`is_blank_key`]) | `blank_key` |
 //! | `internal_instance_id` not empty | `empty_field` |
 //! | `amount_type` of the safe syntax: 1 to [`MAX_AMOUNT_TYPE_BYTES`] bytes of `a-z`, `0-9`, `-`, `_`, `.` ([`check_amount_type`]) | `invalid_amount_type` |
+//! | `amount_type` one of the ingester's known types, when it names them (*policy*: [`Policy::amount_types`], default any; `--amount-types`) | `unknown_amount_type` |
 //! | `amount_value` fits an `i64` | `amount_out_of_range` |
 //! | `amount_value` ≥ 0 (*policy*: [`Policy::allow_negative`], `--allow-negative`, for credits) | `negative_amount` |
 //! | `occurred_at` is an RFC 3339 time (any offset) | `invalid_time` |
@@ -77,6 +78,10 @@ pub struct Policy {
     /// Most bytes of metadata keys and values per record. Default
     /// [`DEFAULT_MAX_METADATA_BYTES`].
     pub max_metadata_bytes: usize,
+    /// The amount types billed, when the operator names them; `None` (the default): any type
+    /// of the safe syntax. A type outside the list is quarantined (`unknown_amount_type`), so
+    /// a sender cannot invent a billable unit.
+    pub amount_types: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Default for Policy {
@@ -86,6 +91,7 @@ impl Default for Policy {
             max_event_age: DEFAULT_MAX_EVENT_AGE,
             max_event_future: DEFAULT_MAX_EVENT_FUTURE,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            amount_types: None,
         }
     }
 }
@@ -101,6 +107,12 @@ impl Policy {
     /// These rules with negative amounts accepted or not.
     pub fn with_allow_negative(mut self, allow: bool) -> Self {
         self.allow_negative = allow;
+        self
+    }
+
+    /// These rules with only `types` billable (`None`: any type of the safe syntax).
+    pub fn with_amount_types(mut self, types: Option<std::collections::BTreeSet<String>>) -> Self {
+        self.amount_types = types;
         self
     }
 
@@ -135,6 +147,8 @@ pub enum Reason {
     EmptyField,
     /// `amount_type` is not of the safe syntax.
     InvalidAmountType,
+    /// `amount_type` is not one of the types the ingester bills.
+    UnknownAmountType,
     /// `amount_value` does not fit an `i64`.
     AmountOutOfRange,
     /// `amount_value` is negative and the policy does not allow credits.
@@ -151,7 +165,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics that list each one from the start.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::NotAMap,
         Reason::DuplicateField,
         Reason::MissingField,
@@ -162,6 +176,7 @@ impl Reason {
         Reason::BlankKey,
         Reason::EmptyField,
         Reason::InvalidAmountType,
+        Reason::UnknownAmountType,
         Reason::AmountOutOfRange,
         Reason::NegativeAmount,
         Reason::InvalidTime,
@@ -183,6 +198,7 @@ impl Reason {
             Reason::BlankKey => "blank_key",
             Reason::EmptyField => "empty_field",
             Reason::InvalidAmountType => "invalid_amount_type",
+            Reason::UnknownAmountType => "unknown_amount_type",
             Reason::AmountOutOfRange => "amount_out_of_range",
             Reason::NegativeAmount => "negative_amount",
             Reason::InvalidTime => "invalid_time",
@@ -453,6 +469,14 @@ pub fn validate(record: &Value, policy: &Policy, now: SystemTime) -> Result<Reco
         schema::AMOUNT_TYPE,
     )?;
     check_amount_type(amount_type)?;
+    if let Some(known) = &policy.amount_types
+        && !known.contains(amount_type)
+    {
+        return Err(Invalid::new(
+            Reason::UnknownAmountType,
+            format!("amount_type {amount_type:?} is not one of the billed types"),
+        ));
+    }
     let value = match present(value, schema::AMOUNT_VALUE)? {
         Value::Integer(i) => i.as_i64().ok_or_else(|| {
             Invalid::new(
@@ -789,6 +813,21 @@ mod tests {
             Reason::MetadataTooLarge
         );
         assert!(validate(&with(5, big), &Policy::default(), now()).is_ok());
+    }
+
+    #[test]
+    fn an_amount_type_list_refuses_the_others() {
+        let p = Policy::default().with_amount_types(Some(["samples".to_string()].into()));
+        assert!(validate(&rec(&good()), &p, now()).is_ok());
+        let other = with(2, Value::from("free-money"));
+        assert!(
+            check(&other).is_ok(),
+            "any type of the safe syntax by default"
+        );
+        assert_eq!(
+            validate(&other, &p, now()).unwrap_err().reason,
+            Reason::UnknownAmountType
+        );
     }
 
     #[test]
