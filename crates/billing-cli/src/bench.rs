@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use billing_client::{AmountType, Amounts, Client, Config, Metadata, Metrics};
-use billing_ingest::{AnyStore, IngestMetrics, PgUrl, StoreUrl};
+use billing_ingest::{AnyStore, PgUrl, RunningIngester, StoreUrl};
 use forward::{Disposition, Frame, Handler};
 
 #[derive(Debug, clap::Args)]
@@ -142,14 +142,13 @@ fn run_ours(addr: SocketAddr, args: &BenchArgs, require_ack: bool) -> anyhow::Re
     Ok(args.events as f64 / run_client(addr, args, cfg)?)
 }
 
-/// An in-process ingester on `store`, on its own runtime shaped like `billing ingest`'s.
+/// An in-process ingester on `store` (`billing-ingest`'s harness: the forward server, handler
+/// and store code of `billing ingest`), on a 2-worker runtime of its own as `billing ingest`
+/// runs on. Not [`billing_ingest::BackgroundIngester`]: its runtime has a single thread, which
+/// would measure another ingester and break comparison with earlier figures.
 struct StoreTarget {
     runtime: tokio::runtime::Runtime,
-    addr: SocketAddr,
-    store: Arc<AnyStore>,
-    metrics: IngestMetrics,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    served: Option<tokio::task::JoinHandle<()>>,
+    ingester: RunningIngester<AnyStore>,
 }
 
 impl StoreTarget {
@@ -158,35 +157,15 @@ impl StoreTarget {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let metrics = IngestMetrics::new();
-        let (addr, store, served) = runtime.block_on(async {
+        let ingester = runtime.block_on(async {
             let store = Arc::new(
                 AnyStore::open(url)
                     .await
                     .with_context(|| format!("cannot open store {url}"))?,
             );
-            let server = billing_ingest::bind("127.0.0.1:0").await?;
-            let addr = server.local_addr()?;
-            let served = tokio::spawn(billing_ingest::serve_with_metrics(
-                server,
-                store.clone(),
-                metrics.clone(),
-                billing_schema::validate::Policy::default(),
-                async {
-                    let _ = stopped.await;
-                },
-            ));
-            anyhow::Ok((addr, store, served))
+            anyhow::Ok(RunningIngester::start("127.0.0.1:0", store).await?)
         })?;
-        Ok(Self {
-            runtime,
-            addr,
-            store,
-            metrics,
-            stop: Some(stop),
-            served: Some(served),
-        })
+        Ok(Self { runtime, ingester })
     }
 
     /// Runs the client against this ingester; records per second, checked against the store,
@@ -199,15 +178,15 @@ impl StoreTarget {
             c.max_buffered_events = args.store_buffered;
             c
         };
-        let secs = run_client(self.addr, args, cfg)?;
+        let secs = run_client(self.ingester.addr(), args, cfg)?;
         let records = (args.events * usize::from(args.types)) as i64;
-        let summary = self.runtime.block_on(self.store.summary())?;
+        let summary = self.runtime.block_on(self.ingester.store().summary())?;
         anyhow::ensure!(
             summary.records == records,
             "the store holds {} records, {records} were sent",
             summary.records
         );
-        let (frames, store_secs) = self.metrics.commits();
+        let (frames, store_secs) = self.ingester.metrics().commits();
         let breakdown = Breakdown {
             frames,
             records_per_frame: records as f64 / frames.max(1) as f64,
@@ -216,13 +195,8 @@ impl StoreTarget {
         Ok((records as f64 / secs, breakdown))
     }
 
-    fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(served) = self.served.take() {
-            let _ = self.runtime.block_on(served);
-        }
+    fn stop(self) {
+        self.runtime.block_on(self.ingester.shutdown());
     }
 }
 
@@ -250,7 +224,8 @@ impl std::fmt::Display for Breakdown {
 struct BenchSchema {
     name: String,
     url: PgUrl,
-    /// `--postgres` without this crate's own parameters, for tokio-postgres.
+    /// `--postgres` without this crate's own parameters, for tokio-postgres: stripped here
+    /// because [`PgUrl`] keeps its own tokio-postgres string private.
     conn: String,
 }
 

@@ -1,28 +1,26 @@
-//! The demo's in-process ingester: its store (SQLite plus the hidden fault) and the forward
-//! server started on it and stopped again for the mid-run restart. Everything that starts or
-//! stops an ingester lives here, behind a small surface ([`DemoStore::open`],
-//! [`Ingester::start`], [`Ingester::shutdown`], [`DemoStore::close`]) shaped like the shared
-//! in-process ingester harness of `billing-ingest`, so the demo can move onto that harness by
-//! changing this module only. A leaf: it imports no other demo module.
+//! The demo's store: SQLite behind the hidden fault of `--fault-lose-record`. The server on it
+//! is `billing-ingest`'s in-process harness ([`RunningIngester`]), the same forward server and
+//! handler as `billing ingest`; this module only names it [`Ingester`] for the demo. A leaf: it
+//! imports no other demo module.
 //!
 //! Invariants:
-//! - [`Ingester::shutdown`] returns only once the server has dropped every connection, so
-//!   chunks it had not acked stay unacked and the client must resend them;
-//! - the store outlives the server: it is closed (its writer thread joined) only after the
-//!   server serving it has stopped, so every acked chunk is committed to the file before the
-//!   next ingester opens it;
+//! - the store outlives every server on it: [`DemoStore::close`] takes the handle
+//!   [`RunningIngester::shutdown`] returns once that server has stopped (the only one left),
+//!   so every acked chunk is committed to the file before the next ingester opens it;
 //! - the fault, unarmed, changes nothing: frames reach SQLite untouched.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use billing_ingest::{
-    Checked, SqliteStore, Store, StoreError, StoreOutcome, Summary, UsageQuery, UsageRow,
+    Checked, RunningIngester, SqliteStore, Store, StoreError, StoreOutcome, Summary, UsageQuery,
+    UsageRow,
 };
-use forward::{Frame, ServerStats};
+use forward::Frame;
+
+/// The demo's ingester: a forward server on the current runtime serving a [`DemoStore`].
+pub(super) type Ingester = RunningIngester<DemoStore>;
 
 /// The hidden fault of `--fault-lose-record`: once armed with a record key, every arrival of
 /// that record is acked without being stored, as a buggy ingester would, so reconciliation
@@ -75,54 +73,5 @@ impl Store for DemoStore {
             checked.valid.retain(|r| r.unique_key != **key);
         }
         self.inner.store(frame, checked).await
-    }
-}
-
-/// A running forward server on the demo's store.
-pub(super) struct Ingester {
-    addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-    store: Arc<DemoStore>,
-    stats: Arc<ServerStats>,
-}
-
-impl Ingester {
-    /// Listens on `addr` (port 0 picks a free port) and serves `store` on the current runtime.
-    pub(super) async fn start(addr: &str, store: Arc<DemoStore>) -> anyhow::Result<Self> {
-        let server = billing_ingest::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let addr = server.local_addr()?;
-        let stats = server.stats();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(billing_ingest::serve(server, store.clone(), async move {
-            let _ = stopped.await;
-        }));
-        Ok(Ingester {
-            addr,
-            stop,
-            task,
-            store,
-            stats,
-        })
-    }
-
-    /// The bound address.
-    pub(super) fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Connections this server has accepted so far (the client's reconnects, after a restart).
-    pub(super) fn connections_total(&self) -> u64 {
-        self.stats.connections_total.load(Ordering::Relaxed)
-    }
-
-    /// Fires the shutdown future and waits until the server has dropped every connection.
-    /// Returns the store, still open.
-    pub(super) async fn shutdown(self) -> Arc<DemoStore> {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
-        self.store
     }
 }

@@ -12,10 +12,10 @@
 //!    `--reports-per-hour` events, each with `container-seconds`, `node-seconds` and `samples`.
 //! 2. After every `--retry-every`th event the producer re-adds one recently sent event with the
 //!    same unique key and body, as a service retrying after a crash does (counted).
-//! 3. Halfway through, the ingester's shutdown future fires: the server stops accepting and
-//!    drops its open connections (chunks not yet acked stay unacked). The producer goes on
-//!    adding while the ingester is down for `--downtime`; then a new server starts on the same
-//!    port with the same SQLite file, and the client reconnects and resends everything unacked.
+//! 3. Halfway through, the ingester is shut down: the server stops accepting and drops its open
+//!    connections (chunks not yet acked stay unacked). The producer goes on adding while the
+//!    ingester is down for `--downtime`; then a new server starts on the same port with the
+//!    same SQLite file, and the client reconnects and resends everything unacked.
 //! 4. The producer is well behaved: it never lets the client refuse an event for a full
 //!    buffer; when `max_buffered_events` are pending it backs off until there is room (counted),
 //!    and should a refusal happen anyway it retries the same event (counted).
@@ -35,7 +35,7 @@
 //! Layout, a DAG: this module only orchestrates; the others never import it, and import each
 //! other only downwards (producer → ledger → print → columns):
 //! - [`usage`]: the generator, from the seed alone;
-//! - [`ingester`]: the store with its hidden fault, and the server's start and stop;
+//! - [`ingester`]: the store with its hidden fault, served by `billing-ingest`'s harness;
 //! - [`producer`]: how events are handed to the client (backoff, retried refusals);
 //! - [`ledger`]: the books of what was accepted, and the reconciliation;
 //! - [`print`]: progress bar, number grouping, the hourly table;
@@ -50,6 +50,7 @@ mod usage;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -99,6 +100,15 @@ pub struct DemoArgs {
     /// storing it, so reconciliation must fail.
     #[arg(long, hide = true)]
     pub fault_lose_record: bool,
+}
+
+/// The demo's ingester settings: the default validation rules, with a time window that
+/// reaches the simulated day whatever `--day` says (the window is about late senders, not
+/// about a replayed day).
+fn ingester_options() -> billing_ingest::IngesterOptions {
+    let policy = billing_schema::validate::Policy::default()
+        .with_window(std::time::Duration::MAX, std::time::Duration::MAX);
+    billing_ingest::IngesterOptions::default().policy(policy)
 }
 
 fn parse_day(s: &str) -> Result<time::Date, String> {
@@ -160,7 +170,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let fault = Fault::default();
     let first = runtime.block_on(async {
         let store = DemoStore::open(&db, fault.clone()).await?;
-        Ingester::start("127.0.0.1:0", store).await
+        anyhow::Ok(Ingester::start_with("127.0.0.1:0", store, ingester_options()).await?)
     })?;
     let addr = first.addr();
     println!(
@@ -208,7 +218,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 store.close().await;
                 tokio::time::sleep(downtime).await;
                 let store = DemoStore::open(&db, fault).await?;
-                Ingester::start(&addr.to_string(), store).await
+                anyhow::Ok(Ingester::start_with(addr, store, ingester_options()).await?)
             }));
             // The old server is gone (its connections too) before the client adds more.
             is_down
@@ -266,7 +276,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The report and the reconciliation read the store the last ingester wrote.
     let (ingester, restart_note) = match (second, first) {
         (Some(second), _) => {
-            let reconnects = second.connections_total();
+            // Every connection the second server accepted is a reconnect of the client.
+            let reconnects = second.stats().connections_total.load(Ordering::Relaxed);
             let note = format!(
                 "ingester restarted after {} of {} events (connections dropped, down {}, same port and store); the client reconnected ({reconnects}x) and resent {} unacked events",
                 group_u(restarted_at),
