@@ -40,207 +40,24 @@
 //! object with keys sorted bytewise, so key order on the wire does not matter. Two records with
 //! the same key are duplicates exactly when these five normalized values are equal.
 
+mod event;
+mod policy;
+mod reason;
+
 use std::collections::BTreeMap;
-use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rmpv::Value;
 
 use crate::record as schema;
 use crate::rfc3339::{parse_rfc3339, rfc3339};
 
-/// Longest `unique_key` or `internal_instance_id` accepted, in bytes.
-pub const MAX_FIELD_BYTES: usize = 1024;
-
-/// Longest `amount_type` accepted, in bytes.
-pub const MAX_AMOUNT_TYPE_BYTES: usize = 64;
-
-/// Default [`Policy::max_event_age`]: 35 days, the common grace period of billing systems
-/// (usage may arrive late, but a closed invoice period is not reopened silently).
-pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(35 * 24 * 3600);
-
-/// Default [`Policy::max_event_future`]: 5 minutes, room for clock skew between hosts.
-pub const DEFAULT_MAX_EVENT_FUTURE: Duration = Duration::from_secs(5 * 60);
-
-/// Default [`Policy::max_metadata_bytes`]: 64 KiB per record.
-pub const DEFAULT_MAX_METADATA_BYTES: usize = 64 * 1024;
-
-/// The overridable rules (see the module docs' table).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Policy {
-    /// Accept negative amounts (credits). Default `false`.
-    pub allow_negative: bool,
-    /// Oldest accepted `occurred_at`, back from now. Default [`DEFAULT_MAX_EVENT_AGE`].
-    pub max_event_age: Duration,
-    /// Latest accepted `occurred_at`, ahead of now. Default [`DEFAULT_MAX_EVENT_FUTURE`].
-    pub max_event_future: Duration,
-    /// Most bytes of metadata keys and values per record. Default
-    /// [`DEFAULT_MAX_METADATA_BYTES`].
-    pub max_metadata_bytes: usize,
-    /// The amount types billed, when the operator names them; `None` (the default): any type
-    /// of the safe syntax. A type outside the list is quarantined (`unknown_amount_type`), so
-    /// a sender cannot invent a billable unit.
-    pub amount_types: Option<std::collections::BTreeSet<String>>,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            allow_negative: false,
-            max_event_age: DEFAULT_MAX_EVENT_AGE,
-            max_event_future: DEFAULT_MAX_EVENT_FUTURE,
-            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
-            amount_types: None,
-        }
-    }
-}
-
-impl Policy {
-    /// The defaults with another time window (e.g. an unbounded one to re-import an archive).
-    pub fn with_window(mut self, max_event_age: Duration, max_event_future: Duration) -> Self {
-        self.max_event_age = max_event_age;
-        self.max_event_future = max_event_future;
-        self
-    }
-
-    /// These rules with negative amounts accepted or not.
-    pub fn with_allow_negative(mut self, allow: bool) -> Self {
-        self.allow_negative = allow;
-        self
-    }
-
-    /// These rules with only `types` billable (`None`: any type of the safe syntax).
-    pub fn with_amount_types(mut self, types: Option<std::collections::BTreeSet<String>>) -> Self {
-        self.amount_types = types;
-        self
-    }
-
-    /// These rules with another metadata size limit.
-    pub fn with_max_metadata_bytes(mut self, max: usize) -> Self {
-        self.max_metadata_bytes = max;
-        self
-    }
-}
-
-/// Why a record is invalid: a stable, low-cardinality label (see the module docs' table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Reason {
-    /// The record is not a map.
-    NotAMap,
-    /// A field (or metadata key) appears twice.
-    DuplicateField,
-    /// A required field is absent.
-    MissingField,
-    /// A field has the wrong MessagePack type.
-    WrongType,
-    /// A string is not UTF-8.
-    InvalidUtf8,
-    /// A key, instance or type is longer than allowed.
-    FieldTooLong,
-    /// A key, instance or type contains NUL.
-    NulCharacter,
-    /// `unique_key` is empty or whitespace only.
-    BlankKey,
-    /// `internal_instance_id` is empty.
-    EmptyField,
-    /// `amount_type` is not of the safe syntax.
-    InvalidAmountType,
-    /// `amount_type` is not one of the types the ingester bills.
-    UnknownAmountType,
-    /// `amount_value` does not fit an `i64`.
-    AmountOutOfRange,
-    /// `amount_value` is negative and the policy does not allow credits.
-    NegativeAmount,
-    /// `occurred_at` is not an RFC 3339 time.
-    InvalidTime,
-    /// `occurred_at` is older than the policy's window.
-    TooOld,
-    /// `occurred_at` is further ahead than the policy's window.
-    InFuture,
-    /// The metadata is larger than the policy allows.
-    MetadataTooLarge,
-}
-
-impl Reason {
-    /// Every reason, for metrics that list each one from the start.
-    pub const ALL: [Reason; 17] = [
-        Reason::NotAMap,
-        Reason::DuplicateField,
-        Reason::MissingField,
-        Reason::WrongType,
-        Reason::InvalidUtf8,
-        Reason::FieldTooLong,
-        Reason::NulCharacter,
-        Reason::BlankKey,
-        Reason::EmptyField,
-        Reason::InvalidAmountType,
-        Reason::UnknownAmountType,
-        Reason::AmountOutOfRange,
-        Reason::NegativeAmount,
-        Reason::InvalidTime,
-        Reason::TooOld,
-        Reason::InFuture,
-        Reason::MetadataTooLarge,
-    ];
-
-    /// The label: snake case, stable across versions.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::NotAMap => "not_a_map",
-            Reason::DuplicateField => "duplicate_field",
-            Reason::MissingField => "missing_field",
-            Reason::WrongType => "wrong_type",
-            Reason::InvalidUtf8 => "invalid_utf8",
-            Reason::FieldTooLong => "field_too_long",
-            Reason::NulCharacter => "nul_character",
-            Reason::BlankKey => "blank_key",
-            Reason::EmptyField => "empty_field",
-            Reason::InvalidAmountType => "invalid_amount_type",
-            Reason::UnknownAmountType => "unknown_amount_type",
-            Reason::AmountOutOfRange => "amount_out_of_range",
-            Reason::NegativeAmount => "negative_amount",
-            Reason::InvalidTime => "invalid_time",
-            Reason::TooOld => "too_old",
-            Reason::InFuture => "in_future",
-            Reason::MetadataTooLarge => "metadata_too_large",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A refused record: the rule it broke and a human-readable detail naming the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    /// The rule.
-    pub reason: Reason,
-    /// What exactly was wrong, e.g. `amount_value is not an integer`. May quote parts of the
-    /// record: escape it before logging.
-    pub detail: String,
-}
-
-impl Invalid {
-    fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Invalid {
-            reason,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl fmt::Display for Invalid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason, self.detail)
-    }
-}
-
-impl std::error::Error for Invalid {}
+pub use event::{check_amount_type, check_event, is_blank_key};
+pub use policy::{
+    DEFAULT_MAX_EVENT_AGE, DEFAULT_MAX_EVENT_FUTURE, DEFAULT_MAX_METADATA_BYTES,
+    MAX_AMOUNT_TYPE_BYTES, MAX_FIELD_BYTES, Policy,
+};
+pub use reason::{Invalid, Reason};
 
 /// Seconds in one rollup bucket.
 pub const HOUR_SECONDS: i64 = 3600;
@@ -287,84 +104,6 @@ impl Body {
         })
         .to_string()
     }
-}
-
-/// Whether a caller's key is blank (empty or whitespace only): the client refuses such an
-/// event (the Go client's `billing: units uniqueKey cannot be blank`) and the ingester
-/// quarantines such a record.
-pub fn is_blank_key(key: &str) -> bool {
-    key.trim().is_empty()
-}
-
-/// Checks an amount type's syntax: 1 to [`MAX_AMOUNT_TYPE_BYTES`] bytes of `a-z`, `0-9`, `-`,
-/// `_`, `.`. Safe in logs, metric labels, CSV and file names without escaping.
-///
-/// # Errors
-/// [`Reason::InvalidAmountType`] with a detail.
-pub fn check_amount_type(ty: &str) -> Result<(), Invalid> {
-    let ok_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b);
-    if ty.is_empty() || ty.len() > MAX_AMOUNT_TYPE_BYTES || !ty.bytes().all(ok_char) {
-        return Err(Invalid::new(
-            Reason::InvalidAmountType,
-            format!(
-                "amount_type {ty:?} is not 1 to {MAX_AMOUNT_TYPE_BYTES} bytes of a-z, 0-9, '-', '_', '.'"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// The rules an event must meet before a client accepts it: those of the table above that
-/// depend on the event alone and not on the ingester's policy (blank key, empty instance, field
-/// sizes, NUL, amount type syntax, and the default metadata size), so that a record the client
-/// sends is never quarantined for them. Negative amounts and the time window are the
-/// ingester's policy and are not checked here.
-///
-/// # Errors
-/// The first rule broken.
-pub fn check_event(event: &crate::Event) -> Result<(), Invalid> {
-    if is_blank_key(&event.unique_key) {
-        return Err(Invalid::new(Reason::BlankKey, "unique_key is blank"));
-    }
-    if event.internal_instance_id.is_empty() {
-        return Err(Invalid::new(
-            Reason::EmptyField,
-            "internal_instance_id is empty",
-        ));
-    }
-    let longest_type = event.amounts.keys().map(|t| t.as_str().len()).max();
-    let key_len = event.unique_key.len() + 1 + longest_type.unwrap_or(0);
-    for (field, len) in [
-        (schema::UNIQUE_KEY, key_len),
-        (
-            schema::INTERNAL_INSTANCE_ID,
-            event.internal_instance_id.len(),
-        ),
-    ] {
-        if len > MAX_FIELD_BYTES {
-            return Err(Invalid::new(
-                Reason::FieldTooLong,
-                format!("{field} is longer than {MAX_FIELD_BYTES} bytes"),
-            ));
-        }
-    }
-    if event.unique_key.contains('\0') || event.internal_instance_id.contains('\0') {
-        return Err(Invalid::new(
-            Reason::NulCharacter,
-            "unique_key or internal_instance_id contains a NUL character",
-        ));
-    }
-    for t in event.amounts.keys() {
-        check_amount_type(t.as_str())?;
-    }
-    let metadata: usize = event.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if metadata > DEFAULT_MAX_METADATA_BYTES {
-        return Err(Invalid::new(
-            Reason::MetadataTooLarge,
-            format!("metadata is larger than {DEFAULT_MAX_METADATA_BYTES} bytes"),
-        ));
-    }
-    Ok(())
 }
 
 fn text<'a>(v: &'a Value, field: &str) -> Result<&'a str, Invalid> {
@@ -586,6 +325,7 @@ fn normalize_metadata(v: Option<&Value>, max_bytes: usize) -> Result<String, Inv
 mod tests {
     use super::*;
     use crate::rfc3339::rfc3339_secs;
+    use std::time::Duration;
 
     /// The validation clock of these tests: one hour after the records' time.
     fn now() -> SystemTime {
