@@ -486,7 +486,8 @@ fn deeply_nested_record_within_the_limit_parses() {
 #[test]
 fn fuzz_seed_corpus_is_valid_frames() {
     // fuzz/seeds/decode_stream: two control bytes, then a stream of valid frames
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/decode_stream");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/decode_stream");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).expect("seed directory") {
         let path = entry.unwrap().path();
