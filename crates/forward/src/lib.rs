@@ -14,6 +14,7 @@
 
 mod background;
 mod connection;
+mod decode;
 pub mod encode;
 mod frame;
 pub mod msgpack;
@@ -26,9 +27,9 @@ pub use background::{
 };
 pub use connection::{AckReader, Connection};
 pub use frame::{
-    Check, Compression, DEFAULT_MAX_FRAME_BYTES, Entry, Frame, Framing, Mode, Options,
-    check as check_frame, check_reply, json_to_value, parse as parse_frame, parse_ack,
-    value_to_json,
+    Check, Compression, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME, DecodeLimits,
+    Entry, Frame, Framing, Mode, Options, check as check_frame, check_reply, json_to_value,
+    parse as parse_frame, parse_ack, parse_with as parse_frame_with, value_to_json,
 };
 pub use server::{
     Disposition, Handler, Server, ServerConfig, ServerControl, ServerStats, serve_connection,
@@ -41,6 +42,20 @@ pub enum FrameError {
     /// The frame (or its decompressed entries) exceeds the configured limit.
     #[error("frame larger than the limit of {limit} bytes")]
     TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The frame carries more entries than the configured limit (refused before they are
+    /// decoded).
+    #[error("frame carries more than the limit of {limit} entries")]
+    TooManyRecords {
+        /// The limit in entries.
+        limit: usize,
+    },
+    /// Decoding the frame would take more memory than one frame may (see
+    /// `ServerConfig::memory_limit`).
+    #[error("decoded frame would take more than the limit of {limit} bytes of memory")]
+    DecodedTooLarge {
         /// The limit in bytes.
         limit: usize,
     },
