@@ -388,11 +388,6 @@ impl<'a> Inflater<'a> {
         Ok(self.done)
     }
 
-    /// Capacity allocated so far.
-    pub(crate) fn capacity(&self) -> usize {
-        self.out.capacity()
-    }
-
     /// The inflated bytes (call once [`Inflater::step`] returned `true`).
     pub(crate) fn finish(self) -> Vec<u8> {
         self.out

@@ -13,11 +13,14 @@
 //! and the MessagePack scanner in [`msgpack`], whose modules are their namespace.
 
 mod background;
+mod budget;
 mod connection;
 mod decode;
 pub mod encode;
 mod frame;
+mod limits;
 pub mod msgpack;
+mod scan;
 mod server;
 mod time;
 
@@ -31,9 +34,13 @@ pub use frame::{
     Entry, Frame, Framing, Mode, Options, check as check_frame, check_reply, json_to_value,
     parse as parse_frame, parse_ack, parse_with as parse_frame_with, value_to_json,
 };
-pub use server::{
-    Disposition, Handler, Server, ServerConfig, ServerControl, ServerStats, serve_connection,
+pub use budget::SMALL_FRAME_BYTES;
+pub use limits::{
+    ConfigError, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MEMORY_LIMIT, LOG_INTERVAL, MEMORY_LIMIT_PER_FRAME_BYTE, NOFILE_HEADROOM, ServerConfig,
+    raise_nofile_limit,
 };
+pub use server::{Disposition, Handler, Server, ServerControl, ServerStats, serve_connection};
 pub use time::EventTime;
 
 /// Why bytes are not a valid frame.
@@ -85,4 +92,11 @@ pub enum ConnectionError {
     /// Socket error.
     #[error("socket error: {0}")]
     Io(#[source] std::io::Error),
+    /// No frame began within the idle timeout (server side).
+    #[error("idle timeout: no frame")]
+    IdleTimeout,
+    /// A frame was not complete within the frame timeout of its first byte, or an ack was
+    /// not read within it (server side).
+    #[error("frame timeout: frame not complete in time")]
+    FrameTimeout,
 }
