@@ -31,7 +31,8 @@ pub use background::{
 pub use connection::{AckReader, Connection};
 pub use frame::{
     Check, Compression, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME, DecodeLimits,
-    Entry, Frame, Framing, Mode, Options, check as check_frame, check_reply, json_to_value,
+    Entry, Frame, Framing, Mode, Options, check as check_frame, check_reply, decoded_cost,
+    json_to_value,
     parse as parse_frame, parse_ack, parse_with as parse_frame_with, value_to_json,
 };
 pub use budget::SMALL_FRAME_BYTES;
