@@ -79,7 +79,11 @@ fn units(bytes: usize) -> usize {
 impl Budget {
     /// Splits `memory_limit` for frames of at most `max_frame_bytes` (validated by
     /// `ServerConfig::validate`).
-    pub(crate) fn new(memory_limit: usize, max_frame_bytes: usize, stats: Arc<ServerStats>) -> Self {
+    pub(crate) fn new(
+        memory_limit: usize,
+        max_frame_bytes: usize,
+        stats: Arc<ServerStats>,
+    ) -> Self {
         let total = units(memory_limit);
         let reserve = total / 2;
         let small = total / 16;

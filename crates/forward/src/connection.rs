@@ -20,9 +20,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedMutexGuard;
 
-use crate::budget::{
-    Budget, Charge, Lane, READ_CHUNK, SMALL_FRAME_BYTES, buffer_cap, inflate_cap,
-};
+use crate::budget::{Budget, Charge, Lane, READ_CHUNK, SMALL_FRAME_BYTES, buffer_cap, inflate_cap};
 use crate::decode::{self, Inflater, Plan};
 use crate::frame::{self, Check, DecodeLimits, Frame, Framing};
 use crate::limits::{RateLog, Reason};
@@ -256,12 +254,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// bounded) before anything is decoded; inflated a step at a time, each step charged
     /// first; its decoded cost is charged (small frames in their own lane); it is decoded and
     /// its bytes leave the buffer.
-    pub(crate) async fn read_guarded(&mut self) -> Result<Option<(Frame, Charge)>, ConnectionError> {
+    pub(crate) async fn read_guarded(
+        &mut self,
+    ) -> Result<Option<(Frame, Charge)>, ConnectionError> {
         let Some(n) = self.next_frame().await? else {
             return Ok(None);
         };
         let limits = self.limits;
-        let Self { buf, start, guard, .. } = self;
+        let Self {
+            buf, start, guard, ..
+        } = self;
         let guard = guard.as_mut().expect("a guarded connection");
         let wire = &buf[*start..*start + n];
         let plan = decode::plan(wire, limits.max_records)?;
@@ -278,7 +280,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             } => {
                 let mut inflater = Inflater::new(&wire[payload], limits.max_frame_bytes);
                 loop {
-                    let want = inflater.next_capacity().min(inflate_cap(limits.max_frame_bytes));
+                    let want = inflater
+                        .next_capacity()
+                        .min(inflate_cap(limits.max_frame_bytes));
                     let more = want.saturating_sub(inflate_charge.bytes());
                     if more > 0 {
                         let (c, _) = guard.charge(more, Lane::Normal).await;
@@ -289,7 +293,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
                 let raw = inflater.finish();
-                let cost = outer_cost.saturating_add(decode::plan_packed(&raw, limits.max_records)?);
+                let cost =
+                    outer_cost.saturating_add(decode::plan_packed(&raw, limits.max_records)?);
                 (Some(raw), cost)
             }
         };

@@ -175,7 +175,10 @@ fn is_v15_time(frame: &[u8], second: Header, body: usize) -> Result<bool, FrameE
         return Ok(false);
     };
     let next = skip(frame, body)?;
-    Ok(matches!(read_header(frame, next)?, Some((Header::Map(_), _))))
+    Ok(matches!(
+        read_header(frame, next)?,
+        Some((Header::Map(_), _))
+    ))
 }
 
 /// Whether the option map at `pos` says `compressed: "gzip"` (the last such key wins, as in
@@ -253,7 +256,9 @@ pub(crate) fn cost_of_value(buf: &[u8], mut pos: usize) -> Result<(usize, usize)
         let children = h.children();
         if children > 0 {
             if depth == MAX_DEPTH {
-                return Err(FrameError::MessagePack("MessagePack nesting too deep".into()));
+                return Err(FrameError::MessagePack(
+                    "MessagePack nesting too deep".into(),
+                ));
             }
             // Each child takes a byte at least: a count beyond the bytes left is a cut value.
             if children > (buf.len() - pos) as u64 {
@@ -285,7 +290,9 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Value, FrameEr
     *pos = end;
     if h.children() > 0 {
         if depth == MAX_DEPTH {
-            return Err(FrameError::MessagePack("MessagePack nesting too deep".into()));
+            return Err(FrameError::MessagePack(
+                "MessagePack nesting too deep".into(),
+            ));
         }
         if h.children() > (buf.len() - end) as u64 {
             return Err(truncated());

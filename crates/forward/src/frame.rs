@@ -255,9 +255,9 @@ pub fn decoded_cost(bytes: &[u8], limits: &DecodeLimits) -> Result<usize, FrameE
             let entries = crate::decode::plan_packed(&raw, limits.max_records)?;
             Ok(outer_cost
                 .saturating_add(entries)
-                .saturating_add(crate::decode::alloc(crate::budget::inflate_cap(
-                    limits.max_frame_bytes,
-                ).min(raw.capacity()))))
+                .saturating_add(crate::decode::alloc(
+                    crate::budget::inflate_cap(limits.max_frame_bytes).min(raw.capacity()),
+                )))
         }
     }
 }
@@ -361,11 +361,7 @@ fn frame_from_value(
                 }
                 _ => (raw, Mode::PackedForward),
             };
-            (
-                unpack_entries(&raw, limits.max_records)?,
-                mode,
-                options,
-            )
+            (unpack_entries(&raw, limits.max_records)?, mode, options)
         }
         time => {
             let mut rest = rest.into_iter();

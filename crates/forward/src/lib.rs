@@ -28,14 +28,13 @@ pub use background::{
     BackgroundOptions, BackgroundServer, DEFAULT_SHUTDOWN_TIMEOUT, ShutdownError, SpawnedServer,
     StartError,
 };
+pub use budget::SMALL_FRAME_BYTES;
 pub use connection::{AckReader, Connection};
 pub use frame::{
     Check, Compression, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME, DecodeLimits,
     Entry, Frame, Framing, Mode, Options, check as check_frame, check_reply, decoded_cost,
-    json_to_value,
-    parse as parse_frame, parse_ack, parse_with as parse_frame_with, value_to_json,
+    json_to_value, parse as parse_frame, parse_ack, parse_with as parse_frame_with, value_to_json,
 };
-pub use budget::SMALL_FRAME_BYTES;
 pub use limits::{
     ConfigError, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MEMORY_LIMIT, LOG_INTERVAL, MEMORY_LIMIT_PER_FRAME_BYTE, NOFILE_HEADROOM, ServerConfig,

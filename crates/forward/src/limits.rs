@@ -123,8 +123,8 @@ impl ServerConfig {
     /// The connection limit in force under an open-file soft limit of `nofile` descriptors:
     /// `min(max_connections, nofile - NOFILE_HEADROOM)`, and at least 1.
     pub fn effective_max_connections(&self, nofile: u64) -> usize {
-        let by_fd = usize::try_from(nofile.saturating_sub(NOFILE_HEADROOM as u64))
-            .unwrap_or(usize::MAX);
+        let by_fd =
+            usize::try_from(nofile.saturating_sub(NOFILE_HEADROOM as u64)).unwrap_or(usize::MAX);
         self.max_connections.min(by_fd).max(1)
     }
 }
@@ -134,6 +134,8 @@ impl ServerConfig {
 ///
 /// # Errors
 /// The `getrlimit`/`setrlimit` failure.
+// `rlim_t` is not `u64` on every target.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -158,6 +160,7 @@ pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
 }
 
 /// The open-file soft limit, if it can be read.
+#[allow(clippy::unnecessary_cast)]
 pub(crate) fn nofile_soft_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -141,10 +141,8 @@ impl FrameScanner {
                     return Ok(Check::Complete(n));
                 }
                 res?;
-                if !*counted {
-                    if let Some(judged) = forward_count(buf, max_records)? {
-                        *counted = judged;
-                    }
+                if !*counted && let Some(judged) = forward_count(buf, max_records)? {
+                    *counted = judged;
                 }
                 Ok(Check::Incomplete)
             }

@@ -443,7 +443,12 @@ async fn serve_guarded<H: Handler>(
         match handled {
             Ok(Disposition::Ack) => {
                 if let Some(chunk) = chunk {
-                    match tokio::time::timeout(config.frame_timeout, conn.write_ack(&chunk, framing)).await {
+                    match tokio::time::timeout(
+                        config.frame_timeout,
+                        conn.write_ack(&chunk, framing),
+                    )
+                    .await
+                    {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
                             tracing::warn!(%peer, reason = %e, "closing forward connection: ack not written");

@@ -50,7 +50,10 @@ static A: Counting = Counting;
 
 /// Peak bytes requested while parsing `bytes` (allocator headers not included: the cost
 /// model adds them, so the bound checked here is looser than the real one by those).
-fn peak_of_parse(bytes: &[u8], limits: &DecodeLimits) -> (usize, Result<forward::Frame, FrameError>) {
+fn peak_of_parse(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> (usize, Result<forward::Frame, FrameError>) {
     let base = LIVE.with(Cell::get);
     PEAK.with(|p| p.set(base));
     let res = parse_frame_with(bytes, limits);
@@ -83,7 +86,11 @@ fn check_bound_of(name: &str, bytes: &[u8], size: usize) {
     );
     // The bound is a bounded multiple of the bytes (MessagePack: 75x at worst, for Forward
     // entries `[0, nil]`; JSON: a flat 160x), never the open-ended expansion of before.
-    let factor = if bytes.first() == Some(&b'[') { 160 } else { 80 };
+    let factor = if bytes.first() == Some(&b'[') {
+        160
+    } else {
+        80
+    };
     assert!(
         cost <= factor * size + 8192,
         "{name}: cost {cost} for {size} bytes"
@@ -137,7 +144,10 @@ fn tiny_values_cost_what_the_plan_says() {
         .collect();
     check_bound(
         "packed records",
-        &mp(&Value::Array(vec![Value::from("t"), Value::Binary(packed.clone())])),
+        &mp(&Value::Array(vec![
+            Value::from("t"),
+            Value::Binary(packed.clone()),
+        ])),
     );
     check_bound_of(
         "compressed packed [0, nil]",
@@ -163,8 +173,14 @@ fn json_frames_cost_what_the_plan_says() {
     let n = 5_000;
     let cases = [
         ("array of zeros", format!("[\"t\",1,[{}0]]", "0,".repeat(n))),
-        ("array of empty arrays", format!("[\"t\",1,[{}[]]]", "[],".repeat(n))),
-        ("one-key objects", format!("[\"t\",1,[{}{{}}]]", "{\"\":0},".repeat(n))),
+        (
+            "array of empty arrays",
+            format!("[\"t\",1,[{}[]]]", "[],".repeat(n)),
+        ),
+        (
+            "one-key objects",
+            format!("[\"t\",1,[{}{{}}]]", "{\"\":0},".repeat(n)),
+        ),
         (
             "forward of pairs",
             format!("[\"t\",[{}[1,{{}}]]]", "[1,{\"a\":1}],".repeat(n)),

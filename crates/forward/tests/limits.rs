@@ -35,7 +35,8 @@ impl Handler for Count {
     type Error = String;
     async fn handle(&self, _: SocketAddr, frame: Frame) -> Result<Disposition, String> {
         self.frames.fetch_add(1, Ordering::SeqCst);
-        self.entries.fetch_add(frame.entries.len(), Ordering::SeqCst);
+        self.entries
+            .fetch_add(frame.entries.len(), Ordering::SeqCst);
         Ok(Disposition::Ack)
     }
 }
@@ -52,7 +53,13 @@ fn message(tag: &str, chunk: &str) -> Vec<u8> {
         chunk: Some(chunk.as_bytes().to_vec()),
         ..Options::default()
     };
-    encode::write_message(&mut buf, tag, EventTime::new(1, 0), &mp(&record(1)), &options);
+    encode::write_message(
+        &mut buf,
+        tag,
+        EventTime::new(1, 0),
+        &mp(&record(1)),
+        &options,
+    );
     buf
 }
 
@@ -224,7 +231,11 @@ async fn a_trickling_client_is_cut_off_by_the_frame_timeout() {
         s.closed_frame_timeout.load(Ordering::SeqCst) == 1
     })
     .await;
-    assert_eq!(count.frames.load(Ordering::SeqCst), 1, "only the normal frame");
+    assert_eq!(
+        count.frames.load(Ordering::SeqCst),
+        1,
+        "only the normal frame"
+    );
     writer.abort();
     srv.shutdown().await;
 }
@@ -327,7 +338,8 @@ impl Handler for HoldUntilWait {
             s.memory_waits.load(Ordering::SeqCst) > 0
         })
         .await;
-        self.entries.fetch_add(frame.entries.len(), Ordering::SeqCst);
+        self.entries
+            .fetch_add(frame.entries.len(), Ordering::SeqCst);
         Ok(Disposition::Ack)
     }
 }

@@ -59,7 +59,10 @@ async fn a_json_frame_trickled_a_byte_at_a_time_is_scanned_in_linear_work() {
     let records: Vec<String> = (0..2000)
         .map(|i| format!(r#"{{"n":{i},"s":"x\"]{i}"}}"#))
         .collect();
-    let json = format!(r#"["j",1795754038,{{"list":[{}]}},{{"chunk":"c"}}]"#, records.join(","));
+    let json = format!(
+        r#"["j",1795754038,{{"list":[{}]}},{{"chunk":"c"}}]"#,
+        records.join(",")
+    );
     let bytes = json.into_bytes();
     let (frames, scanned) = trickle(&bytes).await;
     assert_eq!(frames, vec![parse_frame(&bytes, MAX).unwrap()]);
@@ -76,6 +79,8 @@ async fn malformed_json_is_still_refused_before_the_frame_ends() {
     let mut conn = Connection::new(Scripted::new(vec![bytes]), MAX);
     assert!(matches!(
         conn.read_frame().await,
-        Err(forward::ConnectionError::Frame(forward::FrameError::Json(_)))
+        Err(forward::ConnectionError::Frame(forward::FrameError::Json(
+            _
+        )))
     ));
 }
