@@ -24,12 +24,35 @@ use std::mem::size_of;
 use rmpv::Value;
 
 use crate::FrameError;
-use crate::frame::Entry;
+use crate::frame::{DecodeLimits, Entry};
 use crate::msgpack::{self, Header, MAX_DEPTH, read_header};
 
 /// What a JSON frame may cost per byte once decoded (a `serde_json::Value` tree, then the
 /// `rmpv::Value` tree made from it). Measured worst cases (tests/decode_cost.rs) stay below it.
 pub(crate) const JSON_COST_PER_BYTE: usize = 160;
+
+/// An upper bound of the heap bytes [`parse_with`](crate::parse_frame_with) allocates to decode `bytes` (the decoded
+/// frame, its transient values and its inflated entries), computed without decoding: what a
+/// server charges to its memory budget before it decodes.
+///
+/// # Errors
+/// What [`parse_with`](crate::parse_frame_with) would refuse before decoding: too many entries, entries that are not
+/// pairs, bytes that are not MessagePack, entries that do not inflate.
+pub fn decoded_cost(bytes: &[u8], limits: &DecodeLimits) -> Result<usize, FrameError> {
+    match plan(bytes, limits.max_records)? {
+        Plan::Ready { cost } => Ok(cost),
+        Plan::Inflate {
+            payload,
+            outer_cost,
+        } => {
+            let raw = gunzip(&bytes[payload], limits.max_frame_bytes)?;
+            let entries = plan_packed(&raw, limits.max_records)?;
+            Ok(outer_cost.saturating_add(entries).saturating_add(alloc(
+                crate::budget::inflate_cap(limits.max_frame_bytes).min(raw.capacity()),
+            )))
+        }
+    }
+}
 
 /// Heap bytes a block of `n` bytes takes, allocator overhead included.
 pub(crate) fn alloc(n: usize) -> usize {

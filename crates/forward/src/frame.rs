@@ -237,31 +237,6 @@ pub fn parse_with(bytes: &[u8], limits: &DecodeLimits) -> Result<Frame, FrameErr
     decode_frame(bytes, inflated, limits)
 }
 
-/// An upper bound of the heap bytes [`parse_with`] allocates to decode `bytes` (the decoded
-/// frame, its transient values and its inflated entries), computed without decoding: what a
-/// server charges to its memory budget before it decodes.
-///
-/// # Errors
-/// What [`parse_with`] would refuse before decoding: too many entries, entries that are not
-/// pairs, bytes that are not MessagePack, entries that do not inflate.
-pub fn decoded_cost(bytes: &[u8], limits: &DecodeLimits) -> Result<usize, FrameError> {
-    match crate::decode::plan(bytes, limits.max_records)? {
-        crate::decode::Plan::Ready { cost } => Ok(cost),
-        crate::decode::Plan::Inflate {
-            payload,
-            outer_cost,
-        } => {
-            let raw = crate::decode::gunzip(&bytes[payload], limits.max_frame_bytes)?;
-            let entries = crate::decode::plan_packed(&raw, limits.max_records)?;
-            Ok(outer_cost
-                .saturating_add(entries)
-                .saturating_add(crate::decode::alloc(
-                    crate::budget::inflate_cap(limits.max_frame_bytes).min(raw.capacity()),
-                )))
-        }
-    }
-}
-
 /// Decodes a frame that [`crate::decode::plan`] accepted; `inflated` holds its decompressed
 /// entries when the plan asked for them.
 pub(crate) fn decode_frame(

@@ -3,9 +3,15 @@
 //! - `frame.rs`: pure decoding of every mode and framing over bytes ([`check_frame`] then
 //!   [`parse_frame`]) into a [`Frame`];
 //! - [`encode`]: writers for the modes a client sends, and acks;
+//! - `decode.rs`: what decoding a frame will cost, known before it is paid
+//!   ([`decoded_cost`]): entries counted and checked first, values built at exact capacity;
+//! - `scan.rs`: a frame's end found in linear time as its bytes trickle in;
 //! - `connection.rs`: a socket plus its buffer, yielding frames or acks ([`Connection`],
 //!   [`AckReader`]);
 //! - `server.rs`: a listener that acks a chunk only after its [`Handler`] took it ([`Server`]);
+//! - `limits.rs` and `budget.rs`: what one sender may cost ([`ServerConfig`]: entries per
+//!   frame, connections, idle and frame timeouts, one memory budget for all connections), each
+//!   limit counted in [`ServerStats`] and logged, rate-limited;
 //! - `background.rs`: a server run as a task ([`SpawnedServer`]) or on its own thread
 //!   ([`BackgroundServer`]), with a handle to drop its connections and shut it down.
 //!
@@ -30,10 +36,11 @@ pub use background::{
 };
 pub use budget::SMALL_FRAME_BYTES;
 pub use connection::{AckReader, Connection};
+pub use decode::decoded_cost;
 pub use frame::{
     Check, Compression, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME, DecodeLimits,
-    Entry, Frame, Framing, Mode, Options, check as check_frame, check_reply, decoded_cost,
-    json_to_value, parse as parse_frame, parse_ack, parse_with as parse_frame_with, value_to_json,
+    Entry, Frame, Framing, Mode, Options, check as check_frame, check_reply, json_to_value,
+    parse as parse_frame, parse_ack, parse_with as parse_frame_with, value_to_json,
 };
 pub use limits::{
     ConfigError, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,

@@ -15,7 +15,10 @@
 //! soon as that array's header arrived, before the entries themselves are read.
 //!
 //! Invariants: for the same bytes, a `Complete(n)` is the `n` that `check` returns and any
-//! error is one `check` could return for some prefix of them; every call costs the new bytes
+//! error is one `check` returns for them; a malformed JSON frame may be reported later than
+//! `check` would (at its closing bracket, at the next doubling of the buffer past 4 KiB, or
+//! at the frame limit: until then it is `Incomplete`, and a client that stops there is cut
+//! by the frame timeout or gets `Truncated` at its close); every call costs the new bytes
 //! plus a constant (a header re-read) plus, for JSON, the amortized doubling checks —
 //! [`FrameScanner::examined`] counts it all.
 
@@ -224,5 +227,89 @@ fn forward_count(buf: &[u8], max_records: usize) -> Result<Option<bool>, FrameEr
             Err(FrameError::TooManyRecords { limit: max_records })
         }
         _ => Ok(Some(true)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every frame of `stream`, delimited by the scanner fed `cuts`-sized reads and by
+    /// `check` on the whole buffer, must agree (same lengths, same first error).
+    fn agree(stream: &[u8], max: usize, read: usize) {
+        let mut scanner = FrameScanner::default();
+        let mut start = 0;
+        let mut fed = start;
+        loop {
+            let whole = check(&stream[start..], max);
+            let got = loop {
+                let r = scanner.scan(&stream[start..fed], max, usize::MAX);
+                match r {
+                    Ok(Check::Incomplete) if fed < stream.len() => {
+                        fed = (fed + read).min(stream.len());
+                    }
+                    other => break other,
+                }
+            };
+            match (&whole, &got) {
+                (Ok(Check::Complete(a)), Ok(Check::Complete(b))) => {
+                    assert_eq!(a, b, "read {read}");
+                    start += a;
+                    fed = fed.max(start);
+                    scanner.reset();
+                }
+                (Ok(Check::Incomplete), Ok(Check::Incomplete)) => return,
+                (Err(_), Err(_)) => return,
+                // Malformed JSON found by `check` before the frame's end: the scanner reports
+                // it later (here the stream ends first).
+                (Err(FrameError::Json(_)), Ok(Check::Incomplete)) if fed == stream.len() => {
+                    return;
+                }
+                _ => panic!("check {whole:?} vs scan {got:?} (read {read}) in {stream:02x?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_scanner_agrees_with_check_however_the_stream_is_cut() {
+        let frames: [&[u8]; 6] = [
+            b"[\"t\",1,{\"a\":\"]\\\"[\"}]",
+            b"  \n[\"t\",[[1,{}]],{\"chunk\":\"x\"}]\n",
+            &[0x92, 0xa1, b't', 0x91, 0x92, 0x01, 0x80],
+            &[0x93, 0xa1, b't', 0xc4, 0x03, 0x92, 0x01, 0xc0, 0x80],
+            b"[\"t\",1,{'a':1}]",
+            &[0x92, 0xa1, b't', 0xc1],
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..300 {
+            let mut stream = Vec::new();
+            for _ in 0..rng.usize(1..5) {
+                stream.extend_from_slice(frames[rng.usize(..frames.len())]);
+            }
+            if rng.bool() {
+                let cut = rng.usize(..stream.len());
+                stream.truncate(cut);
+            }
+            for read in [1, 2, 3, 7, 64] {
+                for max in [16, 40, 1 << 20] {
+                    agree(&stream, max, read);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_forward_header_announcing_too_many_entries_is_refused_at_once() {
+        let mut s = FrameScanner::default();
+        let header = [0x92, 0xa1, b't', 0xdd, 0x00, 0x00, 0x01, 0x00];
+        assert_eq!(
+            s.scan(&header[..7], 1 << 20, 255),
+            Ok(Check::Incomplete),
+            "count not all there yet"
+        );
+        assert_eq!(
+            s.scan(&header, 1 << 20, 255),
+            Err(FrameError::TooManyRecords { limit: 255 })
+        );
     }
 }
