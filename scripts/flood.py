@@ -143,6 +143,7 @@ def run_partial(addr, args):
         sel.register(s, selectors.EVENT_WRITE)
     deadline = time.monotonic() + args.hold
     sent = 0
+    cut = 0
     while pending and time.monotonic() < deadline:
         for key, _ in sel.select(timeout=0.2):
             s = key.fileobj
@@ -151,6 +152,7 @@ def run_partial(addr, args):
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
+                cut += 1
                 sel.unregister(s)
                 del pending[s]
                 continue
@@ -164,7 +166,7 @@ def run_partial(addr, args):
     for s in socks:
         s.close()
     return {"connections": args.conns, "bytes_sent": sent,
-            "fully_sent": args.conns - len(pending)}
+            "fully_sent": args.conns - len(pending) - cut, "cut_by_server": cut}
 
 
 def run_gzip_bomb(addr, args):
