@@ -14,6 +14,8 @@ use forward::Frame;
 use crate::store_args::StoreArgs;
 use crate::validation_args::ValidationArgs;
 
+use crate::server_args::ServerArgs;
+
 /// Default listen address: where the Go client's default `--billing.ingester` points.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:24225";
 
@@ -27,6 +29,8 @@ pub struct IngestArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub validation: ValidationArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Serve Prometheus metrics (billing_ingest_*) at http://ADDR/metrics [default: none].
     #[arg(long, env = "BILLING_INGEST_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
@@ -41,12 +45,17 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let config = args.server.config()?;
+    match forward::raise_nofile_limit() {
+        Ok((soft, hard)) => tracing::info!(soft, hard, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     runtime.block_on(async move {
         let url = &args.store.url;
         let store = AnyStore::open(url)
             .await
             .with_context(|| format!("cannot open store {url}"))?;
-        let server = billing_ingest::bind(&args.listen)
+        let server = forward::Server::bind(args.listen.as_str(), config)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let metrics_listener = match &args.metrics_listen {

@@ -7,6 +7,7 @@ mod demo;
 mod ingest;
 mod report;
 mod send;
+mod server_args;
 mod spool_cmd;
 mod store_args;
 mod validation_args;

@@ -19,6 +19,9 @@
 //! | `billing_ingest_frames_total` | counter | frames decoded |
 //! | `billing_ingest_chunks_acked_total` | counter | acks written |
 //! | `billing_ingest_protocol_errors_total` | counter | connections closed for bytes that are not a frame |
+//! | `billing_ingest_limit_hits_total{reason}` | counter | server limits hit: `max_connections`, `idle_timeout`, `frame_timeout`, `too_many_records`, `frame_too_large`, `decoded_too_large`, `accept_error` |
+//! | `billing_ingest_memory_waits_total` | counter | times a connection waited for the memory budget |
+//! | `billing_ingest_memory_bytes` | gauge | bytes of the memory budget in use |
 //!
 //! [`Store::store`]: crate::Store::store
 
@@ -223,6 +226,42 @@ impl Collector for ServerCollector {
             let c = ConstCounter::new(value.load(Ordering::Relaxed));
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
+        // Every limit hit, by reason, in one family so one alert covers them all.
+        let limits = [
+            ("max_connections", &s.refused_max_connections),
+            ("idle_timeout", &s.closed_idle_timeout),
+            ("frame_timeout", &s.closed_frame_timeout),
+            ("too_many_records", &s.refused_too_many_records),
+            ("frame_too_large", &s.refused_frame_too_large),
+            ("decoded_too_large", &s.refused_decoded_too_large),
+            ("accept_error", &s.accept_errors),
+        ];
+        let mut family = encoder.encode_descriptor(
+            "limit_hits",
+            "Connections closed or frames refused by a server limit, by reason.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (reason, value) in limits {
+            let c = ConstCounter::new(value.load(Ordering::Relaxed));
+            c.encode(family.encode_family(&ReasonLabel { reason })?)?;
+        }
+        let waits = ConstCounter::new(s.memory_waits.load(Ordering::Relaxed));
+        waits.encode(encoder.encode_descriptor(
+            "memory_waits",
+            "Times a connection waited for the memory budget (TCP backpressure).",
+            None,
+            waits.metric_type(),
+        )?)?;
+        let charged = ConstGauge::new(
+            i64::try_from(s.memory_charged_bytes.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        );
+        charged.encode(encoder.encode_descriptor(
+            "memory_bytes",
+            "Bytes of the memory budget in use (partial frames buffered, frames decoded or being stored).",
+            None,
+            charged.metric_type(),
+        )?)?;
         Ok(())
     }
 }
@@ -238,6 +277,9 @@ mod tests {
         stats.connections_total.fetch_add(3, Ordering::Relaxed);
         stats.connections_open.fetch_add(1, Ordering::Relaxed);
         stats.acks.fetch_add(2, Ordering::Relaxed);
+        stats.closed_idle_timeout.fetch_add(4, Ordering::Relaxed);
+        stats.memory_charged_bytes.fetch_add(4096, Ordering::Relaxed);
+        m.quarantined_by(&[("too_old", 2)]);
         m.observe(
             &Ok(StoreOutcome {
                 received: 5,
@@ -263,6 +305,11 @@ mod tests {
             "billing_ingest_chunks_acked_total 2",
             "billing_ingest_frames_total 0",
             "billing_ingest_protocol_errors_total 0",
+            "billing_ingest_limit_hits_total{reason=\"idle_timeout\"} 4",
+            "billing_ingest_limit_hits_total{reason=\"max_connections\"} 0",
+            "billing_ingest_memory_bytes 4096",
+            "billing_ingest_quarantined_total{reason=\"too_old\"} 2",
+            "billing_ingest_quarantined_total{reason=\"negative_amount\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

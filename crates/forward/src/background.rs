@@ -51,7 +51,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::server::{Handler, Server, ServerConfig, ServerControl, ServerStats};
+use crate::limits::ServerConfig;
+use crate::server::{Handler, Server, ServerControl, ServerStats};
 
 /// How long a [`BackgroundServer`] waits for its thread when shut down, unless told otherwise.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);

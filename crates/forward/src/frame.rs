@@ -20,8 +20,6 @@
 //! Invariants: nothing here panics or allocates in proportion to a length it has not seen
 //! the bytes for; a frame larger than the limit, or decompressing beyond it, is an error.
 
-use std::io::Read;
-
 use rmpv::Value;
 
 use crate::FrameError;
@@ -32,6 +30,29 @@ use crate::time::EventTime;
 /// values take up to ~40 bytes per encoded byte (a frame of nils), so this bounds a
 /// connection's decoded frame near 320 MiB in the worst case; our client's chunks are ~1 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+
+/// Default most entries one frame may carry. Our client's chunks hold a few thousand; a
+/// frame announcing more is refused before its entries are decoded (an 8 KiB gzip member can
+/// inflate to millions of 3-byte entries, each of which would become a row downstream).
+pub const DEFAULT_MAX_RECORDS_PER_FRAME: usize = 100_000;
+
+/// What a decoder accepts: bytes and entries per frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest frame, compressed or not, and largest decompressed entry stream.
+    pub max_frame_bytes: usize,
+    /// Most entries in one frame.
+    pub max_records: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_records: DEFAULT_MAX_RECORDS_PER_FRAME,
+        }
+    }
+}
 
 /// How a frame was encoded on the wire; acks are answered in the same framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,11 +202,48 @@ fn number_cut_short(window: &[u8]) -> bool {
     matches!(stream.next(), Some(Err(e)) if e.is_eof())
 }
 
-/// Parses one complete frame, as delimited by [`check`].
+/// Parses one complete frame, as delimited by [`check`], with no limit on its entries
+/// (see [`parse_with`]).
 ///
 /// # Errors
 /// [`FrameError`] describing the first thing that does not fit the protocol.
 pub fn parse(bytes: &[u8], max_frame: usize) -> Result<Frame, FrameError> {
+    parse_with(
+        bytes,
+        &DecodeLimits {
+            max_frame_bytes: max_frame,
+            max_records: usize::MAX,
+        },
+    )
+}
+
+/// Parses one complete frame, as delimited by [`check`], within `limits`: a frame with more
+/// entries than `limits.max_records` is refused before its entries are decoded, and entries
+/// that are not `[time, record]` pairs are refused before anything is decoded. The decoded
+/// form takes at most a bounded multiple of the frame's (decompressed) bytes.
+///
+/// # Errors
+/// [`FrameError::TooManyRecords`] past the entry limit; otherwise [`FrameError`] describing the
+/// first thing that does not fit the protocol.
+pub fn parse_with(bytes: &[u8], limits: &DecodeLimits) -> Result<Frame, FrameError> {
+    let inflated = match crate::decode::plan(bytes, limits.max_records)? {
+        crate::decode::Plan::Ready { .. } => None,
+        crate::decode::Plan::Inflate { payload, .. } => {
+            let raw = crate::decode::gunzip(&bytes[payload], limits.max_frame_bytes)?;
+            crate::decode::plan_packed(&raw, limits.max_records)?;
+            Some(raw)
+        }
+    };
+    decode_frame(bytes, inflated, limits)
+}
+
+/// Decodes a frame that [`crate::decode::plan`] accepted; `inflated` holds its decompressed
+/// entries when the plan asked for them.
+pub(crate) fn decode_frame(
+    bytes: &[u8],
+    inflated: Option<Vec<u8>>,
+    limits: &DecodeLimits,
+) -> Result<Frame, FrameError> {
     let start = bytes
         .iter()
         .position(|&b| !is_json_ws(b))
@@ -199,20 +257,28 @@ pub fn parse(bytes: &[u8], max_frame: usize) -> Result<Frame, FrameError> {
             Framing::Json,
         ),
         Some(b'{') => return Err(FrameError::Invalid("a frame must be an array")),
-        _ => (read_value(bytes)?, Framing::MessagePack),
+        _ => (
+            crate::decode::decode_value(bytes, &mut 0)?,
+            Framing::MessagePack,
+        ),
     };
-    frame_from_value(value, framing, max_frame)
+    frame_from_value(value, framing, limits, inflated)
 }
 
 fn read_value(mut bytes: &[u8]) -> Result<Value, FrameError> {
     // rmpv spends 2 units of depth per container and 3 per string leaf: allow whatever
     // `msgpack::value_len` accepts (MAX_DEPTH containers with children, one more empty one,
-    // then a leaf) so that a frame `check` delimited never fails here for its depth alone.
+    // then a leaf) so that a reply `check_reply` delimited never fails here for its depth.
     rmpv::decode::read_value_with_max_depth(&mut bytes, 2 * (msgpack::MAX_DEPTH + 1) + 3)
         .map_err(|e| FrameError::MessagePack(e.to_string()))
 }
 
-fn frame_from_value(value: Value, framing: Framing, max_frame: usize) -> Result<Frame, FrameError> {
+fn frame_from_value(
+    value: Value,
+    framing: Framing,
+    limits: &DecodeLimits,
+    inflated: Option<Vec<u8>>,
+) -> Result<Frame, FrameError> {
     let Value::Array(items) = value else {
         return Err(FrameError::Invalid("a frame must be an array"));
     };
@@ -236,10 +302,16 @@ fn frame_from_value(value: Value, framing: Framing, max_frame: usize) -> Result<
                 ));
             }
             let options = parse_options(rest.into_iter().next())?;
-            let entries = list
-                .into_iter()
-                .map(entry_from_pair)
-                .collect::<Result<Vec<_>, _>>()?;
+            if list.len() > limits.max_records {
+                return Err(FrameError::TooManyRecords {
+                    limit: limits.max_records,
+                });
+            }
+            // Exact capacity: a collect through `Result` would grow by doubling.
+            let mut entries = Vec::with_capacity(list.len());
+            for pair in list {
+                entries.push(entry_from_pair(pair)?);
+            }
             (entries, Mode::Forward, options)
         }
         Value::Binary(_) | Value::String(_) => {
@@ -256,11 +328,15 @@ fn frame_from_value(value: Value, framing: Framing, max_frame: usize) -> Result<
             };
             let (raw, mode) = match options.compressed {
                 Some(Compression::Gzip) => {
-                    (gunzip(&raw, max_frame)?, Mode::CompressedPackedForward)
+                    let inflated = match inflated {
+                        Some(v) => v,
+                        None => crate::decode::gunzip(&raw, limits.max_frame_bytes)?,
+                    };
+                    (inflated, Mode::CompressedPackedForward)
                 }
                 _ => (raw, Mode::PackedForward),
             };
-            (unpack_entries(&raw)?, mode, options)
+            (unpack_entries(&raw, limits.max_records)?, mode, options)
         }
         time => {
             let mut rest = rest.into_iter();
@@ -315,30 +391,27 @@ fn entry_from_pair(pair: Value) -> Result<Entry, FrameError> {
     })
 }
 
-fn unpack_entries(mut raw: &[u8]) -> Result<Vec<Entry>, FrameError> {
-    let mut entries = Vec::new();
-    while !raw.is_empty() {
+fn unpack_entries(raw: &[u8], max_records: usize) -> Result<Vec<Entry>, FrameError> {
+    // A first pass counts (and bounds) the entries, so the vector is allocated once.
+    let mut count = 0usize;
+    let mut rest = raw;
+    while !rest.is_empty() {
         // No limit beyond the bytes at hand (already capped): running past them is truncation.
-        let len = msgpack::value_len(raw, usize::MAX)?
+        let len = msgpack::value_len(rest, usize::MAX)?
             .ok_or(FrameError::Invalid("truncated entry in PackedForward"))?;
-        let value = read_value(&raw[..len])?;
-        raw = &raw[len..];
+        count += 1;
+        if count > max_records {
+            return Err(FrameError::TooManyRecords { limit: max_records });
+        }
+        rest = &rest[len..];
+    }
+    let mut entries = Vec::with_capacity(count);
+    let mut pos = 0;
+    while pos < raw.len() {
+        let value = crate::decode::decode_value(raw, &mut pos)?;
         entries.push(entry_from_pair(value)?);
     }
     Ok(entries)
-}
-
-fn gunzip(raw: &[u8], cap: usize) -> Result<Vec<u8>, FrameError> {
-    let mut out = Vec::new();
-    let decoder = flate2::read::MultiGzDecoder::new(raw);
-    decoder
-        .take(cap as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| FrameError::Decompress(e.to_string()))?;
-    if out.len() > cap {
-        return Err(FrameError::TooLarge { limit: cap });
-    }
-    Ok(out)
 }
 
 fn parse_time(v: Value) -> Result<(EventTime, Option<Value>), FrameError> {

@@ -3,9 +3,15 @@
 //! - `frame.rs`: pure decoding of every mode and framing over bytes ([`check_frame`] then
 //!   [`parse_frame`]) into a [`Frame`];
 //! - [`encode`]: writers for the modes a client sends, and acks;
+//! - `decode.rs`: what decoding a frame will cost, known before it is paid
+//!   ([`decoded_cost`]): entries counted and checked first, values built at exact capacity;
+//! - `scan.rs`: a frame's end found in linear time as its bytes trickle in;
 //! - `connection.rs`: a socket plus its buffer, yielding frames or acks ([`Connection`],
 //!   [`AckReader`]);
 //! - `server.rs`: a listener that acks a chunk only after its [`Handler`] took it ([`Server`]);
+//! - `limits.rs` and `budget.rs`: what one sender may cost ([`ServerConfig`]: entries per
+//!   frame, connections, idle and frame timeouts, one memory budget for all connections), each
+//!   limit counted in [`ServerStats`] and logged, rate-limited;
 //! - `background.rs`: a server run as a task ([`SpawnedServer`]) or on its own thread
 //!   ([`BackgroundServer`]), with a handle to drop its connections and shut it down.
 //!
@@ -13,10 +19,14 @@
 //! and the MessagePack scanner in [`msgpack`], whose modules are their namespace.
 
 mod background;
+mod budget;
 mod connection;
+mod decode;
 pub mod encode;
 mod frame;
+mod limits;
 pub mod msgpack;
+mod scan;
 mod server;
 mod time;
 
@@ -24,15 +34,20 @@ pub use background::{
     BackgroundOptions, BackgroundServer, DEFAULT_SHUTDOWN_TIMEOUT, ShutdownError, SpawnedServer,
     StartError,
 };
+pub use budget::SMALL_FRAME_BYTES;
 pub use connection::{AckReader, Connection};
+pub use decode::decoded_cost;
 pub use frame::{
-    Check, Compression, DEFAULT_MAX_FRAME_BYTES, Entry, Frame, Framing, Mode, Options,
-    check as check_frame, check_reply, json_to_value, parse as parse_frame, parse_ack,
-    value_to_json,
+    Check, Compression, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME, DecodeLimits,
+    Entry, Frame, Framing, Mode, Options, check as check_frame, check_reply, json_to_value,
+    parse as parse_frame, parse_ack, parse_with as parse_frame_with, value_to_json,
 };
-pub use server::{
-    Disposition, Handler, Server, ServerConfig, ServerControl, ServerStats, serve_connection,
+pub use limits::{
+    ConfigError, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MEMORY_LIMIT, LOG_INTERVAL, MEMORY_LIMIT_PER_FRAME_BYTE, NOFILE_HEADROOM, ServerConfig,
+    raise_nofile_limit,
 };
+pub use server::{Disposition, Handler, Server, ServerControl, ServerStats, serve_connection};
 pub use time::EventTime;
 
 /// Why bytes are not a valid frame.
@@ -41,6 +56,20 @@ pub enum FrameError {
     /// The frame (or its decompressed entries) exceeds the configured limit.
     #[error("frame larger than the limit of {limit} bytes")]
     TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The frame carries more entries than the configured limit (refused before they are
+    /// decoded).
+    #[error("frame carries more than the limit of {limit} entries")]
+    TooManyRecords {
+        /// The limit in entries.
+        limit: usize,
+    },
+    /// Decoding the frame would take more memory than one frame may (see
+    /// `ServerConfig::memory_limit`).
+    #[error("decoded frame would take more than the limit of {limit} bytes of memory")]
+    DecodedTooLarge {
         /// The limit in bytes.
         limit: usize,
     },
@@ -70,4 +99,11 @@ pub enum ConnectionError {
     /// Socket error.
     #[error("socket error: {0}")]
     Io(#[source] std::io::Error),
+    /// No frame began within the idle timeout (server side).
+    #[error("idle timeout: no frame")]
+    IdleTimeout,
+    /// A frame was not complete within the frame timeout of its first byte, or an ack was
+    /// not read within it (server side).
+    #[error("frame timeout: frame not complete in time")]
+    FrameTimeout,
 }

@@ -6,8 +6,14 @@
 //! only: it allocates nothing, it never trusts a length beyond the bytes it has, and it stops
 //! at [`MAX_DEPTH`] nested containers.
 //!
-//! Invariant: when [`value_len`] returns `Ok(Some(n))`, `buf[..n]` is exactly one complete
-//! MessagePack value that `rmpv::decode::read_value` parses without reading past `n`.
+//! [`Scanner`] is the same walk, resumable: it keeps its position and its stack of open
+//! containers between calls, so a value that arrives a few bytes at a time is scanned in time
+//! linear in its length (each call looks at the new bytes, plus at most the header of the one
+//! item that was cut short), not from its start on every read.
+//!
+//! Invariant: when [`value_len`] (or [`Scanner::advance`]) returns `Ok(Some(n))`, `buf[..n]`
+//! is exactly one complete MessagePack value that `rmpv::decode::read_value` parses without
+//! reading past `n`.
 
 use crate::FrameError;
 
@@ -21,100 +27,210 @@ pub const MAX_DEPTH: usize = 64;
 /// [`FrameError::Invalid`] for the reserved marker `0xc1` or nesting deeper than
 /// [`MAX_DEPTH`]; [`FrameError::TooLarge`] as soon as the value is known to exceed `limit`.
 pub fn value_len(buf: &[u8], limit: usize) -> Result<Option<usize>, FrameError> {
-    // Iterative walk: `pending` counts values still to skip at each open container level.
-    let mut pos = 0usize;
-    let mut pending: [u64; MAX_DEPTH + 1] = [0; MAX_DEPTH + 1];
-    let mut depth = 0usize;
-    pending[0] = 1;
-    loop {
-        while pending[depth] == 0 {
-            if depth == 0 {
-                return Ok(Some(pos));
-            }
-            depth -= 1;
+    Scanner::new().advance(buf, limit)
+}
+
+/// One MessagePack marker with its length prefix decoded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Header {
+    Nil,
+    Bool(bool),
+    /// Unsigned integer (positive fixint and uint 8..64).
+    Uint(u64),
+    /// Signed integer (negative fixint and int 8..64).
+    Int(i64),
+    F32(f32),
+    F64(f64),
+    /// String of this many payload bytes.
+    Str(usize),
+    /// Binary of this many payload bytes.
+    Bin(usize),
+    /// Extension of this type with this many payload bytes.
+    Ext(i8, usize),
+    /// Array of this many values.
+    Array(usize),
+    /// Map of this many key/value pairs.
+    Map(usize),
+}
+
+impl Header {
+    /// Payload bytes following the header (strings, binaries, extensions).
+    pub(crate) fn payload(self) -> usize {
+        match self {
+            Header::Str(n) | Header::Bin(n) | Header::Ext(_, n) => n,
+            _ => 0,
         }
-        pending[depth] -= 1;
-        let Some(&m) = buf.get(pos) else {
-            return Ok(None);
-        };
-        pos += 1;
-        // (payload bytes to skip, length-prefix bytes, container children)
-        let (skip, children): (Option<usize>, u64) = match m {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (Some(0), 0),
-            0x80..=0x8f => (Some(0), 2 * u64::from(m & 0x0f)),
-            0x90..=0x9f => (Some(0), u64::from(m & 0x0f)),
-            0xa0..=0xbf => (Some(usize::from(m & 0x1f)), 0),
-            0xc1 => return Err(FrameError::Invalid("reserved MessagePack marker 0xc1")),
-            0xc4 | 0xd9 => (read_len(buf, &mut pos, 1)?, 0),
-            0xc5 | 0xda => (read_len(buf, &mut pos, 2)?, 0),
-            0xc6 | 0xdb => (read_len(buf, &mut pos, 4)?, 0),
-            // ext 8/16/32: length, then one type byte, then the payload
-            0xc7 => (read_len(buf, &mut pos, 1)?.map(|n| n + 1), 0),
-            0xc8 => (read_len(buf, &mut pos, 2)?.map(|n| n + 1), 0),
-            0xc9 => (read_len(buf, &mut pos, 4)?.map(|n| n + 1), 0),
-            0xca => (Some(4), 0),
-            0xcb => (Some(8), 0),
-            0xcc | 0xd0 => (Some(1), 0),
-            0xcd | 0xd1 => (Some(2), 0),
-            0xce | 0xd2 => (Some(4), 0),
-            0xcf | 0xd3 => (Some(8), 0),
-            0xd4 => (Some(2), 0),
-            0xd5 => (Some(3), 0),
-            0xd6 => (Some(5), 0),
-            0xd7 => (Some(9), 0),
-            0xd8 => (Some(17), 0),
-            0xdc => match read_len(buf, &mut pos, 2)? {
-                Some(n) => (Some(0), n as u64),
-                None => (None, 0),
-            },
-            0xdd => match read_len(buf, &mut pos, 4)? {
-                Some(n) => (Some(0), n as u64),
-                None => (None, 0),
-            },
-            0xde => match read_len(buf, &mut pos, 2)? {
-                Some(n) => (Some(0), 2 * n as u64),
-                None => (None, 0),
-            },
-            0xdf => match read_len(buf, &mut pos, 4)? {
-                Some(n) => (Some(0), 2 * n as u64),
-                None => (None, 0),
-            },
-        };
-        let Some(skip) = skip else {
-            return Ok(None);
-        };
-        let end = pos
-            .checked_add(skip)
-            .ok_or(FrameError::TooLarge { limit })?;
-        // Every child takes at least one byte: a container claiming more children than the
-        // limit allows can be refused before its bytes arrive.
-        if end > limit || (end as u64).saturating_add(children) > limit as u64 {
-            return Err(FrameError::TooLarge { limit });
-        }
-        if end > buf.len() {
-            return Ok(None);
-        }
-        pos = end;
-        if children > 0 {
-            if depth == MAX_DEPTH {
-                return Err(FrameError::Invalid("MessagePack nesting too deep"));
-            }
-            depth += 1;
-            pending[depth] = children;
+    }
+
+    /// Values that follow as children (2 per map pair).
+    pub(crate) fn children(self) -> u64 {
+        match self {
+            Header::Array(n) => n as u64,
+            Header::Map(n) => 2 * n as u64,
+            _ => 0,
         }
     }
 }
 
-fn read_len(buf: &[u8], pos: &mut usize, width: usize) -> Result<Option<usize>, FrameError> {
-    let Some(bytes) = buf.get(*pos..*pos + width) else {
+/// Reads the header at `buf[pos..]`: `Ok(None)` when the header itself is cut short, else
+/// the header and the position just past it (its payload, if any, is not checked to be
+/// there).
+///
+/// # Errors
+/// [`FrameError::Invalid`] for the reserved marker `0xc1`.
+pub(crate) fn read_header(buf: &[u8], pos: usize) -> Result<Option<(Header, usize)>, FrameError> {
+    let Some(&m) = buf.get(pos) else {
         return Ok(None);
     };
-    *pos += width;
-    let mut n = 0usize;
-    for &b in bytes {
-        n = (n << 8) | usize::from(b);
+    let mut p = pos + 1;
+    macro_rules! take {
+        ($n:expr) => {{
+            let Some(b) = buf.get(p..p + $n) else {
+                return Ok(None);
+            };
+            p += $n;
+            b
+        }};
     }
-    Ok(Some(n))
+    fn be(b: &[u8]) -> u64 {
+        b.iter().fold(0u64, |n, &x| (n << 8) | u64::from(x))
+    }
+    let h = match m {
+        0x00..=0x7f => Header::Uint(u64::from(m)),
+        0xe0..=0xff => Header::Int(i64::from(m as i8)),
+        0x80..=0x8f => Header::Map(usize::from(m & 0x0f)),
+        0x90..=0x9f => Header::Array(usize::from(m & 0x0f)),
+        0xa0..=0xbf => Header::Str(usize::from(m & 0x1f)),
+        0xc0 => Header::Nil,
+        0xc1 => return Err(FrameError::Invalid("reserved MessagePack marker 0xc1")),
+        0xc2 => Header::Bool(false),
+        0xc3 => Header::Bool(true),
+        0xc4 => Header::Bin(be(take!(1)) as usize),
+        0xc5 => Header::Bin(be(take!(2)) as usize),
+        0xc6 => Header::Bin(be(take!(4)) as usize),
+        0xc7 => {
+            let n = be(take!(1)) as usize;
+            Header::Ext(take!(1)[0] as i8, n)
+        }
+        0xc8 => {
+            let n = be(take!(2)) as usize;
+            Header::Ext(take!(1)[0] as i8, n)
+        }
+        0xc9 => {
+            let n = be(take!(4)) as usize;
+            Header::Ext(take!(1)[0] as i8, n)
+        }
+        0xca => Header::F32(f32::from_bits(be(take!(4)) as u32)),
+        0xcb => Header::F64(f64::from_bits(be(take!(8)))),
+        0xcc => Header::Uint(be(take!(1))),
+        0xcd => Header::Uint(be(take!(2))),
+        0xce => Header::Uint(be(take!(4))),
+        0xcf => Header::Uint(be(take!(8))),
+        0xd0 => Header::Int(i64::from(take!(1)[0] as i8)),
+        0xd1 => Header::Int(i64::from(be(take!(2)) as u16 as i16)),
+        0xd2 => Header::Int(i64::from(be(take!(4)) as u32 as i32)),
+        0xd3 => Header::Int(be(take!(8)) as i64),
+        0xd4 => Header::Ext(take!(1)[0] as i8, 1),
+        0xd5 => Header::Ext(take!(1)[0] as i8, 2),
+        0xd6 => Header::Ext(take!(1)[0] as i8, 4),
+        0xd7 => Header::Ext(take!(1)[0] as i8, 8),
+        0xd8 => Header::Ext(take!(1)[0] as i8, 16),
+        0xd9 => Header::Str(be(take!(1)) as usize),
+        0xda => Header::Str(be(take!(2)) as usize),
+        0xdb => Header::Str(be(take!(4)) as usize),
+        0xdc => Header::Array(be(take!(2)) as usize),
+        0xdd => Header::Array(be(take!(4)) as usize),
+        0xde => Header::Map(be(take!(2)) as usize),
+        0xdf => Header::Map(be(take!(4)) as usize),
+    };
+    Ok(Some((h, p)))
+}
+
+/// A resumable [`value_len`]: feed it the same buffer, grown at the end, until it returns the
+/// length of the value at the buffer's start.
+///
+/// Invariant: between calls the scanner's position is at the start of an item (never inside a
+/// header or a payload), and the bytes before it are never looked at again, so the work of
+/// all calls together is the value's length plus at most one header (≤ 6 bytes) per call.
+#[derive(Debug, Clone)]
+pub struct Scanner {
+    /// Start of the next item to read.
+    pos: usize,
+    /// Values still to read at each open container level (level 0: the value itself).
+    pending: [u64; MAX_DEPTH + 1],
+    depth: usize,
+    /// Bytes of markers and length prefixes read so far, re-reads included.
+    examined: u64,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scanner {
+    /// A scanner at the start of a value.
+    pub fn new() -> Self {
+        let mut pending = [0; MAX_DEPTH + 1];
+        pending[0] = 1;
+        Self {
+            pos: 0,
+            pending,
+            depth: 0,
+            examined: 0,
+        }
+    }
+
+    /// Bytes of markers and length prefixes this scanner has read (payloads are skipped,
+    /// not read): the work it did, for tests and counters.
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
+
+    /// Continues the walk over `buf`, which must be the buffer of the previous calls with
+    /// (possibly) more bytes at its end. Returns as [`value_len`] does.
+    ///
+    /// # Errors
+    /// As [`value_len`]; after an error the scanner must not be used again.
+    pub fn advance(&mut self, buf: &[u8], limit: usize) -> Result<Option<usize>, FrameError> {
+        loop {
+            while self.pending[self.depth] == 0 {
+                if self.depth == 0 {
+                    return Ok(Some(self.pos));
+                }
+                self.depth -= 1;
+            }
+            let item = self.pos;
+            let Some((h, after)) = read_header(buf, item)? else {
+                self.examined += (buf.len().saturating_sub(item)) as u64;
+                return Ok(None);
+            };
+            self.examined += (after - item) as u64;
+            let end = after
+                .checked_add(h.payload())
+                .ok_or(FrameError::TooLarge { limit })?;
+            let children = h.children();
+            // Every child takes at least one byte: a container claiming more children than
+            // the limit allows can be refused before its bytes arrive.
+            if end > limit || (end as u64).saturating_add(children) > limit as u64 {
+                return Err(FrameError::TooLarge { limit });
+            }
+            if end > buf.len() {
+                // Cut inside the payload: come back to this item's header next time.
+                return Ok(None);
+            }
+            self.pending[self.depth] -= 1;
+            self.pos = end;
+            if children > 0 {
+                if self.depth == MAX_DEPTH {
+                    return Err(FrameError::Invalid("MessagePack nesting too deep"));
+                }
+                self.depth += 1;
+                self.pending[self.depth] = children;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,17 +10,30 @@
 //! A [`ServerControl`] lets code outside the serving task stop a server or drop its open
 //! connections (as a crashed or restarted peer would), from any thread, with or without a
 //! runtime; [`crate::background`] builds on it to run a server as a task or on a thread.
+//!
+//! Limits (`limits.rs`, `budget.rs`): connections beyond the effective connection limit are
+//! closed as soon as they are accepted; each connection is closed when idle or slow past its
+//! timeouts; every frame's bytes and decoded form are charged to one memory budget for the
+//! whole server before they are allocated, and its charge is held until its handler
+//! returned. Every limit hit is counted in [`ServerStats`] and logged, rate-limited.
+//! An accept error (`EMFILE`, `ENFILE`, ...) pauses accepting with a growing backoff (10 ms
+//! to 1 s) instead of spinning, while open connections are served on.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use std::time::Duration;
+
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
 
-use crate::connection::Connection;
-use crate::frame::{DEFAULT_MAX_FRAME_BYTES, Frame};
+use crate::budget::Budget;
+use crate::connection::{Connection, Guard};
+use crate::frame::{DecodeLimits, Frame};
+use crate::limits::{RateLog, Reason, ServerConfig, nofile_soft_limit};
+use crate::{ConnectionError, FrameError};
 
 /// What the server should do after a handler took a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,39 +62,54 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Disposition, Self::Error>> + Send;
 }
 
-/// Server settings.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Largest frame accepted, compressed or not.
-    pub max_frame_bytes: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-        }
-    }
-}
-
 /// A bound forward listener.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
     config: ServerConfig,
     stats: Arc<ServerStats>,
+    shared: Arc<Shared>,
+}
+
+/// What every connection task of one server shares.
+#[derive(Debug)]
+struct Shared {
+    budget: Arc<Budget>,
+    log: Arc<RateLog>,
+}
+
+impl Shared {
+    fn new(config: &ServerConfig, stats: &Arc<ServerStats>) -> Arc<Self> {
+        Arc::new(Self {
+            budget: Arc::new(Budget::new(
+                config.memory_limit,
+                config.max_frame_bytes,
+                stats.clone(),
+            )),
+            log: Arc::default(),
+        })
+    }
+}
+
+fn invalid_config(config: &ServerConfig) -> std::io::Result<()> {
+    config
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
 }
 
 impl Server {
     /// Binds the listener (use port 0 for any free port).
     ///
     /// # Errors
-    /// The bind failure.
+    /// `InvalidInput` if [`ServerConfig::validate`] refuses `config`; the bind failure.
     pub async fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> std::io::Result<Self> {
+        invalid_config(&config)?;
+        let stats = Arc::default();
         Ok(Self {
             listener: TcpListener::bind(addr).await?,
+            shared: Shared::new(&config, &stats),
             config,
-            stats: Arc::default(),
+            stats,
         })
     }
 
@@ -91,17 +119,26 @@ impl Server {
     /// Must be called inside the tokio runtime that will serve it.
     ///
     /// # Errors
-    /// The listener cannot be made non-blocking or registered with the runtime.
+    /// `InvalidInput` if [`ServerConfig::validate`] refuses `config`; the listener cannot be
+    /// made non-blocking or registered with the runtime.
     pub fn from_std(
         listener: std::net::TcpListener,
         config: ServerConfig,
     ) -> std::io::Result<Self> {
+        invalid_config(&config)?;
         listener.set_nonblocking(true)?;
+        let stats = Arc::default();
         Ok(Self {
             listener: TcpListener::from_std(listener)?,
+            shared: Shared::new(&config, &stats),
             config,
-            stats: Arc::default(),
+            stats,
         })
+    }
+
+    /// The settings this server applies.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
     }
 
     /// The address actually bound.
@@ -156,6 +193,16 @@ impl Server {
             Some((rx, seen)) => (Some(rx), seen),
             None => (None, 0),
         };
+        let nofile = nofile_soft_limit().unwrap_or(u64::MAX);
+        let max_connections = self.config.effective_max_connections(nofile);
+        tracing::debug!(
+            max_connections,
+            configured = self.config.max_connections,
+            nofile,
+            "forward server connection limit"
+        );
+        let mut backoff = Duration::ZERO;
+        let mut pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -168,18 +215,47 @@ impl Server {
                         connections.abort_all();
                     }
                 }
-                accepted = self.listener.accept() => match accepted {
+                () = async { pause.as_mut().expect("guarded").await }, if pause.is_some() => {
+                    pause = None;
+                }
+                accepted = self.listener.accept(), if pause.is_none() => match accepted {
                     Ok((stream, peer)) => {
+                        backoff = Duration::ZERO;
+                        let open = self.stats.connections_open.load(Ordering::Relaxed);
+                        if open >= max_connections as i64 {
+                            self.stats.refused_max_connections.fetch_add(1, Ordering::Relaxed);
+                            self.shared.log.hit(
+                                Reason::MaxConnections,
+                                Some(peer),
+                                &format!("{open} connections open, closing a new one"),
+                            );
+                            drop(stream);
+                            continue;
+                        }
                         let _ = stream.set_nodelay(true);
-                        let stats = self.stats.clone();
-                        let fut = serve_connection_with_stats(stream, peer, handler.clone(), self.config.clone(), stats);
+                        let open = Open::new(self.stats.clone());
+                        let fut = serve_guarded(
+                            stream,
+                            peer,
+                            handler.clone(),
+                            self.config.clone(),
+                            self.stats.clone(),
+                            self.shared.clone(),
+                            open,
+                        );
                         connections.spawn(fut);
                     }
                     Err(e) => {
-                        // EMFILE and friends: keep serving the connections we have, and do
-                        // not spin while descriptors are exhausted.
-                        tracing::warn!(error = %e, "forward accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        // EMFILE and friends: keep serving the connections we have, and stop
+                        // accepting for a while instead of spinning on the error.
+                        backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                        self.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                        self.shared.log.hit(
+                            Reason::AcceptError,
+                            None,
+                            &format!("accept failed ({e}); pausing accepts for {backoff:?}"),
+                        );
+                        pause = Some(Box::pin(tokio::time::sleep(backoff)));
                     }
                 },
             }
@@ -267,61 +343,121 @@ pub struct ServerStats {
     pub protocol_errors: AtomicU64,
     /// Frames the handler failed to take (closed without ack).
     pub handler_errors: AtomicU64,
+    /// Connections closed as soon as accepted: the connection limit was reached
+    /// (reason `max_connections`).
+    pub refused_max_connections: AtomicU64,
+    /// Connections closed after `idle_timeout` without a frame (reason `idle_timeout`).
+    pub closed_idle_timeout: AtomicU64,
+    /// Connections closed because a frame was not complete (or an ack not read) within
+    /// `frame_timeout` (reason `frame_timeout`).
+    pub closed_frame_timeout: AtomicU64,
+    /// Frames refused for carrying more than `max_records_per_frame` entries, before they
+    /// were decoded (reason `too_many_records`; also counted in `protocol_errors`).
+    pub refused_too_many_records: AtomicU64,
+    /// Frames refused for exceeding `max_frame_bytes`, on the wire or inflated (reason
+    /// `frame_too_large`; also counted in `protocol_errors`).
+    pub refused_frame_too_large: AtomicU64,
+    /// Frames refused because their decoded form would take more memory than one frame may
+    /// (reason `decoded_too_large`; also counted in `protocol_errors`).
+    pub refused_decoded_too_large: AtomicU64,
+    /// Times a connection had to wait for the memory budget (it stopped reading meanwhile).
+    pub memory_waits: AtomicU64,
+    /// Bytes charged to the memory budget now (a gauge).
+    pub memory_charged_bytes: AtomicU64,
+    /// Failed accepts (`EMFILE`, `ENFILE`, ...), each followed by a pause in accepting.
+    pub accept_errors: AtomicU64,
 }
 
-/// Serves one connection until the peer closes it or breaks the protocol.
+/// Counts a connection as open from its accept until its task ends (aborts included).
+struct Open(Arc<ServerStats>);
+
+impl Open {
+    fn new(stats: Arc<ServerStats>) -> Self {
+        stats.connections_total.fetch_add(1, Ordering::Relaxed);
+        stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection until the peer closes it, breaks the protocol or a limit of
+/// `config`; its memory budget is its own (a [`Server`] shares one among its connections).
 pub async fn serve_connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
     handler: Arc<H>,
     config: ServerConfig,
 ) {
-    serve_connection_with_stats(stream, peer, handler, config, Arc::default()).await;
+    let stats: Arc<ServerStats> = Arc::default();
+    let shared = Shared::new(&config, &stats);
+    let open = Open::new(stats.clone());
+    serve_guarded(stream, peer, handler, config, stats, shared, open).await;
 }
 
-async fn serve_connection_with_stats<H: Handler>(
+async fn serve_guarded<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
     handler: Arc<H>,
     config: ServerConfig,
     stats: Arc<ServerStats>,
+    shared: Arc<Shared>,
+    _open: Open,
 ) {
-    stats.connections_total.fetch_add(1, Ordering::Relaxed);
-    stats.connections_open.fetch_add(1, Ordering::Relaxed);
-    // Decrements the open count however the task ends, aborts included.
-    struct Open(Arc<ServerStats>);
-    impl Drop for Open {
-        fn drop(&mut self) {
-            self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-    let _open = Open(stats.clone());
-    let mut conn = Connection::new(stream, config.max_frame_bytes);
+    let limits = DecodeLimits {
+        max_frame_bytes: config.max_frame_bytes,
+        max_records: config.max_records_per_frame,
+    };
+    let guard = Guard::new(
+        shared.budget.clone(),
+        config.idle_timeout,
+        config.frame_timeout,
+        shared.log.clone(),
+        Some(peer),
+    );
+    let mut conn = Connection::guarded(stream, limits, guard);
     tracing::debug!(%peer, "forward connection opened");
     loop {
-        let frame = match conn.read_frame().await {
+        let (frame, charge) = match conn.read_guarded().await {
             Ok(Some(frame)) => frame,
             Ok(None) => {
                 tracing::debug!(%peer, "forward connection closed by peer");
                 return;
             }
             Err(e) => {
-                if matches!(e, crate::ConnectionError::Frame(_)) {
-                    stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                }
-                tracing::warn!(%peer, reason = %e, "closing forward connection");
+                closed(&e, peer, &stats, &shared.log);
                 return;
             }
         };
         stats.frames.fetch_add(1, Ordering::Relaxed);
         let chunk = frame.options.chunk.clone();
         let framing = frame.framing;
-        match handler.handle(peer, frame).await {
+        let handled = handler.handle(peer, frame).await;
+        // The frame is gone (stored or not): its memory goes back to the budget.
+        drop(charge);
+        conn.settle();
+        match handled {
             Ok(Disposition::Ack) => {
                 if let Some(chunk) = chunk {
-                    if let Err(e) = conn.write_ack(&chunk, framing).await {
-                        tracing::warn!(%peer, reason = %e, "closing forward connection: ack not written");
-                        return;
+                    match tokio::time::timeout(
+                        config.frame_timeout,
+                        conn.write_ack(&chunk, framing),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, reason = %e, "closing forward connection: ack not written");
+                            return;
+                        }
+                        Err(_) => {
+                            closed(&ConnectionError::FrameTimeout, peer, &stats, &shared.log);
+                            return;
+                        }
                     }
                     stats.acks.fetch_add(1, Ordering::Relaxed);
                 }
@@ -334,5 +470,33 @@ async fn serve_connection_with_stats<H: Handler>(
                 return;
             }
         }
+    }
+}
+
+/// Counts and logs why a connection is being closed.
+fn closed(e: &ConnectionError, peer: SocketAddr, stats: &ServerStats, log: &RateLog) {
+    let limit = match e {
+        ConnectionError::IdleTimeout => Some((Reason::IdleTimeout, &stats.closed_idle_timeout)),
+        ConnectionError::FrameTimeout => Some((Reason::FrameTimeout, &stats.closed_frame_timeout)),
+        ConnectionError::Frame(FrameError::TooManyRecords { .. }) => {
+            Some((Reason::TooManyRecords, &stats.refused_too_many_records))
+        }
+        ConnectionError::Frame(FrameError::TooLarge { .. }) => {
+            Some((Reason::FrameTooLarge, &stats.refused_frame_too_large))
+        }
+        ConnectionError::Frame(FrameError::DecodedTooLarge { .. }) => {
+            Some((Reason::DecodedTooLarge, &stats.refused_decoded_too_large))
+        }
+        _ => None,
+    };
+    if matches!(e, ConnectionError::Frame(_)) {
+        stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    match limit {
+        Some((reason, counter)) => {
+            counter.fetch_add(1, Ordering::Relaxed);
+            log.hit(reason, Some(peer), &format!("closing connection: {e}"));
+        }
+        None => tracing::warn!(%peer, reason = %e, "closing forward connection"),
     }
 }
