@@ -278,7 +278,9 @@ mod tests {
         stats.connections_open.fetch_add(1, Ordering::Relaxed);
         stats.acks.fetch_add(2, Ordering::Relaxed);
         stats.closed_idle_timeout.fetch_add(4, Ordering::Relaxed);
-        stats.memory_charged_bytes.fetch_add(4096, Ordering::Relaxed);
+        stats
+            .memory_charged_bytes
+            .fetch_add(4096, Ordering::Relaxed);
         m.quarantined_by(&[("too_old", 2)]);
         m.observe(
             &Ok(StoreOutcome {

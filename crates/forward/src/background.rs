@@ -52,7 +52,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::limits::ServerConfig;
-use crate::server::{Handler, Server, ServerControl, ServerStats};
+use crate::server::{Handler, Server, ServerControl};
+use crate::stats::ServerStats;
 
 /// How long a [`BackgroundServer`] waits for its thread when shut down, unless told otherwise.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);

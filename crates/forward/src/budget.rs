@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore};
 
-use crate::server::ServerStats;
+use crate::decode::inflate_cap;
+use crate::stats::ServerStats;
 
 /// Wire size up to which a frame is *small*: it is buffered outside the budget (every
 /// connection may hold this much) and decoded from the small pool. A handful of billing
@@ -203,11 +204,6 @@ pub(crate) fn decode_ceiling(memory_limit: usize, max_frame_bytes: usize) -> usi
 /// Largest capacity a connection's buffer reaches.
 pub(crate) fn buffer_cap(max_frame_bytes: usize) -> usize {
     max_frame_bytes.saturating_add(READ_CHUNK)
-}
-
-/// Largest capacity of inflated entries.
-pub(crate) fn inflate_cap(max_frame_bytes: usize) -> usize {
-    max_frame_bytes.saturating_add(crate::decode::Inflater::STEP + 1)
 }
 
 /// Permits held; returned to their pools when dropped.

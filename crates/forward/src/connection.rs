@@ -20,10 +20,11 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedMutexGuard;
 
-use crate::budget::{Budget, Charge, Lane, READ_CHUNK, SMALL_FRAME_BYTES, buffer_cap, inflate_cap};
-use crate::decode::{self, Inflater, Plan};
-use crate::frame::{self, Check, DecodeLimits, Frame, Framing};
+use crate::budget::{Budget, Charge, Lane, READ_CHUNK, SMALL_FRAME_BYTES, buffer_cap};
+use crate::decode::{self, Inflater, Plan, inflate_cap};
+use crate::frame;
 use crate::limits::{RateLog, Reason};
+use crate::model::{Check, DecodeLimits, Frame, Framing};
 use crate::scan::FrameScanner;
 use crate::{ConnectionError, FrameError};
 

@@ -24,11 +24,16 @@ use std::mem::size_of;
 use rmpv::Value;
 
 use crate::FrameError;
-use crate::frame::{DecodeLimits, Entry};
+use crate::model::{DecodeLimits, Entry};
 use crate::msgpack::{self, Header, MAX_DEPTH, read_header};
 
 /// What a JSON frame may cost per byte once decoded (a `serde_json::Value` tree, then the
 /// `rmpv::Value` tree made from it). Measured worst cases (tests/decode_cost.rs) stay below it.
+/// Largest capacity of inflated entries: the frame limit plus one inflate step.
+pub(crate) fn inflate_cap(max_frame_bytes: usize) -> usize {
+    max_frame_bytes.saturating_add(Inflater::STEP + 1)
+}
+
 pub(crate) const JSON_COST_PER_BYTE: usize = 160;
 
 /// An upper bound of the heap bytes [`parse_with`](crate::parse_frame_with) allocates to decode `bytes` (the decoded
@@ -48,7 +53,7 @@ pub fn decoded_cost(bytes: &[u8], limits: &DecodeLimits) -> Result<usize, FrameE
             let raw = gunzip(&bytes[payload], limits.max_frame_bytes)?;
             let entries = plan_packed(&raw, limits.max_records)?;
             Ok(outer_cost.saturating_add(entries).saturating_add(alloc(
-                crate::budget::inflate_cap(limits.max_frame_bytes).min(raw.capacity()),
+                inflate_cap(limits.max_frame_bytes).min(raw.capacity()),
             )))
         }
     }

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use base64::Engine as _;
 
-use crate::frame::Options;
+use crate::model::Options;
 use crate::time::EventTime;
 
 /// A fresh chunk id: base64 of 16 random bytes, as fluentd's clients make them.

@@ -25,9 +25,11 @@ mod decode;
 pub mod encode;
 mod frame;
 mod limits;
+mod model;
 pub mod msgpack;
 mod scan;
 mod server;
+mod stats;
 mod time;
 
 pub use background::{
@@ -38,16 +40,20 @@ pub use budget::SMALL_FRAME_BYTES;
 pub use connection::{AckReader, Connection};
 pub use decode::decoded_cost;
 pub use frame::{
-    Check, Compression, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME, DecodeLimits,
-    Entry, Frame, Framing, Mode, Options, check as check_frame, check_reply, json_to_value,
-    parse as parse_frame, parse_ack, parse_with as parse_frame_with, value_to_json,
+    check as check_frame, check_reply, json_to_value, parse as parse_frame, parse_ack,
+    parse_with as parse_frame_with, value_to_json,
 };
 pub use limits::{
     ConfigError, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MEMORY_LIMIT, LOG_INTERVAL, MEMORY_LIMIT_PER_FRAME_BYTE, NOFILE_HEADROOM, ServerConfig,
     raise_nofile_limit,
 };
-pub use server::{Disposition, Handler, Server, ServerControl, ServerStats, serve_connection};
+pub use model::{
+    Check, Compression, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME, DecodeLimits,
+    Entry, Frame, Framing, Mode, Options,
+};
+pub use server::{Disposition, Handler, Server, ServerControl, serve_connection};
+pub use stats::ServerStats;
 pub use time::EventTime;
 
 /// Why bytes are not a valid frame.

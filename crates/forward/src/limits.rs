@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::budget::{SMALL_FRAME_BYTES, decode_ceiling};
-use crate::frame::{DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME};
+use crate::model::{DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME};
 
 /// Default most connections open at once; more are closed as soon as they are accepted.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;

@@ -23,7 +23,8 @@
 //! [`FrameScanner::examined`] counts it all.
 
 use crate::FrameError;
-use crate::frame::{Check, check};
+use crate::frame::check;
+use crate::model::Check;
 use crate::msgpack::{self, Header, read_header};
 
 fn is_ws(b: u8) -> bool {

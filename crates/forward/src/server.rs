@@ -22,7 +22,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use std::time::Duration;
 
@@ -31,8 +31,9 @@ use tokio::sync::watch;
 
 use crate::budget::Budget;
 use crate::connection::{Connection, Guard};
-use crate::frame::{DecodeLimits, Frame};
 use crate::limits::{RateLog, Reason, ServerConfig, nofile_soft_limit};
+use crate::model::{DecodeLimits, Frame};
+use crate::stats::ServerStats;
 use crate::{ConnectionError, FrameError};
 
 /// What the server should do after a handler took a frame.
@@ -326,46 +327,6 @@ impl ServerControl {
         // `self` keeps the sender alive, so this only ends when `stop` is set.
         let _ = rx.wait_for(|s| s.stop).await;
     }
-}
-
-/// Counters a [`Server`] keeps; read them to export metrics.
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    /// Connections accepted since start.
-    pub connections_total: AtomicU64,
-    /// Connections open now.
-    pub connections_open: AtomicI64,
-    /// Frames decoded.
-    pub frames: AtomicU64,
-    /// Acks written.
-    pub acks: AtomicU64,
-    /// Connections closed because of bytes that are not a frame.
-    pub protocol_errors: AtomicU64,
-    /// Frames the handler failed to take (closed without ack).
-    pub handler_errors: AtomicU64,
-    /// Connections closed as soon as accepted: the connection limit was reached
-    /// (reason `max_connections`).
-    pub refused_max_connections: AtomicU64,
-    /// Connections closed after `idle_timeout` without a frame (reason `idle_timeout`).
-    pub closed_idle_timeout: AtomicU64,
-    /// Connections closed because a frame was not complete (or an ack not read) within
-    /// `frame_timeout` (reason `frame_timeout`).
-    pub closed_frame_timeout: AtomicU64,
-    /// Frames refused for carrying more than `max_records_per_frame` entries, before they
-    /// were decoded (reason `too_many_records`; also counted in `protocol_errors`).
-    pub refused_too_many_records: AtomicU64,
-    /// Frames refused for exceeding `max_frame_bytes`, on the wire or inflated (reason
-    /// `frame_too_large`; also counted in `protocol_errors`).
-    pub refused_frame_too_large: AtomicU64,
-    /// Frames refused because their decoded form would take more memory than one frame may
-    /// (reason `decoded_too_large`; also counted in `protocol_errors`).
-    pub refused_decoded_too_large: AtomicU64,
-    /// Times a connection had to wait for the memory budget (it stopped reading meanwhile).
-    pub memory_waits: AtomicU64,
-    /// Bytes charged to the memory budget now (a gauge).
-    pub memory_charged_bytes: AtomicU64,
-    /// Failed accepts (`EMFILE`, `ENFILE`, ...), each followed by a pause in accepting.
-    pub accept_errors: AtomicU64,
 }
 
 /// Counts a connection as open from its accept until its task ends (aborts included).
