@@ -8,6 +8,8 @@
 //! - `server.rs`: a listener that acks a chunk only after its [`Handler`] took it ([`Server`]);
 //! - `background.rs`: a server run as a task ([`SpawnedServer`]) or on its own thread
 //!   ([`BackgroundServer`]), with a handle to drop its connections and shut it down.
+//! - `handshake.rs`: the shared-key / user handshake (HELO, PING, PONG) as a pure codec and
+//!   sans-IO state machines ([`ClientHandshake`], [`ServerHandshake`]).
 //!
 //! Every type and function is reached from the crate root, except the writers in [`encode`]
 //! and the MessagePack scanner in [`msgpack`], whose modules are their namespace.
@@ -16,6 +18,7 @@ mod background;
 mod connection;
 pub mod encode;
 mod frame;
+mod handshake;
 pub mod msgpack;
 mod server;
 mod time;
@@ -29,6 +32,12 @@ pub use frame::{
     Check, Compression, DEFAULT_MAX_FRAME_BYTES, Entry, Frame, Framing, Mode, Options,
     check as check_frame, check_reply, json_to_value, parse as parse_frame, parse_ack,
     value_to_json,
+};
+pub use handshake::{
+    ClientAuth, ClientHandshake, DIGEST_HEX_LEN, HandshakeError, Helo, MAX_CREDENTIAL_BYTES,
+    MAX_HANDSHAKE_BYTES, MAX_HOSTNAME_BYTES, MAX_REASON_BYTES, MAX_SALT_BYTES, Peer, Ping, Pong,
+    ServerAuth, ServerHandshake, ServerReply, check_message, parse_helo, parse_ping, parse_pong,
+    password_digest, shared_key_digest, write_helo, write_ping, write_pong,
 };
 pub use server::{
     Disposition, Handler, Server, ServerConfig, ServerControl, ServerStats, serve_connection,
