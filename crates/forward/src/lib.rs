@@ -14,6 +14,8 @@
 //!   limit counted in [`ServerStats`] and logged, rate-limited;
 //! - `background.rs`: a server run as a task ([`SpawnedServer`]) or on its own thread
 //!   ([`BackgroundServer`]), with a handle to drop its connections and shut it down.
+//! - `handshake.rs`: the shared-key / user handshake (HELO, PING, PONG) as a pure codec and
+//!   sans-IO state machines ([`ClientHandshake`], [`ServerHandshake`]).
 //!
 //! Every type and function is reached from the crate root, except the writers in [`encode`]
 //! and the MessagePack scanner in [`msgpack`], whose modules are their namespace.
@@ -24,6 +26,7 @@ mod connection;
 mod decode;
 pub mod encode;
 mod frame;
+mod handshake;
 mod limits;
 mod model;
 pub mod msgpack;
@@ -42,6 +45,12 @@ pub use decode::decoded_cost;
 pub use frame::{
     check as check_frame, check_reply, json_to_value, parse as parse_frame, parse_ack,
     parse_with as parse_frame_with, value_to_json,
+};
+pub use handshake::{
+    ClientAuth, ClientHandshake, DIGEST_HEX_LEN, HandshakeError, Helo, MAX_CREDENTIAL_BYTES,
+    MAX_HANDSHAKE_BYTES, MAX_HOSTNAME_BYTES, MAX_REASON_BYTES, MAX_SALT_BYTES, Peer, Ping, Pong,
+    ServerAuth, ServerHandshake, ServerReply, check_message, parse_helo, parse_ping, parse_pong,
+    password_digest, shared_key_digest, write_helo, write_ping, write_pong,
 };
 pub use limits::{
     ConfigError, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
