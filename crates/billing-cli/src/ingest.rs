@@ -12,6 +12,7 @@ use billing_schema::validate::Policy;
 use forward::Frame;
 
 use crate::store_args::StoreArgs;
+use crate::store_flags::StoreFlags;
 use crate::validation_args::ValidationArgs;
 
 /// Default listen address: where the Go client's default `--billing.ingester` points.
@@ -25,6 +26,8 @@ pub struct IngestArgs {
     pub listen: String,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub store_flags: StoreFlags,
     #[command(flatten)]
     pub validation: ValidationArgs,
     /// Serve Prometheus metrics (billing_ingest_*) at http://ADDR/metrics [default: none].
@@ -43,7 +46,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let url = &args.store.url;
-        let store = AnyStore::open(url)
+        let store = AnyStore::open_with(url, &args.store_flags.options())
             .await
             .with_context(|| format!("cannot open store {url}"))?;
         let server = billing_ingest::bind(&args.listen)

@@ -9,6 +9,7 @@ mod report;
 mod send;
 mod spool_cmd;
 mod store_args;
+mod store_flags;
 mod validation_args;
 
 use std::process::ExitCode;
