@@ -12,6 +12,7 @@ use billing_schema::validate::Policy;
 use forward::Frame;
 
 use crate::store_args::StoreArgs;
+use crate::store_flags::StoreFlags;
 use crate::validation_args::ValidationArgs;
 
 use crate::server_args::ServerArgs;
@@ -27,6 +28,8 @@ pub struct IngestArgs {
     pub listen: String,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub store_flags: StoreFlags,
     #[command(flatten)]
     pub validation: ValidationArgs,
     #[command(flatten)]
@@ -52,7 +55,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     }
     runtime.block_on(async move {
         let url = &args.store.url;
-        let store = AnyStore::open(url)
+        let store = AnyStore::open_with(url, &args.store_flags.options())
             .await
             .with_context(|| format!("cannot open store {url}"))?;
         let server = forward::Server::bind(args.listen.as_str(), config)

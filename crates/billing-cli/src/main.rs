@@ -10,6 +10,7 @@ mod send;
 mod server_args;
 mod spool_cmd;
 mod store_args;
+mod store_flags;
 mod validation_args;
 
 use std::process::ExitCode;

@@ -1,5 +1,9 @@
 //! `billing report`: usage per instance, amount type and hour/day/month from a store, or the
 //! store's totals (`--summary`). Read-only: it never creates or migrates a store.
+//!
+//! Values are exact sums (128-bit): a day or month of records near `i64::MAX` is printed with
+//! every digit in each format; in JSON as a plain number, which readers that parse numbers
+//! into doubles would round (read it as a big integer).
 
 use std::io::Write as _;
 use std::time::SystemTime;
@@ -26,7 +30,7 @@ pub enum OutputFormat {
     /// CSV with a header line.
     Csv,
     /// A JSON array of {"instance","amount_type","bucket","value","records"} (summary: one
-    /// object).
+    /// object); value is an exact integer, possibly beyond 64 bits.
     Json,
 }
 

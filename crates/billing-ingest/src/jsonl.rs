@@ -4,6 +4,9 @@
 //! No validation and no dedupe: every entry is written and reported as stored
 //! ([`StoreOutcome::stored`]); resent chunks appear again.
 //!
+//! The file is created readable by its owner only (0600, whatever the umask); an existing
+//! file keeps its mode, with a warning when its group or others can read it (`files.rs`).
+//!
 //! Invariant: a frame's lines are written in one `write_all`, flushed and `fdatasync`ed before
 //! `store` returns, so an acked chunk survives a crash of the ingester; frames are written one
 //! at a time, so lines of different frames never interleave.
@@ -25,16 +28,17 @@ pub struct JsonlStore {
 }
 
 impl JsonlStore {
-    /// Opens (creating if needed) `path` for appending.
+    /// Opens (creating if needed, with mode 0600) `path` for appending.
     ///
     /// # Errors
     /// If the file cannot be opened.
     pub async fn open(path: &Path) -> std::io::Result<Self> {
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await?;
+        let mut options = tokio::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let file = options.open(path).await?;
+        crate::files::warn_if_shared(path);
         Ok(Self {
             file: Mutex::new(file),
         })

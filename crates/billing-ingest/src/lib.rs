@@ -26,10 +26,12 @@
 //! as a task on the caller's runtime ([`RunningIngester`]) or on its own thread
 //! ([`BackgroundIngester`]), and hands the store back, still open, when it stops.
 //!
-//! Known limit: a rollup whose sum would leave the `i64` range makes the database refuse the
-//! transaction (PostgreSQL `bigint out of range`, SQLite STRICT column), so such a chunk is
-//! never acked. Validation bounds every field that could otherwise poison a transaction
-//! (lengths, NUL, integer range); realistic amounts are far from this limit.
+//! No record can make a chunk unstorable: a record the database refuses (e.g. a value it cannot
+//! hold) is quarantined as [`STORE_REJECTED`] with the database's message, and the rest of its
+//! chunk is stored and acked (`store_error.rs`, `quarantine.rs`). Rollups and reports sum
+//! exactly beyond 64 bits (`i128`; PostgreSQL `NUMERIC`, SQLite decimal text). The quarantine
+//! table is bounded ([`StoreOptions`]); store files are created readable by their owner only
+//! (`files.rs`).
 
 mod harness;
 pub mod http;
@@ -41,6 +43,11 @@ mod report;
 mod schema;
 mod sqlite;
 mod validate;
+// Store internals of the exact-rollups work (kept apart from the modules above).
+mod files;
+mod quarantine;
+mod store_error;
+mod store_options;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -60,6 +67,7 @@ pub use postgres::{DEFAULT_POOL_SIZE, PgStore, PgUrl, PoolStatus};
 pub use report::{Format, Granularity, Summary, UsageQuery, UsageRow, write_summary, write_usage};
 pub use schema::LATEST as SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
+pub use store_options::{DEFAULT_QUARANTINE_MAX_ROWS, StoreOptions};
 pub use validate::{Checked, Quarantined, STORE_REJECTED, quarantine_reasons};
 
 /// The store `billing ingest` and `billing report` use when none is named.
@@ -135,8 +143,9 @@ pub enum StoreError {
     /// SQLite refused a statement or the commit.
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// PostgreSQL refused a statement or the commit, or the connection failed.
-    #[error("PostgreSQL: {0}")]
+    /// PostgreSQL refused a statement or the commit, or the connection failed. Displayed with
+    /// the server's SQLSTATE and message, e.g. `PostgreSQL: 22003 numeric value out of range`.
+    #[error("PostgreSQL: {}", store_error::postgres_text(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// The PostgreSQL connection pool failed for a reason of its own (e.g. it was closed).
     #[error("PostgreSQL connection pool: {0}")]
@@ -174,8 +183,8 @@ pub enum StoreError {
     /// frame was being stored).
     #[error("store is inconsistent: {0}")]
     Inconsistent(String),
-    /// A sum exceeded the 64-bit range.
-    #[error("a usage sum exceeds the 64-bit integer range")]
+    /// A sum exceeded the 128-bit range.
+    #[error("a usage sum exceeds the 128-bit integer range")]
     Overflow,
 }
 
@@ -272,10 +281,20 @@ impl AnyStore {
     /// The store cannot be opened or migrated, or its schema is newer than this build
     /// ([`StoreError::SchemaTooNew`]).
     pub async fn open(url: &StoreUrl) -> Result<Self, StoreError> {
+        Self::open_with(url, &StoreOptions::default()).await
+    }
+
+    /// As [`AnyStore::open`], with `options` (a `jsonl:` store has none to take).
+    ///
+    /// # Errors
+    /// As [`AnyStore::open`].
+    pub async fn open_with(url: &StoreUrl, options: &StoreOptions) -> Result<Self, StoreError> {
         Ok(match url {
             StoreUrl::Jsonl(p) => AnyStore::Jsonl(jsonl::JsonlStore::open(p).await?),
-            StoreUrl::Sqlite(p) => AnyStore::Sqlite(SqliteStore::open(p).await?),
-            StoreUrl::Postgres(u) => AnyStore::Postgres(Box::new(PgStore::open(u).await?)),
+            StoreUrl::Sqlite(p) => AnyStore::Sqlite(SqliteStore::open_with(p, options).await?),
+            StoreUrl::Postgres(u) => {
+                AnyStore::Postgres(Box::new(PgStore::open_with(u, options).await?))
+            }
         })
     }
 
@@ -362,6 +381,17 @@ impl<S: Store> Handler for Ingest<S> {
         let result = self.store.store(&frame, checked).await;
         self.metrics.observe(&result, start.elapsed());
         let outcome = result?;
+        // Records the store itself refused (quarantined as store_rejected, logged by it).
+        let checked_invalid = invalid
+            .as_ref()
+            .map_or(0, |(c, _)| c.iter().map(|(_, n)| n).sum());
+        if let Some(rejected) = outcome
+            .quarantined
+            .checked_sub(checked_invalid)
+            .filter(|n| *n > 0)
+        {
+            self.metrics.quarantined_by(&[(STORE_REJECTED, rejected)]);
+        }
         if let Some((counts, keys)) = invalid {
             self.metrics.quarantined_by(&counts);
             // One line per frame whatever its size: counts by reason and the first keys.

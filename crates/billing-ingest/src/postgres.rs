@@ -25,38 +25,30 @@
 //!   tokio-postgres sends `ROLLBACK` when an unfinished transaction is dropped, before the
 //!   connection serves its next caller.
 //!
-//! One frame is one transaction on one pooled connection, at READ COMMITTED (set explicitly,
-//! whatever the server's `default_transaction_isolation`):
-//! 1. valid records are sorted by `unique_key` (stable, so wire order decides among equal
-//!    keys) and the first of each key is offered in one `INSERT ... SELECT FROM unnest(...) ON
-//!    CONFLICT (unique_key) DO NOTHING RETURNING unique_key`. The unique index is the arbiter
-//!    between ingesters: a key another transaction inserted but has not committed makes this
-//!    insert wait for it, then skip the key; so each key is stored once, by whoever commits
-//!    first;
-//! 2. every other record (the ones not inserted, and repeats inside the frame) is compared with
-//!    the stored body (read back with one `SELECT ... = ANY($1)`, which at READ COMMITTED sees
-//!    the winner's committed row) and classified as duplicate or conflict;
-//! 3. rollups of the inserted records are upserted in one statement, rows sorted by
-//!    `(instance, amount_type, hour)`; conflicts, quarantine and the `counters` row follow.
+//! Writing a frame (`postgres/write.rs`): one transaction on one pooled connection at READ
+//! COMMITTED; the unique index on `unique_key` arbitrates between ingesters, so each key is
+//! stored once; rollups are exact `NUMERIC` sums; row locks are taken in one fixed order, so
+//! concurrent frames never deadlock. When the database refuses one record, the frame is redone
+//! record by record in savepoints and the refused records are quarantined (`store_rejected`).
 //!
-//! Deadlock freedom: every transaction takes row locks table by table in the same order
-//! (records, rollups, conflicts, counters) and within a table in the same sorted key order, so
-//! no two transactions can wait on each other in a cycle.
+//! Errors: a server error shows its SQLSTATE and message (`StoreError`'s Display, e.g.
+//! `PostgreSQL: 22003 numeric value out of range`), in the log and in quarantine details.
 
 mod url;
-
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod write;
 
 use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod,
 };
 use forward::Frame;
-use tokio_postgres::{IsolationLevel, NoTls};
+use tokio_postgres::NoTls;
 
-use crate::report::{self, HourFilter, Summary, UsageQuery, UsageRow};
+use crate::report::{self, HourFilter, Summary, UsageQuery, UsageRow, parse_sum};
 use crate::schema;
-use crate::validate::{Body, Checked};
-use crate::{Store, StoreError, StoreOutcome, Written};
+use crate::store_error::is_about_data;
+use crate::store_options::{StoreOptions, UnstoredWarnings};
+use crate::validate::Checked;
+use crate::{Store, StoreError, StoreOutcome};
 
 pub use url::{DEFAULT_POOL_SIZE, PgUrl};
 
@@ -68,6 +60,8 @@ fn quote_ident(name: &str) -> String {
 pub struct PgStore {
     url: PgUrl,
     pool: Pool,
+    options: StoreOptions,
+    unstored: UnstoredWarnings,
 }
 
 /// A snapshot of a store's connection pool.
@@ -105,7 +99,15 @@ impl PgStore {
     /// Connection or migration failure; [`StoreError::SchemaTooNew`] when the database was
     /// migrated by a newer build.
     pub async fn open(url: &PgUrl) -> Result<Self, StoreError> {
-        Self::start(url, true).await
+        Self::open_with(url, &StoreOptions::default()).await
+    }
+
+    /// As [`PgStore::open`], with `options`.
+    ///
+    /// # Errors
+    /// As [`PgStore::open`].
+    pub async fn open_with(url: &PgUrl, options: &StoreOptions) -> Result<Self, StoreError> {
+        Self::start(url, true, options).await
     }
 
     /// Connects for reports: creates and migrates nothing.
@@ -114,13 +116,15 @@ impl PgStore {
     /// Connection failure; [`StoreError::SchemaTooOld`] (e.g. no such schema) or
     /// [`StoreError::SchemaTooNew`] when the schema is not this build's.
     pub async fn open_reader(url: &PgUrl) -> Result<Self, StoreError> {
-        Self::start(url, false).await
+        Self::start(url, false, &StoreOptions::default()).await
     }
 
-    async fn start(url: &PgUrl, migrate: bool) -> Result<Self, StoreError> {
+    async fn start(url: &PgUrl, migrate: bool, options: &StoreOptions) -> Result<Self, StoreError> {
         let store = PgStore {
             pool: build_pool(url)?,
             url: url.clone(),
+            options: options.clone(),
+            unstored: UnstoredWarnings::default(),
         };
         // Also proves the database reachable now, not at the first frame.
         let mut client = store.conn().await?;
@@ -182,7 +186,7 @@ impl PgStore {
         let client = self.conn().await?;
         let rows = client
             .query(
-                "SELECT instance, amount_type, hour, value, records FROM rollups
+                "SELECT instance, amount_type, hour, value::text, records FROM rollups
                  WHERE hour >= $1 AND hour < $2
                    AND ($3::text IS NULL OR instance = $3)
                    AND ($4::text IS NULL OR amount_type = $4)",
@@ -190,16 +194,19 @@ impl PgStore {
             )
             .await?;
         drop(client);
-        report::roll_up(
-            rows.iter().map(|r| UsageRow {
-                instance: r.get(0),
-                amount_type: r.get(1),
-                bucket: r.get(2),
-                value: r.get(3),
-                records: r.get(4),
-            }),
-            query.by,
-        )
+        let hourly = rows
+            .iter()
+            .map(|r| {
+                Ok(UsageRow {
+                    instance: r.get(0),
+                    amount_type: r.get(1),
+                    bucket: r.get(2),
+                    value: parse_sum(r.get(3))?,
+                    records: r.get(4),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        report::roll_up(hourly, query.by)
     }
 
     /// Totals over every committed frame of every ingester.
@@ -275,222 +282,28 @@ async fn migrate_schema(client: &mut Object, schema_name: Option<&str>) -> Resul
             "PostgreSQL store migrated"
         );
     }
+    tx.batch_execute(schema::POSTGRES_RECOUNT).await?;
     tx.commit().await?;
     Ok(())
 }
 
-// Prepared once per connection, through the pool's statement cache.
-const INSERT_RECORDS: &str = "INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])
-     ON CONFLICT (unique_key) DO NOTHING
-     RETURNING unique_key";
-
-const SELECT_BODIES: &str = "SELECT unique_key, instance, amount_type, value, occurred_at, metadata
-     FROM records WHERE unique_key = ANY($1::text[])";
-
-const UPSERT_ROLLUPS: &str = "INSERT INTO rollups (instance, amount_type, hour, value, records)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
-     ON CONFLICT (instance, amount_type, hour) DO UPDATE
-     SET value = rollups.value + excluded.value, records = rollups.records + excluded.records";
-
-const BUMP_CONFLICT: &str = "UPDATE conflicts SET count = count + $3, last_seen = now()
-     WHERE unique_key = $1 AND received_body = $2";
-
-const INSERT_CONFLICT: &str =
-    "INSERT INTO conflicts (unique_key, stored_body, received_body, count)
-     VALUES ($1, $2, $3, $4)";
-
-const INSERT_QUARANTINE: &str =
-    "INSERT INTO quarantine (reason, raw) SELECT * FROM unnest($1::text[], $2::text[])";
-
-const UPSERT_COUNTERS: &str =
-    "INSERT INTO counters (slot, received, stored, duplicates, conflicts, quarantined)
-     VALUES (pg_backend_pid() % 16, $1, $2, $3, $4, $5)
-     ON CONFLICT (slot) DO UPDATE SET
-       received = counters.received + excluded.received,
-       stored = counters.stored + excluded.stored,
-       duplicates = counters.duplicates + excluded.duplicates,
-       conflicts = counters.conflicts + excluded.conflicts,
-       quarantined = counters.quarantined + excluded.quarantined";
-
-async fn write_frame(client: &mut Object, checked: Checked) -> Result<Written, StoreError> {
-    let mut w = Written::default();
-    w.outcome.received = checked.len() as u64;
-    if checked.is_empty() {
-        return Ok(w);
-    }
-    let mut valid = checked.valid;
-    // Stable: among equal keys, the first on the wire is the one offered for insertion.
-    valid.sort_by(|a, b| a.unique_key.cmp(&b.unique_key));
-    let firsts: Vec<&crate::validate::Record> = valid
-        .iter()
-        .enumerate()
-        .filter(|(i, r)| *i == 0 || valid[i - 1].unique_key != r.unique_key)
-        .map(|(_, r)| r)
-        .collect();
-
-    // Explicit, not the server's default: the dedupe below relies on READ COMMITTED (see the
-    // module docs); a stricter default would turn every race on a key into a failed frame.
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::ReadCommitted)
-        .start()
-        .await?;
-    let mut inserted: HashSet<String> = HashSet::new();
-    if !firsts.is_empty() {
-        let col = |f: fn(&crate::validate::Record) -> &str| -> Vec<&str> {
-            firsts.iter().map(|r| f(r)).collect()
-        };
-        let keys = col(|r| &r.unique_key);
-        let instances = col(|r| &r.body.instance);
-        let types = col(|r| &r.body.amount_type);
-        let occurred = col(|r| &r.body.occurred_at);
-        let metadata = col(|r| &r.body.metadata);
-        let values: Vec<i64> = firsts.iter().map(|r| r.body.value).collect();
-        let hours: Vec<i64> = firsts.iter().map(|r| r.hour).collect();
-        let rows = tx
-            .query(
-                &tx.prepare_cached(INSERT_RECORDS).await?,
-                &[
-                    &keys, &instances, &types, &values, &occurred, &hours, &metadata,
-                ],
-            )
-            .await?;
-        inserted = rows.iter().map(|r| r.get(0)).collect();
-    }
-
-    // The stored body of every key that was not inserted here.
-    let missing: Vec<&str> = firsts
-        .iter()
-        .map(|r| r.unique_key.as_str())
-        .filter(|k| !inserted.contains(*k))
-        .collect();
-    let mut stored: HashMap<String, Body> = HashMap::with_capacity(missing.len());
-    if !missing.is_empty() {
-        for row in tx
-            .query(&tx.prepare_cached(SELECT_BODIES).await?, &[&missing])
-            .await?
-        {
-            stored.insert(
-                row.get(0),
-                Body {
-                    instance: row.get(1),
-                    amount_type: row.get(2),
-                    value: row.get(3),
-                    occurred_at: row.get(4),
-                    metadata: row.get(5),
-                },
-            );
-        }
-    }
-
-    let mut rollups: BTreeMap<(&str, &str, i64), (i64, i64)> = BTreeMap::new();
-    // (key, received body) -> (stored body, arrivals)
-    let mut conflicts: BTreeMap<(&str, String), (String, i64)> = BTreeMap::new();
-    let mut first_of_key: Option<&crate::validate::Record> = None;
-    for r in &valid {
-        let is_first = first_of_key.is_none_or(|f| f.unique_key != r.unique_key);
-        if is_first {
-            first_of_key = Some(r);
-            if inserted.contains(&r.unique_key) {
-                w.outcome.stored += 1;
-                let slot = rollups
-                    .entry((&r.body.instance, &r.body.amount_type, r.hour))
-                    .or_default();
-                slot.0 = slot
-                    .0
-                    .checked_add(r.body.value)
-                    .ok_or(StoreError::Overflow)?;
-                slot.1 += 1;
-                continue;
-            }
-        }
-        let stored_body = match (first_of_key, stored.get(&r.unique_key)) {
-            (_, Some(b)) => b,
-            (Some(f), None) if inserted.contains(&f.unique_key) => &f.body,
-            _ => {
-                return Err(StoreError::Inconsistent(format!(
-                    "key {:?} was neither inserted nor found",
-                    r.unique_key
-                )));
-            }
-        };
-        if *stored_body == r.body {
-            w.outcome.duplicates += 1;
-        } else {
-            w.outcome.conflicts += 1;
-            w.conflicts.push(r.unique_key.clone());
-            conflicts
-                .entry((&r.unique_key, r.body.to_json()))
-                .or_insert_with(|| (stored_body.to_json(), 0))
-                .1 += 1;
-        }
-    }
-
-    if !rollups.is_empty() {
-        let mut instances = Vec::with_capacity(rollups.len());
-        let mut types = Vec::with_capacity(rollups.len());
-        let mut hours = Vec::with_capacity(rollups.len());
-        let mut values = Vec::with_capacity(rollups.len());
-        let mut counts = Vec::with_capacity(rollups.len());
-        for ((instance, amount_type, hour), (value, count)) in &rollups {
-            instances.push(*instance);
-            types.push(*amount_type);
-            hours.push(*hour);
-            values.push(*value);
-            counts.push(*count);
-        }
-        tx.execute(
-            &tx.prepare_cached(UPSERT_ROLLUPS).await?,
-            &[&instances, &types, &hours, &values, &counts],
-        )
-        .await?;
-    }
-    for ((key, received_body), (stored_body, n)) in &conflicts {
-        let bumped = tx
-            .execute(
-                &tx.prepare_cached(BUMP_CONFLICT).await?,
-                &[key, received_body, n],
-            )
-            .await?;
-        if bumped == 0 {
-            tx.execute(
-                &tx.prepare_cached(INSERT_CONFLICT).await?,
-                &[key, stored_body, received_body, n],
-            )
-            .await?;
-        }
-    }
-    if !checked.invalid.is_empty() {
-        let reasons: Vec<String> = checked.invalid.iter().map(|q| q.reason_text()).collect();
-        let raws: Vec<&str> = checked.invalid.iter().map(|q| q.raw.as_str()).collect();
-        tx.execute(
-            &tx.prepare_cached(INSERT_QUARANTINE).await?,
-            &[&reasons, &raws],
-        )
-        .await?;
-    }
-    w.outcome.quarantined = checked.invalid.len() as u64;
-    let o = w.outcome;
-    tx.execute(
-        &tx.prepare_cached(UPSERT_COUNTERS).await?,
-        &[
-            &(o.received as i64),
-            &(o.stored as i64),
-            &(o.duplicates as i64),
-            &(o.conflicts as i64),
-            &(o.quarantined as i64),
-        ],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(w)
-}
 impl Store for PgStore {
-    async fn store(&self, _frame: &Frame, checked: Checked) -> Result<StoreOutcome, StoreError> {
+    /// Stores the frame in one transaction; when the database refuses a record, redoes it
+    /// record by record and quarantines the refused ones (see `postgres/write.rs`).
+    async fn store(&self, frame: &Frame, checked: Checked) -> Result<StoreOutcome, StoreError> {
         let mut client = self.conn().await?;
-        let written = write_frame(&mut client, checked).await?;
+        let wrote = match write::fast(&mut client, &checked, &self.options).await {
+            Ok(wrote) => wrote,
+            Err(e) if is_about_data(&e) => {
+                tracing::warn!(error = %e, "the store refused a record of the frame; storing it record by record");
+                write::one_by_one(&mut client, &checked, frame, &self.options).await?
+            }
+            Err(e) => return Err(e),
+        };
         drop(client);
+        let (written, unstored) = wrote.log_rejected();
+        self.unstored
+            .note(unstored, self.options.quarantine_max_rows);
         Ok(written.log())
     }
 }

@@ -9,6 +9,14 @@
 //! to the next bucket boundary of the chosen granularity.
 //!
 //! Output order is by instance, then amount type (both bytewise), then bucket.
+//!
+//! Sums are exact: a bucket's value is an `i128` (the stores keep hourly sums beyond 64 bits:
+//! SQLite as decimal text, PostgreSQL as `NUMERIC`), days and months add hours in `i128`, and
+//! every format prints the value's exact decimal digits. JSON: the value is a JSON number in
+//! every case (JSON numbers have no size limit; a reader that parses numbers into doubles
+//! rounds sums beyond 2^53, so read them as big integers, e.g. Python's `json`, or Rust's
+//! serde_json into an `i128`). One instance's huge usage cannot fail another's report: a sum
+//! leaves the `i128` range only past 2^64 records of `i64::MAX`.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -55,8 +63,8 @@ pub struct UsageRow {
     pub amount_type: String,
     /// Start of the bucket, Unix seconds (UTC).
     pub bucket: i64,
-    /// Sum of `amount_value`.
-    pub value: i64,
+    /// Sum of `amount_value`, exact (an `i128`: many records near `i64::MAX` exceed 64 bits).
+    pub value: i128,
     /// Number of records.
     pub records: i64,
 }
@@ -169,7 +177,7 @@ pub(crate) fn roll_up(
     hourly: impl IntoIterator<Item = UsageRow>,
     by: Granularity,
 ) -> Result<Vec<UsageRow>, StoreError> {
-    let mut buckets: BTreeMap<(String, String, i64), (i64, i64)> = BTreeMap::new();
+    let mut buckets: BTreeMap<(String, String, i64), (i128, i64)> = BTreeMap::new();
     for row in hourly {
         let slot = buckets
             .entry((row.instance, row.amount_type, floor(row.bucket, by)))
@@ -192,6 +200,15 @@ pub(crate) fn roll_up(
             },
         )
         .collect())
+}
+
+/// A rollup's value as a store keeps it: the decimal text of an `i128`.
+///
+/// # Errors
+/// [`StoreError::Inconsistent`] for text this build never writes.
+pub(crate) fn parse_sum(text: &str) -> Result<i128, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Inconsistent(format!("rollup value {text:?} is not an integer")))
 }
 
 fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
@@ -240,7 +257,8 @@ fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> i
 /// Writes usage rows in `format`.
 ///
 /// JSON: `[{"instance","amount_type","bucket","value","records"}, ...]`, `bucket` the RFC 3339
-/// UTC start of the bucket. CSV: the same columns under a header line. Table: the same columns,
+/// UTC start of the bucket, `value` a number with every digit of the exact sum (beyond 64 bits
+/// when it is; see the module docs). CSV: the same columns under a header line. Table: the same columns,
 /// aligned.
 ///
 /// # Errors
@@ -392,6 +410,34 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "instance,amount_type,bucket,value,records\n\"a,\"\"b\"\"\",t,1970-01-01T00:00:00Z,-1,1\n"
+        );
+    }
+
+    #[test]
+    fn days_sum_hours_beyond_64_bits_and_json_prints_every_digit() {
+        let hour = |h: i64, value: i128| UsageRow {
+            instance: "i".into(),
+            amount_type: "t".into(),
+            bucket: h * HOUR_SECONDS,
+            value,
+            records: 1,
+        };
+        let max = i128::from(i64::MAX);
+        let days = roll_up(
+            vec![hour(0, max), hour(1, max), hour(2, 1)],
+            Granularity::Day,
+        )
+        .unwrap();
+        assert_eq!(days.len(), 1);
+        assert_eq!(days[0].value, 2 * max + 1);
+        let mut json = Vec::new();
+        write_usage(&mut json, &days, Format::Json).unwrap();
+        let json = String::from_utf8(json).unwrap();
+        assert!(json.contains(r#""value":18446744073709551615,"#), "{json}");
+        assert!(parse_sum("x").is_err());
+        assert_eq!(
+            parse_sum("-170141183460469231731687303715884105728").unwrap(),
+            i128::MIN
         );
     }
 }

@@ -11,28 +11,40 @@
 //!   this build does not know what the newer tables mean;
 //! - migrations are append-only: a released migration is never edited, a change is a new one.
 //!
-//! Tables (version 1):
+//! Tables (version 1, then changed by version 2 as noted):
 //! - `records(unique_key PK, instance, amount_type, value, occurred_at, hour, metadata)`: the
 //!   first version of every valid record; `occurred_at` is canonical UTC RFC 3339, `hour` the
 //!   Unix second starting its UTC hour, `metadata` canonical JSON (see [`crate::validate`]);
 //! - `rollups(instance, amount_type, hour, value, records)`, PK `(instance, amount_type,
 //!   hour)`: sum of `value` and count of the records of each UTC hour, updated in the same
-//!   transaction as `records`;
+//!   transaction as `records`. Version 2: `value` holds the exact sum beyond 64 bits (one
+//!   bucket may hold several records near `i64::MAX`): PostgreSQL `NUMERIC`; SQLite the
+//!   decimal text of an `i128` (SQLite integers are 64-bit and its REAL inexact), which the
+//!   store reads, adds to in Rust and writes back in the frame's write transaction (see
+//!   `sqlite/write.rs`);
 //! - `conflicts(id, unique_key, stored_body, received_body, first_seen, last_seen, count)`: one
 //!   row per distinct differing version of a stored key (bodies as JSON, see
 //!   [`billing_schema::validate::Body::to_json`]), `count` its arrivals;
 //! - `quarantine(id, received_at, reason, raw)`: invalid entries with their raw JSON;
 //! - `counters(slot PK, received, stored, duplicates, conflicts, quarantined)`: totals of every
 //!   outcome; the summary adds all slots (PostgreSQL ingesters spread over 16 slots by backend
-//!   pid so concurrent commits do not queue on one row; SQLite uses slot 0).
+//!   pid so concurrent commits do not queue on one row; SQLite uses slot 0). Version 2 adds
+//!   `quarantine_rows`: the rows in `quarantine` (summed over slots), which bounds that table
+//!   without counting it per frame (see `store_options.rs`); [`SQLITE_RECOUNT`] /
+//!   [`POSTGRES_RECOUNT`] set it from the table at every writer open.
+//!
+//! Version 2 also keeps an old database working: its rollups are copied exactly (SQLite:
+//! `CAST(value AS TEXT)` of each 64-bit sum; PostgreSQL: `ALTER ... TYPE NUMERIC`), and its
+//! quarantine rows are counted by the recount that follows the migration at open.
 
 use crate::StoreError;
 
 /// The newest schema version this build knows.
-pub const LATEST: i64 = 1;
+pub const LATEST: i64 = 2;
 
 /// SQLite migrations; entry `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const SQLITE: &[&str] = &[r#"
+pub(crate) const SQLITE: &[&str] = &[
+    r#"
 CREATE TABLE records (
     unique_key  TEXT    NOT NULL PRIMARY KEY,
     instance    TEXT    NOT NULL,
@@ -75,10 +87,28 @@ CREATE TABLE counters (
     conflicts   INTEGER NOT NULL DEFAULT 0,
     quarantined INTEGER NOT NULL DEFAULT 0
 ) STRICT;
-"#];
+"#,
+    r#"
+CREATE TABLE rollups_v2 (
+    instance    TEXT    NOT NULL,
+    amount_type TEXT    NOT NULL,
+    hour        INTEGER NOT NULL,
+    value       TEXT    NOT NULL,
+    records     INTEGER NOT NULL,
+    PRIMARY KEY (instance, amount_type, hour)
+) STRICT, WITHOUT ROWID;
+INSERT INTO rollups_v2 (instance, amount_type, hour, value, records)
+    SELECT instance, amount_type, hour, CAST(value AS TEXT), records FROM rollups;
+DROP TABLE rollups;
+ALTER TABLE rollups_v2 RENAME TO rollups;
+CREATE INDEX rollups_hour ON rollups (hour);
+ALTER TABLE counters ADD COLUMN quarantine_rows INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 /// PostgreSQL migrations; entry `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const POSTGRES: &[&str] = &[r#"
+pub(crate) const POSTGRES: &[&str] = &[
+    r#"
 CREATE TABLE records (
     unique_key  TEXT   NOT NULL PRIMARY KEY,
     instance    TEXT   NOT NULL,
@@ -121,7 +151,32 @@ CREATE TABLE counters (
     conflicts   BIGINT  NOT NULL DEFAULT 0,
     quarantined BIGINT  NOT NULL DEFAULT 0
 );
-"#];
+"#,
+    r#"
+ALTER TABLE rollups ALTER COLUMN value TYPE NUMERIC USING value::numeric;
+ALTER TABLE counters ADD COLUMN quarantine_rows BIGINT NOT NULL DEFAULT 0;
+"#,
+];
+
+/// SQLite: sets `counters.quarantine_rows` from the table (slot 0 holds it all).
+pub(crate) const SQLITE_RECOUNT: &str = "
+UPDATE counters SET quarantine_rows = 0 WHERE slot <> 0;
+INSERT INTO counters (slot, quarantine_rows) VALUES (0, (SELECT COUNT(*) FROM quarantine))
+    ON CONFLICT (slot) DO UPDATE SET quarantine_rows = excluded.quarantine_rows;";
+
+/// PostgreSQL: as [`SQLITE_RECOUNT`], with the table locked against inserts for the count (a
+/// frame inserting quarantine rows commits before, or waits until after, the recount), so the
+/// count is exact while other ingesters write. Lock order: `quarantine`, then `counters`, as
+/// in every frame.
+pub(crate) const POSTGRES_RECOUNT: &str = "
+LOCK TABLE quarantine IN SHARE MODE;
+UPDATE counters SET quarantine_rows = 0 WHERE slot <> 0;
+INSERT INTO counters (slot, quarantine_rows) VALUES (0, (SELECT COUNT(*) FROM quarantine))
+    ON CONFLICT (slot) DO UPDATE SET quarantine_rows = excluded.quarantine_rows;";
+
+/// Reads the quarantine row count (same text in both backends).
+pub(crate) const QUARANTINE_ROWS: &str =
+    "SELECT CAST(COALESCE(SUM(quarantine_rows), 0) AS BIGINT) FROM counters";
 
 /// Creates `schema_version` if needed (same text in both backends).
 pub(crate) const CREATE_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (\

@@ -10,24 +10,33 @@
 //! fsynced, so an acked chunk survives a crash of the ingester or the machine. `busy_timeout`
 //! lets a second process (another ingester, or `billing report`) share the file.
 //!
-//! Per record, inside the frame's transaction: `INSERT ... ON CONFLICT (unique_key) DO
-//! NOTHING`; one row changed means stored; none means the key exists, so the stored body is read
-//! and compared ([`crate::validate`]) to classify the arrival as duplicate or conflict. Records
-//! repeated inside one frame therefore behave exactly as if they came in separate frames.
-//! Rollups are summed per `(instance, amount_type, hour)` in memory and upserted once per key
-//! before the commit. A failure anywhere rolls the whole frame back.
+//! Writing a frame (`sqlite/write.rs`): per record, inside the frame's transaction, `INSERT ...
+//! ON CONFLICT (unique_key) DO NOTHING`; one row changed means stored; none means the key
+//! exists, so the stored body is read and compared ([`crate::validate`]) to classify the
+//! arrival as duplicate or conflict. Records repeated inside one frame therefore behave exactly
+//! as if they came in separate frames. Rollups are exact `i128` sums kept as decimal text. A
+//! failure rolls the whole frame back; when it was about one record's data, the frame is
+//! redone record by record and the refused records are quarantined (`store_rejected`).
+//!
+//! Files: a database this store creates is created 0600 before SQLite opens it, and SQLite
+//! gives its `-wal` and `-shm` files the same mode (`files.rs`).
 
-use std::collections::BTreeMap;
+mod write;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use forward::Frame;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
-use crate::report::{self, HourFilter, Summary, UsageQuery, UsageRow};
-use crate::schema;
-use crate::validate::{Body, Checked};
-use crate::{Store, StoreError, StoreOutcome, Written};
+use crate::quarantine::RawIndex;
+use crate::report::{self, HourFilter, Summary, UsageQuery, UsageRow, parse_sum};
+use crate::store_error::is_about_data;
+use crate::store_options::{StoreOptions, UnstoredWarnings};
+use crate::validate::Checked;
+use crate::{Store, StoreError, StoreOutcome, files, schema};
+
+use write::NOW;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -37,9 +46,9 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     thread: std::thread::JoinHandle<()>,
     path: PathBuf,
+    options: StoreOptions,
+    unstored: UnstoredWarnings,
 }
-
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
@@ -48,7 +57,15 @@ impl SqliteStore {
     /// The file cannot be opened or migrated, or its schema is newer than this build
     /// ([`StoreError::SchemaTooNew`]).
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::start(path, true).await
+        Self::open_with(path, &StoreOptions::default()).await
+    }
+
+    /// As [`SqliteStore::open`], with `options`.
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`]; also when a new database file cannot be created.
+    pub async fn open_with(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        Self::start(path, true, options).await
     }
 
     /// Opens an existing database for reports: creates and migrates nothing.
@@ -60,10 +77,10 @@ impl SqliteStore {
         if !path.exists() {
             return Err(StoreError::NotFound(path.display().to_string()));
         }
-        Self::start(path, false).await
+        Self::start(path, false, &StoreOptions::default()).await
     }
 
-    async fn start(path: &Path, migrate: bool) -> Result<Self, StoreError> {
+    async fn start(path: &Path, migrate: bool, options: &StoreOptions) -> Result<Self, StoreError> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, opened) = tokio::sync::oneshot::channel();
         let owned = path.to_path_buf();
@@ -89,6 +106,8 @@ impl SqliteStore {
             jobs,
             thread,
             path: path.to_path_buf(),
+            options: options.clone(),
+            unstored: UnstoredWarnings::default(),
         })
     }
 
@@ -164,6 +183,10 @@ fn connect(path: &Path, migrate: bool) -> Result<Connection, StoreError> {
         | OpenFlags::SQLITE_OPEN_URI;
     if migrate {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        let name = path.to_string_lossy();
+        if name != ":memory:" && !name.starts_with("file:") {
+            files::create_private(path)?;
+        }
     }
     let mut conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -182,6 +205,7 @@ fn connect(path: &Path, migrate: bool) -> Result<Connection, StoreError> {
             )?;
             tracing::info!(version, path = %path.display(), "SQLite store migrated");
         }
+        tx.execute_batch(schema::SQLITE_RECOUNT)?;
         tx.commit()?;
     } else {
         let exists: bool = conn.query_row(
@@ -199,110 +223,6 @@ fn connect(path: &Path, migrate: bool) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn stored_body(stmt: &mut rusqlite::CachedStatement<'_>, key: &str) -> rusqlite::Result<Body> {
-    stmt.query_row([key], |r| {
-        Ok(Body {
-            instance: r.get(0)?,
-            amount_type: r.get(1)?,
-            value: r.get(2)?,
-            occurred_at: r.get(3)?,
-            metadata: r.get(4)?,
-        })
-    })
-}
-
-fn write_frame(conn: &mut Connection, checked: Checked) -> Result<Written, StoreError> {
-    let mut w = Written::default();
-    w.outcome.received = checked.len() as u64;
-    if checked.is_empty() {
-        return Ok(w);
-    }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (unique_key) DO NOTHING",
-        )?;
-        let mut select = tx.prepare_cached(
-            "SELECT instance, amount_type, value, occurred_at, metadata FROM records WHERE unique_key = ?1",
-        )?;
-        let mut rollups: BTreeMap<(&str, &str, i64), (i64, i64)> = BTreeMap::new();
-        for r in &checked.valid {
-            let b = &r.body;
-            let inserted = insert.execute(params![
-                r.unique_key,
-                b.instance,
-                b.amount_type,
-                b.value,
-                b.occurred_at,
-                r.hour,
-                b.metadata
-            ])?;
-            if inserted == 1 {
-                w.outcome.stored += 1;
-                let slot = rollups
-                    .entry((&b.instance, &b.amount_type, r.hour))
-                    .or_default();
-                slot.0 = slot.0.checked_add(b.value).ok_or(StoreError::Overflow)?;
-                slot.1 += 1;
-                continue;
-            }
-            let stored = stored_body(&mut select, &r.unique_key)?;
-            if stored == *b {
-                w.outcome.duplicates += 1;
-                continue;
-            }
-            w.outcome.conflicts += 1;
-            w.conflicts.push(r.unique_key.clone());
-            let received_body = b.to_json();
-            let mut bump = tx.prepare_cached(&format!(
-                "UPDATE conflicts SET count = count + 1, last_seen = {NOW}
-                 WHERE unique_key = ?1 AND received_body = ?2"
-            ))?;
-            if bump.execute(params![r.unique_key, received_body])? == 0 {
-                tx.prepare_cached(
-                    "INSERT INTO conflicts (unique_key, stored_body, received_body) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![r.unique_key, stored.to_json(), received_body])?;
-            }
-        }
-        let mut upsert = tx.prepare_cached(
-            "INSERT INTO rollups (instance, amount_type, hour, value, records) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (instance, amount_type, hour)
-             DO UPDATE SET value = value + excluded.value, records = records + excluded.records",
-        )?;
-        for ((instance, amount_type, hour), (value, records)) in rollups {
-            upsert.execute(params![instance, amount_type, hour, value, records])?;
-        }
-        let mut quarantine =
-            tx.prepare_cached("INSERT INTO quarantine (reason, raw) VALUES (?1, ?2)")?;
-        for q in &checked.invalid {
-            quarantine.execute(params![q.reason_text(), q.raw])?;
-        }
-        w.outcome.quarantined = checked.invalid.len() as u64;
-        let o = &w.outcome;
-        tx.prepare_cached(
-            "INSERT INTO counters (slot, received, stored, duplicates, conflicts, quarantined)
-             VALUES (0, ?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (slot) DO UPDATE SET
-               received = received + excluded.received,
-               stored = stored + excluded.stored,
-               duplicates = duplicates + excluded.duplicates,
-               conflicts = conflicts + excluded.conflicts,
-               quarantined = quarantined + excluded.quarantined",
-        )?
-        .execute(params![
-            o.received as i64,
-            o.stored as i64,
-            o.duplicates as i64,
-            o.conflicts as i64,
-            o.quarantined as i64
-        ])?;
-    }
-    tx.commit()?;
-    Ok(w)
-}
-
 fn hourly_rows(conn: &mut Connection, f: &HourFilter) -> Result<Vec<UsageRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT instance, amount_type, hour, value, records FROM rollups
@@ -311,21 +231,55 @@ fn hourly_rows(conn: &mut Connection, f: &HourFilter) -> Result<Vec<UsageRow>, S
     )?;
     let rows = stmt
         .query_map(params![f.lo, f.hi, f.instance, f.amount_type], |r| {
-            Ok(UsageRow {
-                instance: r.get(0)?,
-                amount_type: r.get(1)?,
-                bucket: r.get(2)?,
-                value: r.get(3)?,
-                records: r.get(4)?,
-            })
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    rows.into_iter()
+        .map(|(instance, amount_type, bucket, value, records)| {
+            Ok(UsageRow {
+                instance,
+                amount_type,
+                bucket,
+                value: parse_sum(&value)?,
+                records,
+            })
+        })
+        .collect()
 }
 
 impl Store for SqliteStore {
-    async fn store(&self, _frame: &Frame, checked: Checked) -> Result<StoreOutcome, StoreError> {
-        let written = self.call(move |conn| write_frame(conn, checked)).await?;
+    /// Stores the frame in one transaction; when the database refuses a record, redoes it
+    /// record by record and quarantines the refused ones (see `sqlite/write.rs`).
+    async fn store(&self, frame: &Frame, checked: Checked) -> Result<StoreOutcome, StoreError> {
+        let options = self.options.clone();
+        let first = self
+            .call(move |conn| {
+                Ok(match write::fast(conn, &checked, &options) {
+                    Ok(wrote) => Ok(wrote),
+                    Err(e) => Err((e, checked, options)),
+                })
+            })
+            .await?;
+        let wrote = match first {
+            Ok(wrote) => wrote,
+            Err((e, checked, options)) if is_about_data(&e) => {
+                tracing::warn!(error = %e, "the store refused a record of the frame; storing it record by record");
+                let index = RawIndex::new(frame);
+                let raws = checked.valid.iter().map(|r| index.raw(r)).collect();
+                self.call(move |conn| write::one_by_one(conn, &checked, raws, &options))
+                    .await?
+            }
+            Err((e, ..)) => return Err(e),
+        };
+        let (written, unstored) = wrote.log_rejected();
+        self.unstored
+            .note(unstored, self.options.quarantine_max_rows);
         Ok(written.log())
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use billing_ingest::{
     AnyStore, BackgroundIngester, Checked, Format, Granularity, IngesterOptions, PgStore, PgUrl,
-    RunningIngester, Store, StoreError, StoreOutcome, StoreUrl, UsageQuery, UsageRow,
+    RunningIngester, Store, StoreError, StoreOptions, StoreOutcome, StoreUrl, UsageQuery, UsageRow,
 };
 use billing_ingest::{write_summary, write_usage};
 use billing_schema::parse_rfc3339;
@@ -230,15 +230,17 @@ impl TestDb {
         }
     }
 
-    /// Makes every later frame's transaction fail. SQLite: a trigger aborts the rollup insert
-    /// (after the records were inserted); PostgreSQL: a deferred constraint trigger raises at
-    /// `COMMIT` itself.
+    /// Makes every later frame's transaction fail, for a reason that is not about a record's
+    /// data (so the store fails the frame rather than quarantining its records). SQLite: a
+    /// trigger whose body names a missing table makes the rollup write fail with a plain
+    /// `SQLITE_ERROR` (after the records were inserted); PostgreSQL: a deferred constraint
+    /// trigger raises a plain exception (`P0001`) at `COMMIT` itself.
     async fn sabotage(&self) {
         match self.raw {
             Raw::Sqlite(_) => {
                 self.exec(
                     "CREATE TRIGGER sabotage BEFORE INSERT ON rollups
-                     BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+                     BEGIN INSERT INTO sabotage_no_such_table VALUES (1); END;",
                 )
                 .await
             }
@@ -428,7 +430,7 @@ async fn usage(s: &AnyStore, by: Granularity) -> Vec<UsageRow> {
     .expect("usage")
 }
 
-fn row(instance: &str, ty: &str, bucket: &str, value: i64, records: i64) -> UsageRow {
+fn row(instance: &str, ty: &str, bucket: &str, value: i128, records: i64) -> UsageRow {
     let bucket = time::OffsetDateTime::from(parse_rfc3339(bucket).unwrap()).unix_timestamp();
     UsageRow {
         instance: instance.into(),
@@ -439,24 +441,48 @@ fn row(instance: &str, ty: &str, bucket: &str, value: i64, records: i64) -> Usag
     }
 }
 
-/// Rollups must equal the records they summarize, at every commit.
+/// Rollups must equal the records they summarize, at every commit (summed here in `i128`: the
+/// databases' own sums of 64-bit columns would overflow past `i64::MAX`).
 async fn assert_rollups_match_records(db: &TestDb) {
-    let mismatched = db
-        .int(
-            "SELECT COUNT(*) FROM (
-               SELECT instance, amount_type, hour, CAST(SUM(value) AS BIGINT) AS v, COUNT(*) AS n
-               FROM records GROUP BY instance, amount_type, hour) r
-             FULL OUTER JOIN rollups u
-               ON u.instance = r.instance AND u.amount_type = r.amount_type AND u.hour = r.hour
-             WHERE u.value IS DISTINCT FROM r.v OR u.records IS DISTINCT FROM r.n",
+    type Buckets = std::collections::BTreeMap<(String, String, String), (i128, i64)>;
+    let mut from_records = Buckets::new();
+    for r in db
+        .texts("SELECT instance, amount_type, CAST(hour AS TEXT), CAST(value AS TEXT) FROM records")
+        .await
+    {
+        let slot = from_records
+            .entry((r[0].clone(), r[1].clone(), r[2].clone()))
+            .or_default();
+        slot.0 += r[3].parse::<i128>().unwrap();
+        slot.1 += 1;
+    }
+    let from_rollups: Buckets = db
+        .texts(
+            "SELECT instance, amount_type, CAST(hour AS TEXT), CAST(value AS TEXT),
+                    CAST(records AS TEXT) FROM rollups",
         )
-        .await;
-    assert_eq!(mismatched, 0, "{}: rollups differ from records", db.backend);
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                (r[0].clone(), r[1].clone(), r[2].clone()),
+                (r[3].parse().unwrap(), r[4].parse().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        from_rollups, from_records,
+        "{}: rollups differ from records",
+        db.backend
+    );
 }
 
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
+        conformance!(sqlite, postgres: $($name),*);
+    };
+    ($sqlite:ident, $postgres:ident: $($name:ident),* $(,)?) => {
+        mod $sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
@@ -464,7 +490,7 @@ macro_rules! conformance {
                 }
             )*
         }
-        mod postgres {
+        mod $postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
@@ -1026,7 +1052,10 @@ async fn migrations_run_once_and_reopening_keeps_data(db: TestDb) {
         .await;
     }
     let store = db.open().await;
-    assert_eq!(db.int("SELECT COUNT(*) FROM schema_version").await, 1);
+    assert_eq!(
+        db.int("SELECT COUNT(*) FROM schema_version").await,
+        billing_ingest::SCHEMA_VERSION
+    );
     assert_eq!(
         db.int("SELECT MAX(version) FROM schema_version").await,
         billing_ingest::SCHEMA_VERSION
@@ -1290,6 +1319,7 @@ async fn postgres_two_ingesters_receiving_the_same_events_concurrently_store_eac
         })
         .collect();
     let expected_sum: i64 = (0..N).map(|i| (i % 7) as i64 + 1).sum();
+    let expected_total = i128::from(expected_sum);
     // The same chunks, in opposite record order: without a fixed lock order the two
     // transactions of a chunk would each hold keys the other one waits for.
     let forward_chunks: Vec<Vec<Value>> = records.chunks(50).map(<[Value]>::to_vec).collect();
@@ -1361,7 +1391,10 @@ async fn postgres_two_ingesters_receiving_the_same_events_concurrently_store_eac
         N as i64
     );
     assert_rollups_match_records(&db).await;
-    assert_eq!(db.int("SELECT COUNT(*) FROM schema_version").await, 1);
+    assert_eq!(
+        db.int("SELECT COUNT(*) FROM schema_version").await,
+        billing_ingest::SCHEMA_VERSION
+    );
     let reader = AnyStore::open_reader(&db.url).await.unwrap();
     let s = reader.summary().await.unwrap();
     assert_eq!(
@@ -1369,7 +1402,7 @@ async fn postgres_two_ingesters_receiving_the_same_events_concurrently_store_eac
         (2 * N as i64, N as i64, N as i64, 0)
     );
     let by_day = usage(&reader, Granularity::Day).await;
-    assert_eq!(by_day.iter().map(|r| r.value).sum::<i64>(), expected_sum);
+    assert_eq!(by_day.iter().map(|r| r.value).sum::<i128>(), expected_total);
     assert_eq!(
         by_day.len(),
         6,
@@ -1547,4 +1580,550 @@ async fn postgres_store_replaces_a_connection_the_server_terminated() {
     assert_ne!(new, old);
     assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 2);
     assert_eq!(store.pool_status().open, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store limits: exact rollups beyond 64 bits, records the store refuses, the quarantine bound,
+// migration from schema version 1, private files
+// ---------------------------------------------------------------------------------------------
+
+conformance!(
+    sqlite_limits,
+    postgres_limits: a_record_of_i64_max_and_later_records_of_its_bucket_are_stored_and_summed_exactly,
+    a_record_the_store_refuses_is_quarantined_as_store_rejected_and_its_chunk_is_stored_and_acked,
+    quarantine_rows_stop_at_the_bound_but_every_entry_is_counted,
+    a_store_of_schema_version_1_is_migrated_keeping_its_rollups_and_quarantine,
+    a_record_whose_rollup_the_store_refuses_is_quarantined_and_not_stored,
+);
+
+impl TestDb {
+    /// Makes the database refuse the record under `key` (only that one), with an error about
+    /// the data: SQLite `RAISE(ABORT)` (`SQLITE_CONSTRAINT_TRIGGER`), PostgreSQL a
+    /// `check_violation` (`23514`).
+    async fn reject_key(&self, key: &str) {
+        match self.raw {
+            Raw::Sqlite(_) => {
+                self.exec(&format!(
+                    "CREATE TRIGGER reject_one BEFORE INSERT ON records WHEN NEW.unique_key = '{key}'
+                     BEGIN SELECT RAISE(ABORT, 'rejected by test'); END;"
+                ))
+                .await
+            }
+            Raw::Postgres(_) => {
+                self.exec(&format!(
+                    "CREATE FUNCTION reject_one() RETURNS trigger LANGUAGE plpgsql AS
+                       $$ BEGIN
+                            IF NEW.unique_key = '{key}' THEN
+                              RAISE EXCEPTION 'rejected by test' USING ERRCODE = 'check_violation';
+                            END IF;
+                            RETURN NEW;
+                          END $$;
+                     CREATE TRIGGER reject_one BEFORE INSERT ON records
+                       FOR EACH ROW EXECUTE FUNCTION reject_one();"
+                ))
+                .await
+            }
+        }
+    }
+
+    async fn accept_all(&self) {
+        match self.raw {
+            Raw::Sqlite(_) => self.exec("DROP TRIGGER reject_one").await,
+            Raw::Postgres(_) => self.exec("DROP TRIGGER reject_one ON records").await,
+        }
+    }
+
+    async fn open_with(&self, options: &StoreOptions) -> AnyStore {
+        AnyStore::open_with(&self.url, options)
+            .await
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.url))
+    }
+
+    /// Rows in `quarantine`, and the count the store keeps of them.
+    async fn quarantine_rows(&self) -> (i64, i64) {
+        (
+            self.int("SELECT COUNT(*) FROM quarantine").await,
+            self.int("SELECT CAST(SUM(quarantine_rows) AS BIGINT) FROM counters")
+                .await,
+        )
+    }
+}
+
+const MAX: i128 = i64::MAX as i128;
+
+async fn a_record_of_i64_max_and_later_records_of_its_bucket_are_stored_and_summed_exactly(
+    db: TestDb,
+) {
+    let store = Arc::new(db.open().await);
+    let ingester = start_ingester(store.clone()).await;
+    // The extreme record shares its chunk with another instance's.
+    ingester
+        .send_acked(
+            &[
+                rec("max", "i-big", "samples", i64::MAX, "2026-11-27T04:10:00Z"),
+                rec("s1", "i-small", "samples", 5, "2026-11-27T04:20:00Z"),
+            ],
+            "c1",
+        )
+        .await;
+    // Later chunks with records of the same bucket, and of the other instance.
+    ingester
+        .send_acked(
+            &[
+                rec("b1", "i-big", "samples", 1, "2026-11-27T04:30:00Z"),
+                rec("s2", "i-small", "samples", 6, "2026-11-27T04:40:00Z"),
+            ],
+            "c2",
+        )
+        .await;
+    ingester
+        .send_acked(
+            &[
+                rec("b2", "i-big", "samples", 2, "2026-11-27T04:50:00Z"),
+                rec("max2", "i-big", "samples", i64::MAX, "2026-11-27T04:55:00Z"),
+                // Another hour of the same day and month.
+                rec("max3", "i-big", "samples", i64::MAX, "2026-11-28T07:00:00Z"),
+            ],
+            "c3",
+        )
+        .await;
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 7);
+    assert_rollups_match_records(&db).await;
+    assert_eq!(
+        usage(&store, Granularity::Hour).await,
+        vec![
+            row("i-big", "samples", "2026-11-27T04:00:00Z", 2 * MAX + 3, 4),
+            row("i-big", "samples", "2026-11-28T07:00:00Z", MAX, 1),
+            row("i-small", "samples", "2026-11-27T04:00:00Z", 11, 2),
+        ]
+    );
+    assert_eq!(
+        usage(&store, Granularity::Day).await,
+        vec![
+            row("i-big", "samples", "2026-11-27T00:00:00Z", 2 * MAX + 3, 4),
+            row("i-big", "samples", "2026-11-28T00:00:00Z", MAX, 1),
+            row("i-small", "samples", "2026-11-27T00:00:00Z", 11, 2),
+        ]
+    );
+    let month = usage(&store, Granularity::Month).await;
+    assert_eq!(
+        month,
+        vec![
+            row("i-big", "samples", "2026-11-01T00:00:00Z", 3 * MAX + 3, 5),
+            row("i-small", "samples", "2026-11-01T00:00:00Z", 11, 2),
+        ]
+    );
+    // Every format prints every digit.
+    let mut json = Vec::new();
+    write_usage(&mut json, &month, Format::Json).unwrap();
+    #[derive(serde::Deserialize)]
+    struct Row {
+        value: i128,
+    }
+    let parsed: Vec<Row> = serde_json::from_slice(&json).unwrap();
+    assert_eq!(parsed[0].value, 3 * MAX + 3);
+    let mut csv = Vec::new();
+    write_usage(&mut csv, &month, Format::Csv).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(csv.contains(&format!(",{},5\n", 3 * MAX + 3)), "{csv}");
+    let mut table = Vec::new();
+    write_usage(&mut table, &month, Format::Table).unwrap();
+    assert!(
+        String::from_utf8(table)
+            .unwrap()
+            .contains(&(3 * MAX + 3).to_string())
+    );
+    // A reader (what `billing report` opens) sums the same.
+    let reader = AnyStore::open_reader(&db.url).await.unwrap();
+    assert_eq!(usage(&reader, Granularity::Month).await, month);
+    let s = store.summary().await.unwrap();
+    assert_eq!((s.received, s.records, s.quarantined), (7, 7, 0));
+    ingester.shutdown().await;
+}
+
+async fn a_record_the_store_refuses_is_quarantined_as_store_rejected_and_its_chunk_is_stored_and_acked(
+    db: TestDb,
+) {
+    let store = Arc::new(db.open().await);
+    let ingester = start_ingester(store.clone()).await;
+    let bad = rec("bad", "i-1", "samples", 7, "2026-11-27T04:10:00Z");
+    ingester
+        .send_acked(
+            &[rec("old", "i-1", "samples", 1, "2026-11-27T04:00:00Z")],
+            "before",
+        )
+        .await;
+    db.reject_key("bad:samples").await;
+    let chunk = [
+        rec("a", "i-1", "samples", 3, "2026-11-27T04:10:00Z"),
+        bad.clone(),
+        rec("old", "i-1", "samples", 1, "2026-11-27T04:00:00Z"), // duplicate
+        Value::Nil,                                              // invalid
+        bad.clone(),                                             // refused again
+        rec("b", "i-2", "samples", 4, "2026-11-27T04:20:00Z"),
+    ];
+    ingester.send_acked(&chunk, "mixed").await;
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 3);
+    assert_rollups_match_records(&db).await;
+    assert_eq!(
+        usage(&store, Granularity::Hour).await,
+        vec![
+            row("i-1", "samples", "2026-11-27T04:00:00Z", 4, 2),
+            row("i-2", "samples", "2026-11-27T04:00:00Z", 4, 1),
+        ]
+    );
+    let rows = db
+        .texts("SELECT reason, raw FROM quarantine ORDER BY id")
+        .await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows[0][0].starts_with("not_a_map"), "{rows:?}");
+    for q in &rows[1..] {
+        assert!(q[0].starts_with("store_rejected: "), "{q:?}");
+        assert!(q[0].contains("rejected by test"), "{q:?}");
+        if db.backend == "postgres" {
+            assert!(q[0].contains("PostgreSQL: 23514 rejected by test"), "{q:?}");
+        }
+        let raw: serde_json::Value = serde_json::from_str(&q[1]).unwrap();
+        assert_eq!(raw["record"]["unique_key"], "bad:samples", "{raw}");
+        assert_eq!(raw["record"]["amount_value"], 7, "{raw}");
+        assert_eq!(raw["tag"], TAG, "{raw}");
+        assert!(raw["time"].is_string(), "the entry's raw form: {raw}");
+    }
+    let s = store.summary().await.unwrap();
+    assert_eq!(
+        (s.received, s.records, s.duplicates, s.quarantined),
+        (7, 3, 1, 3)
+    );
+    assert_eq!(ingester.metrics().quarantined_total("store_rejected"), 2);
+    assert_eq!(ingester.metrics().quarantined_total("not_a_map"), 1);
+    // Once the cause is gone, the record is stored like any other.
+    db.accept_all().await;
+    ingester.send_acked(&[bad], "after").await;
+    assert_eq!(db.int("SELECT COUNT(*) FROM records").await, 4);
+    assert_rollups_match_records(&db).await;
+    ingester.shutdown().await;
+}
+
+async fn quarantine_rows_stop_at_the_bound_but_every_entry_is_counted(db: TestDb) {
+    let invalid = |n: usize| -> Vec<Value> { (0..n).map(|i| Value::from(i as i64)).collect() };
+    {
+        let store = db
+            .open_with(&StoreOptions::default().quarantine_max_rows(10))
+            .await;
+        assert_eq!(put(&store, &invalid(50)).await, outcome(50, 0, 0, 0, 50));
+        assert_eq!(db.quarantine_rows().await, (10, 10));
+        let good = rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z");
+        let mut mixed = invalid(5);
+        mixed.push(good);
+        assert_eq!(put(&store, &mixed).await, outcome(6, 1, 0, 0, 5));
+        assert_eq!(db.quarantine_rows().await, (10, 10));
+        let s = store.summary().await.unwrap();
+        assert_eq!((s.received, s.records, s.quarantined), (56, 1, 55));
+        // The first entries on the wire are the ones kept.
+        let first: serde_json::Value = serde_json::from_str(
+            &db.texts("SELECT raw FROM quarantine ORDER BY id LIMIT 1")
+                .await[0][0],
+        )
+        .unwrap();
+        assert_eq!(first["record"], 0);
+    }
+    // A higher bound leaves room at once; rows an operator deleted are recounted at open.
+    {
+        let store = db
+            .open_with(&StoreOptions::default().quarantine_max_rows(12))
+            .await;
+        put(&store, &invalid(5)).await;
+        assert_eq!(db.quarantine_rows().await, (12, 12));
+    }
+    db.exec("DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine ORDER BY id LIMIT 4)")
+        .await;
+    let store = db
+        .open_with(&StoreOptions::default().quarantine_max_rows(12))
+        .await;
+    assert_eq!(db.quarantine_rows().await, (8, 8));
+    put(&store, &invalid(3)).await;
+    assert_eq!(db.quarantine_rows().await, (11, 11));
+    let s = store.summary().await.unwrap();
+    assert_eq!(s.quarantined, 63, "every entry counted");
+}
+
+/// Version 1 as released (`schema.rs`), for the migration test.
+const SQLITE_V1: &str = r#"
+CREATE TABLE schema_version (version BIGINT NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL);
+INSERT INTO schema_version VALUES (1, 'by the previous build');
+CREATE TABLE records (
+    unique_key  TEXT    NOT NULL PRIMARY KEY,
+    instance    TEXT    NOT NULL,
+    amount_type TEXT    NOT NULL,
+    value       INTEGER NOT NULL,
+    occurred_at TEXT    NOT NULL,
+    hour        INTEGER NOT NULL,
+    metadata    TEXT    NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE TABLE rollups (
+    instance    TEXT    NOT NULL,
+    amount_type TEXT    NOT NULL,
+    hour        INTEGER NOT NULL,
+    value       INTEGER NOT NULL,
+    records     INTEGER NOT NULL,
+    PRIMARY KEY (instance, amount_type, hour)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX rollups_hour ON rollups (hour);
+CREATE TABLE conflicts (
+    id            INTEGER PRIMARY KEY,
+    unique_key    TEXT    NOT NULL,
+    stored_body   TEXT    NOT NULL,
+    received_body TEXT    NOT NULL,
+    first_seen    TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    last_seen     TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    count         INTEGER NOT NULL DEFAULT 1
+) STRICT;
+CREATE INDEX conflicts_key ON conflicts (unique_key);
+CREATE TABLE quarantine (
+    id          INTEGER PRIMARY KEY,
+    received_at TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    reason      TEXT    NOT NULL,
+    raw         TEXT    NOT NULL
+) STRICT;
+CREATE TABLE counters (
+    slot        INTEGER NOT NULL PRIMARY KEY,
+    received    INTEGER NOT NULL DEFAULT 0,
+    stored      INTEGER NOT NULL DEFAULT 0,
+    duplicates  INTEGER NOT NULL DEFAULT 0,
+    conflicts   INTEGER NOT NULL DEFAULT 0,
+    quarantined INTEGER NOT NULL DEFAULT 0
+) STRICT;
+"#;
+
+const POSTGRES_V1: &str = r#"
+CREATE TABLE schema_version (version BIGINT NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL);
+INSERT INTO schema_version VALUES (1, 'by the previous build');
+CREATE TABLE records (
+    unique_key  TEXT   NOT NULL PRIMARY KEY,
+    instance    TEXT   NOT NULL,
+    amount_type TEXT   NOT NULL,
+    value       BIGINT NOT NULL,
+    occurred_at TEXT   NOT NULL,
+    hour        BIGINT NOT NULL,
+    metadata    TEXT   NOT NULL
+);
+CREATE TABLE rollups (
+    instance    TEXT   NOT NULL,
+    amount_type TEXT   NOT NULL,
+    hour        BIGINT NOT NULL,
+    value       BIGINT NOT NULL,
+    records     BIGINT NOT NULL,
+    PRIMARY KEY (instance, amount_type, hour)
+);
+CREATE INDEX rollups_hour ON rollups (hour);
+CREATE TABLE conflicts (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    unique_key    TEXT        NOT NULL,
+    stored_body   TEXT        NOT NULL,
+    received_body TEXT        NOT NULL,
+    first_seen    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_seen     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    count         BIGINT      NOT NULL DEFAULT 1
+);
+CREATE INDEX conflicts_key ON conflicts (unique_key);
+CREATE TABLE quarantine (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    reason      TEXT        NOT NULL,
+    raw         TEXT        NOT NULL
+);
+CREATE TABLE counters (
+    slot        INTEGER NOT NULL PRIMARY KEY,
+    received    BIGINT  NOT NULL DEFAULT 0,
+    stored      BIGINT  NOT NULL DEFAULT 0,
+    duplicates  BIGINT  NOT NULL DEFAULT 0,
+    conflicts   BIGINT  NOT NULL DEFAULT 0,
+    quarantined BIGINT  NOT NULL DEFAULT 0
+);
+"#;
+
+async fn a_store_of_schema_version_1_is_migrated_keeping_its_rollups_and_quarantine(db: TestDb) {
+    let hour =
+        time::OffsetDateTime::from(parse_rfc3339("2026-11-27T04:00:00Z").unwrap()).unix_timestamp();
+    // What the previous build wrote: a record near the top of the 64-bit range, its rollup,
+    // two quarantined entries and the counters of those three entries.
+    db.exec(if db.backend == "sqlite" {
+        SQLITE_V1
+    } else {
+        POSTGRES_V1
+    })
+    .await;
+    db.exec(&format!(
+        "INSERT INTO records VALUES ('old:samples', 'i-1', 'samples', {big}, '2026-11-27T04:10:00Z', {hour}, '{{}}');
+         INSERT INTO rollups VALUES ('i-1', 'samples', {hour}, {big}, 1);
+         INSERT INTO quarantine (reason, raw) VALUES ('not_a_map: x', '{{}}'), ('not_a_map: y', '{{}}');
+         INSERT INTO counters (slot, received, stored, quarantined) VALUES (0, 3, 1, 2);",
+        big = i64::MAX - 1
+    ))
+    .await;
+    // A reader refuses the old schema (readers never migrate).
+    assert!(matches!(
+        AnyStore::open_reader(&db.url).await,
+        Err(StoreError::SchemaTooOld { found: 1, .. })
+    ));
+    let store = Arc::new(db.open().await);
+    assert_eq!(
+        db.int("SELECT MAX(version) FROM schema_version").await,
+        billing_ingest::SCHEMA_VERSION
+    );
+    assert_eq!(
+        usage(&store, Granularity::Hour).await,
+        vec![row("i-1", "samples", "2026-11-27T04:00:00Z", MAX - 1, 1)]
+    );
+    assert_eq!(db.quarantine_rows().await, (2, 2));
+    let s = store.summary().await.unwrap();
+    assert_eq!((s.received, s.records, s.quarantined), (3, 1, 2));
+    // The old bucket now sums past 64 bits.
+    let ingester = start_ingester(store.clone()).await;
+    ingester
+        .send_acked(
+            &[
+                rec("new", "i-1", "samples", i64::MAX, "2026-11-27T04:20:00Z"),
+                Value::Nil,
+            ],
+            "c1",
+        )
+        .await;
+    assert_eq!(
+        usage(&store, Granularity::Day).await,
+        vec![row(
+            "i-1",
+            "samples",
+            "2026-11-27T00:00:00Z",
+            2 * MAX - 1,
+            2
+        )]
+    );
+    assert_eq!(db.quarantine_rows().await, (3, 3));
+    assert_rollups_match_records(&db).await;
+    ingester.shutdown().await;
+    let reader = AnyStore::open_reader(&db.url).await.unwrap();
+    assert_eq!(reader.summary().await.unwrap().quarantined, 3);
+}
+
+/// A PostgreSQL error names its SQLSTATE and the server's message, not only `db error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_errors_show_the_sqlstate_and_the_server_message() {
+    let Some(db) = TestDb::postgres().await else {
+        return eprintln!("BILLING_TEST_POSTGRES=skip: skipped");
+    };
+    let store = db.open().await;
+    db.sabotage().await;
+    let err = store_frame(
+        &store,
+        frame(&[rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z")]),
+    )
+    .await
+    .expect_err("sabotaged");
+    assert_eq!(
+        err.to_string(),
+        "PostgreSQL: P0001 injected commit failure",
+        "{err:?}"
+    );
+}
+
+/// The database, its `-wal` and `-shm` files and a `jsonl:` file are created readable by their
+/// owner only, whatever the umask lets through; an existing file keeps its mode.
+#[cfg(unix)]
+#[tokio::test]
+async fn store_files_are_created_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("billing.db");
+    let store = AnyStore::open(&StoreUrl::Sqlite(db.clone())).await.unwrap();
+    put(
+        &store,
+        &[rec("a", "i-1", "samples", 1, "2026-11-27T04:10:00Z")],
+    )
+    .await;
+    // WAL mode: both files exist while the store is open.
+    for name in ["billing.db", "billing.db-wal", "billing.db-shm"] {
+        assert_eq!(mode(&dir.path().join(name)), 0o600, "{name}");
+    }
+    drop(store);
+    let jsonl = dir.path().join("r.jsonl");
+    let store = AnyStore::open(&StoreUrl::Jsonl(jsonl.clone()))
+        .await
+        .unwrap();
+    put(&store, &[Value::Nil]).await;
+    assert_eq!(mode(&jsonl), 0o600);
+    // An operator's file keeps its mode.
+    let shared = dir.path().join("shared.jsonl");
+    std::fs::write(&shared, b"").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(
+        AnyStore::open(&StoreUrl::Jsonl(shared.clone()))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(mode(&shared), 0o644);
+}
+
+async fn a_record_whose_rollup_the_store_refuses_is_quarantined_and_not_stored(db: TestDb) {
+    let store = Arc::new(db.open().await);
+    // Refuses any rollup write of instance i-bad, inserts and updates alike.
+    match db.raw {
+        Raw::Sqlite(_) => {
+            db.exec(
+                "CREATE TRIGGER reject_rollup_insert BEFORE INSERT ON rollups WHEN NEW.instance = 'i-bad'
+                 BEGIN SELECT RAISE(ABORT, 'rollup refused by test'); END;
+                 CREATE TRIGGER reject_rollup_update BEFORE UPDATE ON rollups WHEN NEW.instance = 'i-bad'
+                 BEGIN SELECT RAISE(ABORT, 'rollup refused by test'); END;",
+            )
+            .await
+        }
+        Raw::Postgres(_) => {
+            db.exec(
+                "CREATE FUNCTION reject_rollup() RETURNS trigger LANGUAGE plpgsql AS
+                   $$ BEGIN
+                        IF NEW.instance = 'i-bad' THEN
+                          RAISE EXCEPTION 'rollup refused by test' USING ERRCODE = 'check_violation';
+                        END IF;
+                        RETURN NEW;
+                      END $$;
+                 CREATE TRIGGER reject_rollup BEFORE INSERT OR UPDATE ON rollups
+                   FOR EACH ROW EXECUTE FUNCTION reject_rollup();",
+            )
+            .await
+        }
+    }
+    let ingester = start_ingester(store.clone()).await;
+    ingester
+        .send_acked(
+            &[
+                rec("a", "i-1", "samples", 3, "2026-11-27T04:10:00Z"),
+                rec("x", "i-bad", "samples", 9, "2026-11-27T04:10:00Z"),
+                rec("b", "i-1", "samples", 4, "2026-11-27T04:20:00Z"),
+            ],
+            "c1",
+        )
+        .await;
+    assert_eq!(
+        db.texts("SELECT unique_key FROM records ORDER BY unique_key")
+            .await,
+        vec![vec!["a:samples".to_string()], vec!["b:samples".to_string()]]
+    );
+    assert_rollups_match_records(&db).await;
+    let reasons = db.texts("SELECT reason FROM quarantine").await;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0][0].starts_with("store_rejected: ")
+            && reasons[0][0].contains("rollup refused by test"),
+        "{reasons:?}"
+    );
+    let s = store.summary().await.unwrap();
+    assert_eq!((s.received, s.records, s.quarantined), (3, 2, 1));
+    ingester.shutdown().await;
 }

@@ -75,7 +75,7 @@ pub(super) fn reconcile(
     for r in rows {
         match TYPES.iter().position(|t| t.as_str() == r.amount_type) {
             Some(i) => {
-                stored_sum[i] += r.value;
+                stored_sum[i] += i64::try_from(r.value).unwrap_or(i64::MAX);
                 stored_records[i] += r.records;
             }
             None => failures.push(format!("unexpected amount type {:?} stored", r.amount_type)),

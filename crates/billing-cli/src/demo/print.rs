@@ -51,7 +51,7 @@ pub(super) fn print_hourly(rows: &[UsageRow], day: time::Date) {
     for r in rows {
         let slot = hours.entry(r.bucket).or_default();
         if let Some(i) = TYPES.iter().position(|t| t.as_str() == r.amount_type) {
-            slot.0[i] += r.value;
+            slot.0[i] += i64::try_from(r.value).unwrap_or(i64::MAX);
         }
         slot.1 += r.records;
     }

@@ -613,3 +613,61 @@ pub fn sample(text: &str, name: &str) -> Option<f64> {
         (n == name).then(|| v.parse().ok()).flatten()
     })
 }
+
+// ---------------------------------------------------------------------------
+// PostgreSQL stores
+// ---------------------------------------------------------------------------
+
+/// A PostgreSQL schema for one test at `BILLING_TEST_POSTGRES` (default
+/// `postgres://postgres@127.0.0.1:5432/test`), named in `url` (`billing ingest` creates it),
+/// dropped on drop, also while a failing test unwinds.
+pub struct PgSchema {
+    /// The store URL: the server's URL with `schema=NAME`.
+    pub url: String,
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// `None` when `BILLING_TEST_POSTGRES=skip`. `label`: letters, digits and `_`.
+    pub fn new(label: &str) -> Option<PgSchema> {
+        let base = match std::env::var("BILLING_TEST_POSTGRES") {
+            Ok(v) if v == "skip" => return None,
+            Ok(v) if !v.is_empty() => v,
+            _ => "postgres://postgres@127.0.0.1:5432/test".to_string(),
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("billing_cli_{label}_{}_{nanos}", std::process::id());
+        let sep = if base.contains('?') { '&' } else { '?' };
+        Some(PgSchema {
+            url: format!("{base}{sep}schema={name}"),
+            base,
+            name,
+        })
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let base = self.base.clone();
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
+        let done = thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                client.batch_execute(&sql).await
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = done {
+            eprintln!("could not drop test schema {}: {e}", self.name);
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! One frame into a PostgreSQL store: one transaction on one pooled connection, at READ
+//! COMMITTED (set explicitly, whatever the server's `default_transaction_isolation`).
+//!
+//! [`fast`], always tried first:
+//! 1. valid records are sorted by `unique_key` (stable, so wire order decides among equal
+//!    keys) and the first of each key is offered in one `INSERT ... SELECT FROM unnest(...) ON
+//!    CONFLICT (unique_key) DO NOTHING RETURNING unique_key`. The unique index is the arbiter
+//!    between ingesters: a key another transaction inserted but has not committed makes this
+//!    insert wait for it, then skip the key; so each key is stored once, by whoever commits
+//!    first;
+//! 2. every other record (the ones not inserted, and repeats inside the frame) is compared with
+//!    the stored body (read back with one `SELECT ... = ANY($1)`, which at READ COMMITTED sees
+//!    the winner's committed row) and classified as duplicate or conflict;
+//! 3. rollups of the inserted records are upserted in one statement, rows sorted by
+//!    `(instance, amount_type, hour)`, values as exact `NUMERIC` sums (sent as decimal text of
+//!    `i128`s); conflicts, quarantine rows (up to the bound, `store_options.rs`) and the
+//!    `counters` row follow.
+//!
+//! [`one_by_one`], only when `fast` failed with an error about the data
+//! ([`crate::store_error`]): the same steps in a new transaction, each record's insert, and
+//! then each stored record's rollup, in its own savepoint, with deferred constraints checked
+//! at each statement (`SET CONSTRAINTS ALL IMMEDIATE`) so that a refusal is met inside its
+//! savepoint and not at `COMMIT`. A record refused at its insert is quarantined as
+//! `store_rejected` (a later arrival of its key in the frame is offered in its turn); one
+//! refused at its rollup is deleted again and quarantined, while arrivals of its key already
+//! classified against it keep their classification (only reachable through an operator's
+//! trigger on `rollups`: a `NUMERIC` sum does not overflow). Quarantine rows the database
+//! refuses are written once more with their text escaped.
+//!
+//! Deadlock freedom: every transaction, in both ways, takes row locks table by table in the
+//! same order (records, rollups, conflicts, counters) and within a table in the same sorted key
+//! order, so no two transactions can wait on each other in a cycle.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use deadpool_postgres::{Object, Transaction};
+use forward::Frame;
+use tokio_postgres::IsolationLevel;
+
+use crate::quarantine::{RawIndex, Wrote};
+use crate::schema;
+use crate::store_error::is_about_data;
+use crate::store_options::StoreOptions;
+use crate::validate::{Body, Checked, Quarantined, Record};
+use crate::{StoreError, Written};
+
+// Prepared once per connection, through the pool's statement cache.
+const INSERT_RECORDS: &str = "INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])
+     ON CONFLICT (unique_key) DO NOTHING
+     RETURNING unique_key";
+
+const SELECT_BODIES: &str = "SELECT unique_key, instance, amount_type, value, occurred_at, metadata
+     FROM records WHERE unique_key = ANY($1::text[])";
+
+const UPSERT_ROLLUPS: &str = "INSERT INTO rollups (instance, amount_type, hour, value, records)
+     SELECT i, t, h, v::numeric, n
+     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS u(i, t, h, v, n)
+     ON CONFLICT (instance, amount_type, hour) DO UPDATE
+     SET value = rollups.value + excluded.value, records = rollups.records + excluded.records";
+
+const DELETE_RECORD: &str = "DELETE FROM records WHERE unique_key = $1";
+
+const BUMP_CONFLICT: &str = "UPDATE conflicts SET count = count + $3, last_seen = now()
+     WHERE unique_key = $1 AND received_body = $2";
+
+const INSERT_CONFLICT: &str =
+    "INSERT INTO conflicts (unique_key, stored_body, received_body, count)
+     VALUES ($1, $2, $3, $4)";
+
+const INSERT_QUARANTINE: &str =
+    "INSERT INTO quarantine (reason, raw) SELECT * FROM unnest($1::text[], $2::text[])";
+
+const UPSERT_COUNTERS: &str =
+    "INSERT INTO counters (slot, received, stored, duplicates, conflicts, quarantined, quarantine_rows)
+     VALUES (pg_backend_pid() % 16, $1, $2, $3, $4, $5, $6)
+     ON CONFLICT (slot) DO UPDATE SET
+       received = counters.received + excluded.received,
+       stored = counters.stored + excluded.stored,
+       duplicates = counters.duplicates + excluded.duplicates,
+       conflicts = counters.conflicts + excluded.conflicts,
+       quarantined = counters.quarantined + excluded.quarantined,
+       quarantine_rows = counters.quarantine_rows + excluded.quarantine_rows";
+
+/// Conflicting arrivals of a frame: (key, received body) -> (stored body, arrivals).
+type Conflicts<'a> = BTreeMap<(&'a str, String), (String, i64)>;
+
+/// Rollup deltas of a frame by `(instance, amount_type, hour)`.
+type Rollups<'a> = BTreeMap<(&'a str, &'a str, i64), (i128, i64)>;
+
+/// Stores the frame in one go; on failure nothing of it is stored (see the module docs).
+///
+/// # Errors
+/// Any failure; [`is_about_data`] tells whether [`one_by_one`] may store it.
+pub(crate) async fn fast(
+    client: &mut Object,
+    checked: &Checked,
+    options: &StoreOptions,
+) -> Result<Wrote, StoreError> {
+    let mut w = Wrote::default();
+    w.written.outcome.received = checked.len() as u64;
+    if checked.is_empty() {
+        return Ok(w);
+    }
+    let valid = sorted(checked);
+    let firsts: Vec<&Record> = valid
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| *i == 0 || valid[i - 1].unique_key != r.unique_key)
+        .map(|(_, r)| *r)
+        .collect();
+
+    let tx = begin(client).await?;
+    let inserted: HashSet<String> = insert(&tx, &firsts).await?.into_iter().collect();
+    // The stored body of every key that was not inserted here.
+    let missing: Vec<&str> = firsts
+        .iter()
+        .map(|r| r.unique_key.as_str())
+        .filter(|k| !inserted.contains(*k))
+        .collect();
+    let stored = bodies(&tx, &missing).await?;
+
+    let mut rollups = Rollups::new();
+    let mut conflicts = Conflicts::new();
+    let mut first_of_key: Option<&Record> = None;
+    for r in &valid {
+        let is_first = first_of_key.is_none_or(|f| f.unique_key != r.unique_key);
+        if is_first {
+            first_of_key = Some(r);
+            if inserted.contains(&r.unique_key) {
+                w.written.outcome.stored += 1;
+                let slot = rollups
+                    .entry((&r.body.instance, &r.body.amount_type, r.hour))
+                    .or_default();
+                slot.0 = slot
+                    .0
+                    .checked_add(i128::from(r.body.value))
+                    .ok_or(StoreError::Overflow)?;
+                slot.1 += 1;
+                continue;
+            }
+        }
+        let stored_body = match (first_of_key, stored.get(&r.unique_key)) {
+            (_, Some(b)) => b,
+            (Some(f), None) if inserted.contains(&f.unique_key) => &f.body,
+            _ => {
+                return Err(StoreError::Inconsistent(format!(
+                    "key {:?} was neither inserted nor found",
+                    r.unique_key
+                )));
+            }
+        };
+        classify(&mut w.written, &mut conflicts, r, stored_body);
+    }
+    upsert_rollups(&tx, &rollups).await?;
+    write_conflicts(&tx, &conflicts).await?;
+    let entries: Vec<&Quarantined> = checked.invalid.iter().collect();
+    finish(&tx, &mut w, &entries, options, false).await?;
+    tx.commit().await?;
+    Ok(w)
+}
+
+/// Stores the frame record by record, quarantining the records the database refuses.
+///
+/// # Errors
+/// Failures not about one record's data: nothing of the frame is then stored.
+pub(crate) async fn one_by_one(
+    client: &mut Object,
+    checked: &Checked,
+    frame: &Frame,
+    options: &StoreOptions,
+) -> Result<Wrote, StoreError> {
+    let mut w = Wrote::default();
+    w.written.outcome.received = checked.len() as u64;
+    let valid = sorted(checked);
+    let index = RawIndex::new(frame);
+    let tx = begin(client).await?;
+    tx.batch_execute("SET CONSTRAINTS ALL IMMEDIATE").await?;
+    let mut known: HashMap<&str, Body> = HashMap::new();
+    let mut stored: Vec<&Record> = Vec::new();
+    let mut rejected: Vec<Quarantined> = Vec::new();
+    let mut conflicts = Conflicts::new();
+    for r in &valid {
+        if let Some(body) = known.get(r.unique_key.as_str()) {
+            classify(&mut w.written, &mut conflicts, r, body);
+            continue;
+        }
+        tx.batch_execute("SAVEPOINT record").await?;
+        let attempt = async {
+            if insert(&tx, &[r]).await?.is_empty() {
+                let mut found = bodies(&tx, &[r.unique_key.as_str()]).await?;
+                return found.remove(&r.unique_key).map(Some).ok_or_else(|| {
+                    StoreError::Inconsistent(format!(
+                        "key {:?} was neither inserted nor found",
+                        r.unique_key
+                    ))
+                });
+            }
+            Ok(None)
+        }
+        .await;
+        match attempt {
+            Ok(None) => {
+                tx.batch_execute("RELEASE record").await?;
+                w.written.outcome.stored += 1;
+                known.insert(&r.unique_key, r.body.clone());
+                stored.push(r);
+            }
+            Ok(Some(body)) => {
+                tx.batch_execute("RELEASE record").await?;
+                classify(&mut w.written, &mut conflicts, r, &body);
+                known.insert(&r.unique_key, body);
+            }
+            Err(e) if is_about_data(&e) => {
+                tx.batch_execute("ROLLBACK TO record; RELEASE record")
+                    .await?;
+                rejected.push(index.rejected(r, &e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Rollups in bucket order (the lock order), one record per savepoint.
+    stored.sort_by(|a, b| {
+        (&a.body.instance, &a.body.amount_type, a.hour).cmp(&(
+            &b.body.instance,
+            &b.body.amount_type,
+            b.hour,
+        ))
+    });
+    for r in stored {
+        let mut one = Rollups::new();
+        one.insert(
+            (&r.body.instance, &r.body.amount_type, r.hour),
+            (r.body.value.into(), 1),
+        );
+        tx.batch_execute("SAVEPOINT rollup").await?;
+        match upsert_rollups(&tx, &one).await {
+            Ok(()) => tx.batch_execute("RELEASE rollup").await?,
+            Err(e) if is_about_data(&e) => {
+                tx.batch_execute("ROLLBACK TO rollup; RELEASE rollup")
+                    .await?;
+                tx.execute(&tx.prepare_cached(DELETE_RECORD).await?, &[&r.unique_key])
+                    .await?;
+                w.written.outcome.stored -= 1;
+                rejected.push(index.rejected(r, &e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    write_conflicts(&tx, &conflicts).await?;
+    let entries: Vec<&Quarantined> = checked.invalid.iter().chain(&rejected).collect();
+    finish(&tx, &mut w, &entries, options, true).await?;
+    tx.commit().await?;
+    w.rejected = rejected;
+    Ok(w)
+}
+
+/// The valid records sorted by key, stably (wire order among equal keys).
+fn sorted(checked: &Checked) -> Vec<&Record> {
+    let mut valid: Vec<&Record> = checked.valid.iter().collect();
+    valid.sort_by(|a, b| a.unique_key.cmp(&b.unique_key));
+    valid
+}
+
+async fn begin(client: &mut Object) -> Result<Transaction<'_>, StoreError> {
+    // Explicit, not the server's default: the dedupe relies on READ COMMITTED (see the module
+    // docs); a stricter default would turn every race on a key into a failed frame.
+    Ok(client
+        .build_transaction()
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .start()
+        .await?)
+}
+
+/// Offers `records` (distinct keys) for insertion; the keys inserted.
+async fn insert(tx: &Transaction<'_>, records: &[&Record]) -> Result<Vec<String>, StoreError> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let col = |f: fn(&Record) -> &str| -> Vec<&str> { records.iter().map(|r| f(r)).collect() };
+    let keys = col(|r| &r.unique_key);
+    let instances = col(|r| &r.body.instance);
+    let types = col(|r| &r.body.amount_type);
+    let occurred = col(|r| &r.body.occurred_at);
+    let metadata = col(|r| &r.body.metadata);
+    let values: Vec<i64> = records.iter().map(|r| r.body.value).collect();
+    let hours: Vec<i64> = records.iter().map(|r| r.hour).collect();
+    let rows = tx
+        .query(
+            &tx.prepare_cached(INSERT_RECORDS).await?,
+            &[
+                &keys, &instances, &types, &values, &occurred, &hours, &metadata,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The stored bodies of `keys`.
+async fn bodies(tx: &Transaction<'_>, keys: &[&str]) -> Result<HashMap<String, Body>, StoreError> {
+    let mut stored = HashMap::with_capacity(keys.len());
+    if keys.is_empty() {
+        return Ok(stored);
+    }
+    for row in tx
+        .query(&tx.prepare_cached(SELECT_BODIES).await?, &[&keys])
+        .await?
+    {
+        stored.insert(
+            row.get(0),
+            Body {
+                instance: row.get(1),
+                amount_type: row.get(2),
+                value: row.get(3),
+                occurred_at: row.get(4),
+                metadata: row.get(5),
+            },
+        );
+    }
+    Ok(stored)
+}
+
+/// Counts `r`, an arrival of a stored key, as a duplicate of `stored` or a conflict with it.
+fn classify<'a>(w: &mut Written, conflicts: &mut Conflicts<'a>, r: &'a Record, stored: &Body) {
+    if *stored == r.body {
+        w.outcome.duplicates += 1;
+    } else {
+        w.outcome.conflicts += 1;
+        w.conflicts.push(r.unique_key.clone());
+        conflicts
+            .entry((&r.unique_key, r.body.to_json()))
+            .or_insert_with(|| (stored.to_json(), 0))
+            .1 += 1;
+    }
+}
+
+async fn upsert_rollups(tx: &Transaction<'_>, rollups: &Rollups<'_>) -> Result<(), StoreError> {
+    if rollups.is_empty() {
+        return Ok(());
+    }
+    let mut instances = Vec::with_capacity(rollups.len());
+    let mut types = Vec::with_capacity(rollups.len());
+    let mut hours = Vec::with_capacity(rollups.len());
+    let mut values = Vec::with_capacity(rollups.len());
+    let mut counts = Vec::with_capacity(rollups.len());
+    for ((instance, amount_type, hour), (value, count)) in rollups {
+        instances.push(*instance);
+        types.push(*amount_type);
+        hours.push(*hour);
+        values.push(value.to_string());
+        counts.push(*count);
+    }
+    tx.execute(
+        &tx.prepare_cached(UPSERT_ROLLUPS).await?,
+        &[&instances, &types, &hours, &values, &counts],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_conflicts(
+    tx: &Transaction<'_>,
+    conflicts: &Conflicts<'_>,
+) -> Result<(), StoreError> {
+    for ((key, received_body), (stored_body, n)) in conflicts {
+        let bumped = tx
+            .execute(
+                &tx.prepare_cached(BUMP_CONFLICT).await?,
+                &[key, received_body, n],
+            )
+            .await?;
+        if bumped == 0 {
+            tx.execute(
+                &tx.prepare_cached(INSERT_CONFLICT).await?,
+                &[key, stored_body, received_body, n],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the quarantine rows the bound allows, then the frame's counters. `careful`: in a
+/// savepoint, and once more escaped when the database refuses the text.
+async fn finish(
+    tx: &Transaction<'_>,
+    w: &mut Wrote,
+    entries: &[&Quarantined],
+    options: &StoreOptions,
+    careful: bool,
+) -> Result<(), StoreError> {
+    let mut kept = 0;
+    if !entries.is_empty() {
+        let rows: i64 = tx.query_one(schema::QUARANTINE_ROWS, &[]).await?.get(0);
+        kept = options.quarantine_room(rows, entries.len());
+    }
+    let keep = &entries[..kept];
+    if !keep.is_empty() {
+        let reasons: Vec<String> = keep.iter().map(|q| q.reason_text()).collect();
+        let raws: Vec<&str> = keep.iter().map(|q| q.raw.as_str()).collect();
+        let stmt = tx.prepare_cached(INSERT_QUARANTINE).await?;
+        if !careful {
+            tx.execute(&stmt, &[&reasons, &raws]).await?;
+        } else {
+            tx.batch_execute("SAVEPOINT quarantine").await?;
+            let attempt = tx.execute(&stmt, &[&reasons, &raws]).await;
+            match attempt.map_err(StoreError::from) {
+                Ok(_) => tx.batch_execute("RELEASE quarantine").await?,
+                Err(e) if is_about_data(&e) => {
+                    tx.batch_execute("ROLLBACK TO quarantine; RELEASE quarantine")
+                        .await?;
+                    let escape = |s: &str| s.escape_debug().to_string();
+                    let reasons: Vec<String> = reasons.iter().map(|s| escape(s)).collect();
+                    let raws: Vec<String> = raws.iter().map(|s| escape(s)).collect();
+                    tx.execute(&stmt, &[&reasons, &raws]).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    w.unstored = (entries.len() - kept) as u64;
+    w.written.outcome.quarantined = entries.len() as u64;
+    let o = w.written.outcome;
+    tx.execute(
+        &tx.prepare_cached(UPSERT_COUNTERS).await?,
+        &[
+            &(o.received as i64),
+            &(o.stored as i64),
+            &(o.duplicates as i64),
+            &(o.conflicts as i64),
+            &(o.quarantined as i64),
+            &(kept as i64),
+        ],
+    )
+    .await?;
+    Ok(())
+}

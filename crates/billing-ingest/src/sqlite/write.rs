@@ -1,0 +1,265 @@
+//! One frame into a SQLite store, in one `BEGIN IMMEDIATE` transaction, on the store's thread.
+//!
+//! Two ways, same result for every record the database accepts:
+//! - [`fast`], always tried first: every record in wire order (`INSERT ... ON CONFLICT
+//!   (unique_key) DO NOTHING`; one row changed means stored, none means the key exists and the
+//!   stored body decides duplicate or conflict, see [`crate::validate`]), the rollups summed
+//!   per `(instance, amount_type, hour)` in memory and written once per bucket, then the
+//!   quarantine rows and the counters. Any error rolls the whole frame back.
+//! - [`one_by_one`], only when `fast` failed with an error about the data
+//!   ([`crate::store_error`]): every record in its own savepoint, with its rollup; a record the
+//!   database refuses is rolled back to its savepoint and quarantined as `store_rejected` with
+//!   the database's message, and the rest is committed. A later arrival of a refused key in
+//!   the same frame is offered for insertion in its turn, as if the refused one never came.
+//!
+//! Rollups are exact `i128` sums kept as decimal text (schema version 2): the bucket's row is
+//! read, added to in Rust and written back inside the write transaction. That is safe because
+//! `BEGIN IMMEDIATE` holds SQLite's write lock from the start: no other writer, in this process
+//! or another, can change the row between the read and the write. Decimal text rather than two
+//! 64-bit halves: it stays readable by an operator's `sqlite3` and is what reports parse; the
+//! extra read per bucket per frame is an indexed lookup in a page the write touches anyway.
+//!
+//! Quarantine rows are written up to the store's bound ([`StoreOptions`]), the first entries in
+//! wire order, validation's refusals before the store's; all are counted.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::quarantine::{self, Wrote};
+use crate::report::parse_sum;
+use crate::schema;
+use crate::store_error::is_about_data;
+use crate::store_options::StoreOptions;
+use crate::validate::{Body, Checked, Quarantined, Record};
+use crate::{StoreError, Written};
+
+/// The current time as SQLite writes it in the tables.
+pub(crate) const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// What became of one valid record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    Stored,
+    Duplicate,
+    Conflict,
+}
+
+/// Stores the frame in one go; on failure nothing of it is stored (see the module docs).
+///
+/// # Errors
+/// Any failure; [`is_about_data`] tells whether [`one_by_one`] may store it.
+pub(crate) fn fast(
+    conn: &mut Connection,
+    checked: &Checked,
+    options: &StoreOptions,
+) -> Result<Wrote, StoreError> {
+    let mut w = Wrote::default();
+    w.written.outcome.received = checked.len() as u64;
+    if checked.is_empty() {
+        return Ok(w);
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut rollups: BTreeMap<(&str, &str, i64), (i128, i64)> = BTreeMap::new();
+    for r in &checked.valid {
+        let arrival = arrive(&tx, r)?;
+        if arrival == Arrival::Stored {
+            let slot = rollups
+                .entry((&r.body.instance, &r.body.amount_type, r.hour))
+                .or_default();
+            slot.0 = slot
+                .0
+                .checked_add(i128::from(r.body.value))
+                .ok_or(StoreError::Overflow)?;
+            slot.1 += 1;
+        }
+        tally(&mut w.written, r, arrival);
+    }
+    for ((instance, amount_type, hour), (value, records)) in rollups {
+        add_rollup(&tx, instance, amount_type, hour, value, records)?;
+    }
+    let entries: Vec<&Quarantined> = checked.invalid.iter().collect();
+    finish(&tx, &mut w, &entries, options)?;
+    tx.commit()?;
+    Ok(w)
+}
+
+/// Stores the frame record by record, quarantining the records the database refuses;
+/// `raws[i]` is the raw form of `checked.valid[i]`.
+///
+/// # Errors
+/// Failures not about one record's data: nothing of the frame is then stored.
+pub(crate) fn one_by_one(
+    conn: &mut Connection,
+    checked: &Checked,
+    raws: Vec<String>,
+    options: &StoreOptions,
+) -> Result<Wrote, StoreError> {
+    let mut w = Wrote::default();
+    w.written.outcome.received = checked.len() as u64;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut rejected = Vec::new();
+    for (r, raw) in checked.valid.iter().zip(raws) {
+        tx.execute_batch("SAVEPOINT record")?;
+        let attempt = (|| {
+            let arrival = arrive(&tx, r)?;
+            if arrival == Arrival::Stored {
+                let b = &r.body;
+                add_rollup(&tx, &b.instance, &b.amount_type, r.hour, b.value.into(), 1)?;
+            }
+            Ok::<_, StoreError>(arrival)
+        })();
+        match attempt {
+            Ok(arrival) => {
+                tx.execute_batch("RELEASE record")?;
+                tally(&mut w.written, r, arrival);
+            }
+            Err(e) if is_about_data(&e) => {
+                tx.execute_batch("ROLLBACK TO record; RELEASE record")?;
+                rejected.push(quarantine::rejected(raw, r, &e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let entries: Vec<&Quarantined> = checked.invalid.iter().chain(&rejected).collect();
+    finish(&tx, &mut w, &entries, options)?;
+    tx.commit()?;
+    w.rejected = rejected;
+    Ok(w)
+}
+
+fn tally(w: &mut Written, r: &Record, arrival: Arrival) {
+    match arrival {
+        Arrival::Stored => w.outcome.stored += 1,
+        Arrival::Duplicate => w.outcome.duplicates += 1,
+        Arrival::Conflict => {
+            w.outcome.conflicts += 1;
+            w.conflicts.push(r.unique_key.clone());
+        }
+    }
+}
+
+/// Inserts `r` when its key is new, else compares it with the stored body (and keeps a
+/// conflicting version in `conflicts`).
+fn arrive(c: &Connection, r: &Record) -> Result<Arrival, StoreError> {
+    let b = &r.body;
+    let inserted = c
+        .prepare_cached(
+            "INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (unique_key) DO NOTHING",
+        )?
+        .execute(params![
+            r.unique_key,
+            b.instance,
+            b.amount_type,
+            b.value,
+            b.occurred_at,
+            r.hour,
+            b.metadata
+        ])?;
+    if inserted == 1 {
+        return Ok(Arrival::Stored);
+    }
+    let stored = c
+        .prepare_cached(
+            "SELECT instance, amount_type, value, occurred_at, metadata FROM records WHERE unique_key = ?1",
+        )?
+        .query_row([&r.unique_key], |row| {
+            Ok(Body {
+                instance: row.get(0)?,
+                amount_type: row.get(1)?,
+                value: row.get(2)?,
+                occurred_at: row.get(3)?,
+                metadata: row.get(4)?,
+            })
+        })?;
+    if stored == *b {
+        return Ok(Arrival::Duplicate);
+    }
+    let received_body = b.to_json();
+    let bumped = c
+        .prepare_cached(&format!(
+            "UPDATE conflicts SET count = count + 1, last_seen = {NOW}
+             WHERE unique_key = ?1 AND received_body = ?2"
+        ))?
+        .execute(params![r.unique_key, received_body])?;
+    if bumped == 0 {
+        c.prepare_cached(
+            "INSERT INTO conflicts (unique_key, stored_body, received_body) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![r.unique_key, stored.to_json(), received_body])?;
+    }
+    Ok(Arrival::Conflict)
+}
+
+/// Adds `value` and `records` to a bucket's rollup: read, exact `i128` sum, write back.
+fn add_rollup(
+    c: &Connection,
+    instance: &str,
+    amount_type: &str,
+    hour: i64,
+    value: i128,
+    records: i64,
+) -> Result<(), StoreError> {
+    let old: Option<String> = c
+        .prepare_cached(
+            "SELECT value FROM rollups WHERE instance = ?1 AND amount_type = ?2 AND hour = ?3",
+        )?
+        .query_row(params![instance, amount_type, hour], |r| r.get(0))
+        .optional()?;
+    let sum = match old {
+        Some(text) => parse_sum(&text)?
+            .checked_add(value)
+            .ok_or(StoreError::Overflow)?,
+        None => value,
+    };
+    c.prepare_cached(
+        "INSERT INTO rollups (instance, amount_type, hour, value, records) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (instance, amount_type, hour)
+         DO UPDATE SET value = excluded.value, records = records + excluded.records",
+    )?
+    .execute(params![instance, amount_type, hour, sum.to_string(), records])?;
+    Ok(())
+}
+
+/// Writes the quarantine rows the bound allows, then the frame's counters.
+fn finish(
+    c: &Connection,
+    w: &mut Wrote,
+    entries: &[&Quarantined],
+    options: &StoreOptions,
+) -> Result<(), StoreError> {
+    let mut kept = 0;
+    if !entries.is_empty() {
+        let rows: i64 = c.query_row(schema::QUARANTINE_ROWS, [], |r| r.get(0))?;
+        kept = options.quarantine_room(rows, entries.len());
+        let mut insert =
+            c.prepare_cached("INSERT INTO quarantine (reason, raw) VALUES (?1, ?2)")?;
+        for q in &entries[..kept] {
+            insert.execute(params![q.reason_text(), q.raw])?;
+        }
+    }
+    w.unstored = (entries.len() - kept) as u64;
+    w.written.outcome.quarantined = entries.len() as u64;
+    let o = &w.written.outcome;
+    c.prepare_cached(
+        "INSERT INTO counters (slot, received, stored, duplicates, conflicts, quarantined, quarantine_rows)
+         VALUES (0, ?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (slot) DO UPDATE SET
+           received = received + excluded.received,
+           stored = stored + excluded.stored,
+           duplicates = duplicates + excluded.duplicates,
+           conflicts = conflicts + excluded.conflicts,
+           quarantined = quarantined + excluded.quarantined,
+           quarantine_rows = quarantine_rows + excluded.quarantine_rows",
+    )?
+    .execute(params![
+        o.received as i64,
+        o.stored as i64,
+        o.duplicates as i64,
+        o.conflicts as i64,
+        o.quarantined as i64,
+        kept as i64
+    ])?;
+    Ok(())
+}
