@@ -110,6 +110,8 @@ impl Inner {
                     Ok(l) => {
                         st.acklog = Some(l);
                         st.ack_rewrite = false;
+                        // Deletions waited for a durable ack log (see reclaim.rs).
+                        self.reclaim(&mut st, false);
                     }
                     Err(e) => warn!(error = %e, "spool: could not rewrite the ack log; acks \
                         may be delivered again after a restart"),

@@ -5,9 +5,11 @@
 //! damage) all end up here, so this module calls none of them. Invariants:
 //! * A segment is deleted only when every record in it is below the watermark, and only after
 //!   the ack log holding that watermark has been fsynced: a deleted record cannot come back
-//!   after a crash, and seqs cannot be reused. (Exception, kept as it was: if that fsync
-//!   fails, or there is no ack log because it could not be written at open, the segment is
-//!   still deleted and the log is rewritten at the flusher's next cycle.)
+//!   after a crash, and seqs cannot be reused. If that fsync fails, or the ack log is missing
+//!   or behind (it could not be written), nothing is deleted: the flusher rewrites the log at
+//!   its next cycle and then reclaims. (Deleting first could, after a crash, let recovery
+//!   compute a lower next seq than was handed out, and a later append would reuse a seq the
+//!   older ack log calls acknowledged: an event lost without a word.)
 //! * The active segment is deleted only under space pressure (someone waits for space, or the
 //!   spool is over half full), since deleting it forces a new segment (a directory fsync) on
 //!   the next append.
@@ -65,16 +67,25 @@ impl Inner {
         }
         // Make the watermark durable before the records disappear: then an acknowledged,
         // deleted record can never come back, and seqs are never reused after a crash.
-        if let Some(log) = st.acklog.as_mut()
-            && log.dirty
-        {
-            match log.file().sync_data() {
-                Ok(()) => log.dirty = false,
+        let durable = match st.acklog.as_mut() {
+            _ if st.ack_rewrite => false,
+            None => false,
+            Some(log) if !log.dirty => true,
+            Some(log) => match log.file().sync_data() {
+                Ok(()) => {
+                    log.dirty = false;
+                    true
+                }
                 Err(e) => {
                     warn!(error = %e, "spool: fsync of the ack log failed; will rewrite it");
-                    st.ack_rewrite = true;
+                    false
                 }
-            }
+            },
+        };
+        if !durable {
+            st.ack_rewrite = true;
+            debug!("spool: acknowledged segments kept until the ack log is durable again");
+            return;
         }
         for id in done {
             let path = st.segments[&id].path.clone();

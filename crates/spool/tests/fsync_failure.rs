@@ -110,3 +110,34 @@ fn ack_log_fsync_failure() {
     let (s, _) = open_sim(&fs, one_segment_opts());
     assert_eq!(seqs(&drain(&s)), (3..10).collect::<Vec<_>>());
 }
+
+/// An acknowledged segment is deleted only once the ack log holding its acks is durable: with
+/// the ack log's fsync failing, deleting first could let a crash lower the next seq below one
+/// already handed out, so that a later event reuses a seq the older ack log calls acked.
+#[test]
+fn acked_segments_stay_until_the_ack_log_is_durable_again() {
+    let fs = SimFs::new();
+    let (s, _) = open_sim(&fs, opts()); // 4 KiB segments
+    fill(&s, 300);
+    let before = fs.list(&sim_dir()).len();
+    fs.faults(|f| f.syncs_broken = true);
+    s.ack(&(0..300).collect::<Vec<_>>()).unwrap();
+    assert_eq!(
+        fs.list(&sim_dir()).len(),
+        before,
+        "nothing deleted while the ack log cannot be made durable"
+    );
+    fs.faults(|f| f.syncs_broken = false);
+    s.flush().unwrap(); // the flusher rewrites the ack log durably, then reclaims
+    let left = fs.list(&sim_dir()).len();
+    assert!(
+        left < before / 2,
+        "reclaimed once durable: {before} -> {left}"
+    );
+    fs.crash();
+    drop(s);
+    let (s, rec) = open_sim(&fs, opts());
+    assert_eq!(rec.records, 0, "the acks survived the crash");
+    assert!(s.append(b"next").unwrap() >= 300, "no seq handed out twice");
+    assert_eq!(seqs(&drain(&s)).len(), 1);
+}
