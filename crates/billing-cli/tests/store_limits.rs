@@ -9,8 +9,7 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
@@ -74,15 +73,7 @@ fn send_acked(addr: SocketAddr, records: &[Vec<u8>], chunk: &str) {
         records.len() as u32,
         &options,
     );
-    let mut want = Vec::new();
-    forward::encode::write_ack(&mut want, chunk.as_bytes(), forward::Framing::MessagePack);
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(RUN_TIMEOUT)).unwrap();
-    s.write_all(&frame).unwrap();
-    let mut ack = vec![0u8; want.len()];
-    s.read_exact(&mut ack)
-        .unwrap_or_else(|e| panic!("chunk {chunk} not acked: {e}"));
-    assert_eq!(ack, want, "chunk {chunk}");
+    send_expect_ack(addr, &frame, chunk);
 }
 
 /// `billing ingest --store STORE EXTRA...` on an ephemeral port, through `sh` with umask 022.

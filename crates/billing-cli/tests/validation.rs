@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use common::*;
@@ -80,14 +79,7 @@ fn send_acked(addr: SocketAddr, records: &[Vec<u8>], chunk: &str) {
     };
     let mut frame = Vec::new();
     forward::encode::write_packed_forward(&mut frame, "billing", &entries, &options);
-    let mut want = Vec::new();
-    forward::encode::write_ack(&mut want, chunk.as_bytes(), forward::Framing::MessagePack);
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(RUN_TIMEOUT)).unwrap();
-    s.write_all(&frame).unwrap();
-    let mut ack = vec![0u8; want.len()];
-    s.read_exact(&mut ack).expect("the chunk is acked");
-    assert_eq!(ack, want);
+    send_expect_ack(addr, &frame, chunk);
 }
 
 fn ingest(db: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr, SocketAddr) {

@@ -671,3 +671,18 @@ impl Drop for PgSchema {
         }
     }
 }
+
+/// Writes `frame` on a new connection and returns once the ack of `chunk` came back (MessagePack
+/// framing); fails the test if the connection closes or the ack differs.
+pub fn send_expect_ack(addr: SocketAddr, frame: &[u8], chunk: &str) {
+    use std::io::{Read as _, Write as _};
+    let mut want = Vec::new();
+    forward::encode::write_ack(&mut want, chunk.as_bytes(), forward::Framing::MessagePack);
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(RUN_TIMEOUT)).unwrap();
+    s.write_all(frame).unwrap();
+    let mut ack = vec![0u8; want.len()];
+    s.read_exact(&mut ack)
+        .unwrap_or_else(|e| panic!("chunk {chunk} not acked: {e}"));
+    assert_eq!(ack, want, "chunk {chunk}");
+}
