@@ -1,4 +1,4 @@
-//! `billing ingest`: binds, prints `listening on ADDR` on stdout (tests and scripts wait for
+//! `billing ingest`: binds (TCP, and UDP on the same port for fluentd's heartbeat), prints `listening on ADDR` on stdout (tests and scripts wait for
 //! that line; with `--metrics-listen`, a second line `metrics on ADDR` follows), then serves
 //! until SIGINT/SIGTERM.
 
@@ -70,6 +70,21 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
             None => None,
         };
         let addr = server.local_addr()?;
+        // fluentd's `heartbeat_type udp` asks on the same port over UDP, as in_forward
+        // answers; an ingester whose UDP port is taken still serves TCP.
+        match tokio::net::UdpSocket::bind(addr).await {
+            Ok(udp) => {
+                let answered = std::sync::Arc::new(AtomicU64::new(0));
+                tokio::spawn(forward::serve_udp_heartbeat(
+                    udp,
+                    answered,
+                    std::future::pending(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(%addr, reason = %e, "UDP heartbeat not answered: cannot bind");
+            }
+        }
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on {addr}")?;

@@ -291,3 +291,17 @@ fn ingest_help_shows_metrics_listen_and_hides_the_test_hold_flag() {
     assert!(out.stdout.contains("--metrics-listen"), "{}", out.stdout);
     assert!(!out.stdout.contains("test-hold"), "{}", out.stdout);
 }
+
+/// fluentd's `heartbeat_type udp` sends a datagram to the ingester's port; `in_forward`
+/// answers with one NUL byte, and so must `billing ingest`, or fluentd marks it down.
+#[test]
+fn the_ingester_answers_fluentds_udp_heartbeat_on_its_port() {
+    let dir = temp_dir("heartbeat");
+    let ingest = ingest_sqlite(&dir.path().join("billing.db"), "127.0.0.1:0", &[]);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(RUN_TIMEOUT)).unwrap();
+    udp.send_to(b"\0", ingest.addr).unwrap();
+    let mut buf = [0u8; 8];
+    let (n, from) = udp.recv_from(&mut buf).expect("a heartbeat answer");
+    assert_eq!((&buf[..n], from), (&b"\0"[..], ingest.addr));
+}

@@ -14,6 +14,7 @@
 //!   limit counted in [`ServerStats`] and logged, rate-limited;
 //! - `background.rs`: a server run as a task ([`SpawnedServer`]) or on its own thread
 //!   ([`BackgroundServer`]), with a handle to drop its connections and shut it down.
+//! - `heartbeat.rs`: the answer to fluentd's UDP heartbeat ([`serve_udp_heartbeat`]);
 //! - `handshake.rs`: the shared-key / user handshake (HELO, PING, PONG) as a pure codec and
 //!   sans-IO state machines ([`ClientHandshake`], [`ServerHandshake`]).
 //!
@@ -27,6 +28,7 @@ mod decode;
 pub mod encode;
 mod frame;
 mod handshake;
+mod heartbeat;
 mod limits;
 mod model;
 pub mod msgpack;
@@ -52,6 +54,7 @@ pub use handshake::{
     ServerAuth, ServerHandshake, ServerReply, check_message, parse_helo, parse_ping, parse_pong,
     password_digest, shared_key_digest, write_helo, write_ping, write_pong,
 };
+pub use heartbeat::{HEARTBEAT_REPLY, serve_udp_heartbeat};
 pub use limits::{
     ConfigError, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MEMORY_LIMIT, LOG_INTERVAL, MEMORY_LIMIT_PER_FRAME_BYTE, NOFILE_HEADROOM, ServerConfig,
