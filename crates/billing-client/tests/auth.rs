@@ -145,8 +145,8 @@ fn a_key_out_of_bounds_is_refused_when_the_client_is_made() {
     let ingester = TestIngester::start().unwrap();
     let mut cfg = ingester.client_config();
     cfg.shared_key = Some(Secret::new(""));
-    let e = billing_client::Client::with_metrics(cfg, Metrics::new())
-        .err()
-        .expect("an empty key is refused");
+    let Err(e) = billing_client::Client::with_metrics(cfg, Metrics::new()) else {
+        panic!("an empty key is refused");
+    };
     assert!(e.to_string().contains("shared key"), "{e}");
 }
