@@ -5,7 +5,10 @@
 //   MODE: Message | Forward | PackedForward | CompressedPackedForward
 //
 // Acks are enabled (`ack: {...}`), so every emit() promise resolves only once the
-// server answered {"ack": <chunk>} for the chunk carrying that record.  Records
+// server answered {"ack": <chunk>} for the chunk carrying that record.
+// With PEER_SHARED_KEY set, the client passes the Forward protocol handshake
+// (`security: {clientHostname, sharedKey, username: "", password: ""}`);
+// PEER_HOSTNAME is its hostname (default node-client).  Records
 // are emitted in small batches across event-loop turns so that a run uses
 // several chunks on one connection.  Record i (0-based):
 //
@@ -58,6 +61,14 @@ const client = new FluentClient("billing", {
   // machine running a debug build can exceed; 10 s still fails a server that never acks.
   ack: { ackTimeout: 10000 },
   disableAutoconnect: true,
+  security: process.env.PEER_SHARED_KEY
+    ? {
+        clientHostname: process.env.PEER_HOSTNAME || "node-client",
+        sharedKey: process.env.PEER_SHARED_KEY,
+        username: "",
+        password: "",
+      }
+    : undefined,
 });
 client.socketOn("error", (err) => process.stderr.write(`node_client: socket error: ${err && err.message}\n`));
 

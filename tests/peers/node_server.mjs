@@ -16,6 +16,10 @@
 // four modes; CompressedPackedForward (gzip) is decoded by the library.
 // Binary values in records are printed as {"$bin": "<base64>"} so they can be
 // told apart from strings.  Runs until killed (SIGTERM/SIGINT close it).
+//
+// Authentication (optional): with PEER_SHARED_KEY set, the server requires the
+// Forward protocol handshake (`security: {serverHostname, sharedKey, authorize:
+// false, userDict: {}}`); PEER_HOSTNAME is its hostname (default node-server).
 import fluent from "@fluent-org/logger";
 
 const { FluentServer, EventTime } = fluent;
@@ -52,7 +56,16 @@ function replacer(_key, value) {
   return value;
 }
 
-const server = new FluentServer({ listenOptions: { host: "127.0.0.1", port: 0 } });
+const sharedKey = process.env.PEER_SHARED_KEY;
+const security = sharedKey
+  ? {
+      serverHostname: process.env.PEER_HOSTNAME || "node-server",
+      sharedKey,
+      authorize: false,
+      userDict: {},
+    }
+  : undefined;
+const server = new FluentServer({ listenOptions: { host: "127.0.0.1", port: 0 }, security });
 server.on("entry", (tag, time, record) => {
   const t = describeTime(time);
   const line = {

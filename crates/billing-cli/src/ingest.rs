@@ -53,6 +53,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         Ok((soft, hard)) => tracing::info!(soft, hard, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
+    let config_auth = config.auth.clone();
     runtime.block_on(async move {
         let url = &args.store.url;
         let store = AnyStore::open_with(url, &args.store_flags.options())
@@ -93,7 +94,10 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
             }
             out.flush()?;
         }
-        tracing::info!(%addr, store = %url, "ingester listening");
+        match &config_auth {
+            Some(auth) => tracing::info!(%addr, store = %url, hostname = ?auth.hostname, users = auth.users.as_ref().map_or(0, |u| u.len()), "ingester listening; clients must pass the shared-key handshake"),
+            None => tracing::info!(%addr, store = %url, "ingester listening; no authentication (anyone who can connect can write records)"),
+        }
         let metrics = IngestMetrics::new();
         if let Some(listener) = metrics_listener {
             let registry = metrics.registry(server.stats());

@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an ingester: a forward server that acks each chunk once its records are stored.
-    Ingest(ingest::IngestArgs),
+    Ingest(Box<ingest::IngestArgs>),
     /// Print usage per instance, amount type and hour/day/month from a store, or its totals.
     Report(report::ReportArgs),
     /// Send one event through the client library; exit 0 only once it was acknowledged.
@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ingest(args) => {
             init_logs("info");
-            ingest::run(args)
+            ingest::run(*args)
         }
         Command::Report(args) => {
             init_logs("warn");

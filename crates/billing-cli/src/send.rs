@@ -34,6 +34,42 @@ pub struct SendArgs {
     pub timeout: Duration,
 }
 
+/// Why nothing was acknowledged, when the handshake is the reason (`billing send` logs
+/// nothing else, so this is the one line that says it).
+fn handshake_hint(metrics: &Metrics) -> String {
+    let reasons = [
+        ("refused", "the ingester refused our shared key (or user)"),
+        (
+            "digest_mismatch",
+            "the ingester does not know the shared key",
+        ),
+        ("hostname_loop", "the ingester has our own hostname"),
+        (
+            "timeout",
+            "no handshake within the connect timeout (no shared key on the ingester?)",
+        ),
+        (
+            "closed",
+            "the ingester closed the connection during the handshake",
+        ),
+        (
+            "protocol",
+            "the ingester's handshake messages are malformed",
+        ),
+        ("io", "a socket error during the handshake"),
+    ];
+    let failed: Vec<&str> = reasons
+        .into_iter()
+        .filter(|(label, _)| metrics.handshake_failures(label) > 0)
+        .map(|(_, why)| why)
+        .collect();
+    if failed.is_empty() {
+        String::new()
+    } else {
+        format!("; handshake failed: {}", failed.join("; "))
+    }
+}
+
 fn parse_at(s: &str) -> Result<SystemTime, String> {
     billing_schema::parse_rfc3339(s)
 }
@@ -67,7 +103,8 @@ pub fn run(args: SendArgs) -> ExitCode {
     let config: billing_client::Config = args.billing.into();
     let spooled = config.spool_dir.clone();
     let ingester = config.ingester.clone();
-    let client = match Client::with_metrics(config, Metrics::new()) {
+    let metrics = Metrics::new();
+    let client = match Client::with_metrics(config, metrics.clone()) {
         Ok(c) => c,
         Err(e) => return fail(2, e.to_string()),
     };
@@ -100,8 +137,9 @@ pub fn run(args: SendArgs) -> ExitCode {
         Err(billing_client::FlushError::Timeout { .. }) => fail(
             1,
             format!(
-                "not acknowledged by {ingester} within {}",
-                billing_client::duration::format(args.timeout)
+                "not acknowledged by {ingester} within {}{}",
+                billing_client::duration::format(args.timeout),
+                handshake_hint(&metrics)
             ),
         ),
         Err(e) => fail(1, e.to_string()),

@@ -6,9 +6,15 @@
 //! `MB`, `GB` are read as the same binary units); durations use Go's syntax (`30s`, `5m`,
 //! `1m30s`), as the Go client's flags do.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Limits of the forward listener, flattened into `billing ingest`'s args.
+use anyhow::{Context as _, bail};
+use billing_client::Secret;
+
+/// Limits and authentication of the forward listener, flattened into `billing ingest`'s args.
+/// `Debug` shows no key.
 #[derive(Debug, Clone, clap::Args)]
 #[command(about = None, long_about = None)]
 pub struct ServerArgs {
@@ -71,14 +77,44 @@ pub struct ServerArgs {
         value_name = "N"
     )]
     pub max_records_per_frame: usize,
+    /// Require the Forward protocol handshake with this shared key (as fluentd's
+    /// `<security> shared_key`): a client that does not prove it knows the key stores
+    /// nothing. A command line is visible to other users: prefer --shared-key-file or the
+    /// environment variable. [default: no authentication]
+    #[arg(long, env = "BILLING_INGEST_SHARED_KEY", hide_env_values = true, value_parser = secret, value_name = "KEY", conflicts_with = "shared_key_file")]
+    pub shared_key: Option<Secret>,
+    /// File holding the shared key (its contents without the final line end); a warning is
+    /// logged when its group or others may read it.
+    #[arg(long, env = "BILLING_INGEST_SHARED_KEY_FILE", value_name = "PATH")]
+    pub shared_key_file: Option<PathBuf>,
+    /// Also require a user: a file of `username:password` lines (`#` starts a comment line);
+    /// needs a shared key. A warning is logged when its group or others may read it.
+    #[arg(long, env = "BILLING_INGEST_USERS", value_name = "FILE")]
+    pub users: Option<PathBuf>,
+    /// Our hostname in the handshake (a client with the same one is refused, as fluentd does)
+    /// [default: the machine's host name].
+    #[arg(long, env = "BILLING_INGEST_HOSTNAME", value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// With a shared key: close a connection that sends no valid PING this long after it
+    /// connected (Go duration).
+    #[arg(
+        long,
+        env = "BILLING_INGEST_HANDSHAKE_TIMEOUT",
+        default_value = "10s",
+        value_parser = positive_duration,
+        value_name = "DURATION"
+    )]
+    pub handshake_timeout: Duration,
 }
 
 impl ServerArgs {
-    /// The server settings these flags describe.
+    /// The server settings these flags describe (reading the key and users files).
     ///
     /// # Errors
-    /// The combination is not one the server accepts (see `forward::ServerConfig::validate`).
-    pub fn config(&self) -> Result<forward::ServerConfig, forward::ConfigError> {
+    /// A key or users file that cannot be read or parsed, users without a shared key, no
+    /// readable host name, or a combination the server does not accept (see
+    /// `forward::ServerConfig::validate`).
+    pub fn config(&self) -> anyhow::Result<forward::ServerConfig> {
         let config = forward::ServerConfig {
             max_frame_bytes: self.max_frame_bytes,
             max_records_per_frame: self.max_records_per_frame,
@@ -86,10 +122,85 @@ impl ServerArgs {
             max_connections: self.max_connections,
             idle_timeout: self.idle_timeout,
             frame_timeout: self.frame_timeout,
+            auth: self.auth()?,
+            handshake_timeout: self.handshake_timeout,
         };
         config.validate()?;
         Ok(config)
     }
+
+    fn auth(&self) -> anyhow::Result<Option<forward::ServerAuth>> {
+        let key = match (&self.shared_key, &self.shared_key_file) {
+            (Some(key), _) => Some(key.clone()),
+            (None, Some(path)) => {
+                Some(billing_client::read_secret_file(path).map_err(anyhow::Error::msg)?)
+            }
+            (None, None) => None,
+        };
+        let Some(key) = key else {
+            if let Some(users) = &self.users {
+                bail!(
+                    "--users {} needs a shared key (--shared-key or --shared-key-file): users                      are checked in the shared-key handshake",
+                    users.display()
+                );
+            }
+            return Ok(None);
+        };
+        let users = match &self.users {
+            Some(path) => Some(read_users(path)?),
+            None => None,
+        };
+        let hostname = match &self.hostname {
+            Some(h) => h.clone(),
+            None => {
+                forward::local_hostname().context("cannot read the host name; set --hostname")?
+            }
+        };
+        Ok(Some(forward::ServerAuth {
+            shared_key: key.expose().to_string(),
+            hostname,
+            users,
+        }))
+    }
+}
+
+fn secret(s: &str) -> Result<Secret, String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(Secret::new(s))
+}
+
+/// Reads a users file: `username:password` per line (split at the first `:`), blank lines and
+/// lines starting with `#` ignored.
+fn read_users(path: &Path) -> anyhow::Result<HashMap<String, String>> {
+    let text = billing_client::read_private_file(path).map_err(anyhow::Error::msg)?;
+    parse_users(&text).with_context(|| format!("users file {}", path.display()))
+}
+
+/// Parses the users file's text. Errors name the line, never its password.
+fn parse_users(text: &str) -> anyhow::Result<HashMap<String, String>> {
+    let mut users = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let Some((user, password)) = line.split_once(':') else {
+            bail!("line {n}: not username:password");
+        };
+        if user.is_empty() {
+            bail!("line {n}: empty username");
+        }
+        if users
+            .insert(user.to_string(), password.to_string())
+            .is_some()
+        {
+            bail!("line {n}: user {user:?} appears twice");
+        }
+    }
+    Ok(users)
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {
@@ -165,5 +276,79 @@ mod tests {
         assert_eq!(c.max_connections, d.max_connections);
         assert_eq!(c.idle_timeout, d.idle_timeout);
         assert_eq!(c.frame_timeout, d.frame_timeout);
+        assert_eq!(c.handshake_timeout, forward::DEFAULT_HANDSHAKE_TIMEOUT);
+        assert!(c.auth.is_none());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    fn parse(args: &[&str]) -> anyhow::Result<forward::ServerConfig> {
+        use clap::Parser as _;
+        let mut all = vec!["x"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all)?.server.config()
+    }
+
+    #[test]
+    fn auth_flags_make_the_server_auth() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        std::fs::write(&users, "# ops\nalice:pw:with:colons\n\nbob:\r\n").unwrap();
+        let users_flag = format!("--users={}", users.display());
+        let c = parse(&[
+            "--shared-key=s3cret",
+            "--hostname=ingester-1",
+            users_flag.as_str(),
+            "--handshake-timeout=2s",
+        ])
+        .unwrap();
+        let auth = c.auth.clone().unwrap();
+        assert_eq!(auth.shared_key, "s3cret");
+        assert_eq!(auth.hostname, "ingester-1");
+        let u = auth.users.unwrap();
+        assert_eq!(u["alice"], "pw:with:colons");
+        assert_eq!(u["bob"], "");
+        assert_eq!(c.handshake_timeout, Duration::from_secs(2));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(!format!("{c:?}").contains("pw:with"));
+
+        let key = dir.path().join("key");
+        std::fs::write(&key, "from-file\n").unwrap();
+        let key_flag = format!("--shared-key-file={}", key.display());
+        let c = parse(&[key_flag.as_str()]).unwrap();
+        let auth = c.auth.unwrap();
+        assert_eq!(auth.shared_key, "from-file");
+        assert!(
+            !auth.hostname.is_empty(),
+            "the machine's host name by default"
+        );
+    }
+
+    #[test]
+    fn users_without_a_key_and_bad_users_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        std::fs::write(&users, "alice:pw\n").unwrap();
+        let users_flag = format!("--users={}", users.display());
+        let e = parse(&[users_flag.as_str()]).unwrap_err().to_string();
+        assert!(e.contains("needs a shared key"), "{e}");
+        std::fs::write(&users, "alice:pw\nno-colon-s3cret\n").unwrap();
+        let e = format!(
+            "{:#}",
+            parse(&["--shared-key=k", users_flag.as_str()]).unwrap_err()
+        );
+        assert!(e.contains("line 2") && !e.contains("s3cret"), "{e}");
+        std::fs::write(&users, "alice:pw\nalice:other\n").unwrap();
+        let e = format!(
+            "{:#}",
+            parse(&["--shared-key=k", users_flag.as_str()]).unwrap_err()
+        );
+        assert!(e.contains("twice"), "{e}");
+        assert!(parse(&["--shared-key=k", "--shared-key-file=/x"]).is_err());
+        assert!(parse(&["--shared-key-file=/nonexistent/key"]).is_err());
     }
 }

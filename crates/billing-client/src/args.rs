@@ -10,6 +10,15 @@ use crate::config::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_SPOOL_MAX_BYTES, Framing, SpoolSync, SpoolWhenFull,
 };
 use crate::duration;
+use crate::secret::{Secret, read_secret_file};
+
+fn secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s))
+}
+
+fn key_file(s: &str) -> Result<Secret, String> {
+    read_secret_file(std::path::Path::new(s))
+}
 
 fn go_duration(s: &str) -> Result<Duration, String> {
     duration::parse(s)
@@ -23,7 +32,7 @@ fn positive(s: &str) -> Result<usize, String> {
 }
 
 /// The client's command-line flags (`#[command(flatten)]` them into your own `Parser`).
-/// Every flag also reads a `BILLING_*` environment variable.
+/// Every flag also reads a `BILLING_*` environment variable. `Debug` shows no key or password.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Maximum number of billing events to buffer in memory (accepted, not yet delivered).
@@ -89,6 +98,39 @@ pub struct Args {
     /// Longest wait for spool space with --billing.spool-when-full=wait.
     #[arg(long = "billing.spool-full-timeout", env = "BILLING_SPOOL_FULL_TIMEOUT", default_value = "1s", value_parser = go_duration, value_name = "DURATION")]
     pub spool_full_timeout: Duration,
+    /// Shared key of an ingester with authentication (Forward protocol handshake: HELO, PING,
+    /// PONG); unset: no handshake. A command line is visible to other users of the machine:
+    /// prefer --billing.shared-key-file or the environment variable.
+    #[arg(long = "billing.shared-key", env = "BILLING_SHARED_KEY", hide_env_values = true, value_parser = secret, value_name = "KEY", conflicts_with = "shared_key_file")]
+    pub shared_key: Option<Secret>,
+    /// File holding the shared key (its contents without the final line end), read when the
+    /// flags are parsed; a warning is logged when its group or others may read it.
+    #[arg(
+        long = "billing.shared-key-file",
+        env = "BILLING_SHARED_KEY_FILE",
+        value_parser = key_file,
+        value_name = "PATH"
+    )]
+    pub shared_key_file: Option<Secret>,
+    /// Username for an ingester with user authentication (with a shared key).
+    #[arg(
+        long = "billing.username",
+        env = "BILLING_USERNAME",
+        default_value = "",
+        value_name = "NAME"
+    )]
+    pub username: String,
+    /// Password for an ingester with user authentication.
+    #[arg(long = "billing.password", env = "BILLING_PASSWORD", hide_env_values = true, default_value = "", hide_default_value = true, value_parser = secret, value_name = "PASSWORD")]
+    pub password: Secret,
+    /// Our hostname in the handshake; it must differ from the ingester's [default: the
+    /// machine's host name].
+    #[arg(
+        long = "billing.hostname",
+        env = "BILLING_HOSTNAME",
+        value_name = "NAME"
+    )]
+    pub hostname: Option<String>,
 }
 
 impl From<Args> for Config {
@@ -111,6 +153,10 @@ impl From<Args> for Config {
             spool_sync_interval: a.spool_sync_interval,
             spool_when_full: a.spool_when_full,
             spool_full_timeout: a.spool_full_timeout,
+            shared_key: a.shared_key.or(a.shared_key_file),
+            username: a.username,
+            password: a.password,
+            hostname: a.hostname,
         }
     }
 }
@@ -155,6 +201,44 @@ mod tests {
         assert_eq!(c.ingester, "[::1]:9");
         assert!(!c.require_ack);
         assert_eq!(c.framing, Framing::JsonMessage);
+    }
+
+    #[test]
+    fn credentials_parse_and_never_show_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--billing.shared-key=k3y-s3cret",
+            "--billing.username=alice",
+            "--billing.password=pa55-s3cret",
+            "--billing.hostname=client-1",
+        ])
+        .unwrap();
+        let shown = format!("{:?}", cli.billing);
+        let c: Config = cli.billing.into();
+        let shown_config = format!("{c:?}");
+        for text in [&shown, &shown_config] {
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(text.contains("alice"), "{text}");
+        }
+        let auth = c.client_auth().unwrap().unwrap();
+        assert_eq!(auth.shared_key, "k3y-s3cret");
+        assert_eq!(auth.password, "pa55-s3cret");
+        assert_eq!(auth.hostname, "client-1");
+        let from_file = format!("--billing.shared-key-file={}", file.display());
+        let c: Config = Cli::try_parse_from(["x", from_file.as_str()])
+            .unwrap()
+            .billing
+            .into();
+        assert_eq!(c.shared_key.as_ref().map(Secret::expose), Some("from-file"));
+        assert!(!c.client_auth().unwrap().unwrap().hostname.is_empty());
+        assert!(
+            Cli::try_parse_from(["x", "--billing.shared-key=a", from_file.as_str()]).is_err(),
+            "a key and a key file conflict"
+        );
+        assert!(Cli::try_parse_from(["x", "--billing.shared-key-file=/nonexistent/k"]).is_err());
     }
 
     #[test]

@@ -44,7 +44,8 @@ impl Client {
     ///
     /// # Errors
     /// [`NewClientError::InvalidAddress`] if `ingester` is not `host:port`;
-    /// [`NewClientError::InvalidConfig`] for zero limits; [`NewClientError::Spawn`] if the
+    /// [`NewClientError::InvalidConfig`] for zero limits; [`NewClientError::InvalidAuth`] for
+    /// handshake credentials out of bounds (or no readable host name); [`NewClientError::Spawn`] if the
     /// sender thread cannot start.
     pub fn new(config: Config) -> Result<Self, NewClientError> {
         Self::with_metrics(config, Metrics::global())
@@ -66,6 +67,12 @@ impl Client {
             return Err(NewClientError::InvalidConfig(
                 "batch_max_records and max_in_flight must be at least 1",
             ));
+        }
+        let auth = config.client_auth().map_err(NewClientError::InvalidAuth)?;
+        if let Some(auth) = &auth {
+            // The bounds every connection's handshake checks, once, up front.
+            forward::ClientHandshake::new(auth.clone())
+                .map_err(|e| NewClientError::InvalidAuth(e.to_string()))?;
         }
         let (spool, recovered_below) = match &config.spool_dir {
             Some(dir) => {
@@ -99,6 +106,7 @@ impl Client {
             config.clone(),
             host,
             port,
+            auth,
             shared.clone(),
             rx,
             recovered_below,

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::secret::Secret;
+
 /// Default bound on events accepted but not yet delivered (Go: 1024).
 pub const DEFAULT_MAX_BUFFERED_EVENTS: usize = 1024;
 /// Default first retry delay (Go: 500ms, and Go never grew it).
@@ -74,7 +76,7 @@ pub enum Framing {
     JsonMessage,
 }
 
-/// Client settings. Start from `Config::default()` and change what you need
+/// Client settings (`Debug` shows no key or password). Start from `Config::default()` and change what you need
 /// (`let mut c = Config::default(); c.ingester = ...;`); new settings can be added without
 /// breaking callers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +121,18 @@ pub struct Config {
     pub spool_when_full: SpoolWhenFull,
     /// Longest wait for space with [`SpoolWhenFull::Wait`].
     pub spool_full_timeout: Duration,
+    /// The ingester's shared key: `Some` makes every connection start with the Forward
+    /// Protocol v1 handshake (read HELO, send PING, check PONG, within `connect_timeout`), so
+    /// that the ingester knows this client and this client knows it talks to the real
+    /// ingester. `None` (the default): no handshake, for ingesters without authentication.
+    pub shared_key: Option<Secret>,
+    /// Username for an ingester with user authentication (empty: none).
+    pub username: String,
+    /// Password for an ingester with user authentication.
+    pub password: Secret,
+    /// Our hostname in the handshake; `None`: the machine's host name
+    /// ([`forward::local_hostname`]). It must differ from the ingester's.
+    pub hostname: Option<String>,
 }
 
 impl Default for Config {
@@ -141,11 +155,36 @@ impl Default for Config {
             spool_sync_interval: DEFAULT_SPOOL_SYNC_INTERVAL,
             spool_when_full: SpoolWhenFull::Reject,
             spool_full_timeout: DEFAULT_SPOOL_FULL_TIMEOUT,
+            shared_key: None,
+            username: String::new(),
+            password: Secret::default(),
+            hostname: None,
         }
     }
 }
 
 impl Config {
+    /// The handshake credentials these settings ask for: `None` without a shared key.
+    ///
+    /// # Errors
+    /// The machine's host name cannot be read (and none is configured).
+    pub fn client_auth(&self) -> Result<Option<forward::ClientAuth>, String> {
+        let Some(key) = &self.shared_key else {
+            return Ok(None);
+        };
+        let hostname = match &self.hostname {
+            Some(h) => h.clone(),
+            None => forward::local_hostname()
+                .map_err(|e| format!("cannot read the host name (set a hostname): {e}"))?,
+        };
+        Ok(Some(forward::ClientAuth {
+            shared_key: key.expose().to_string(),
+            hostname,
+            username: self.username.clone(),
+            password: self.password.expose().to_string(),
+        }))
+    }
+
     /// The spool options these settings ask for.
     pub fn spool_options(&self) -> spool::SpoolOptions {
         spool::SpoolOptions::default()

@@ -12,6 +12,10 @@ pub enum NewClientError {
     /// A setting is out of range.
     #[error("billing: invalid config: {0}")]
     InvalidConfig(&'static str),
+    /// The handshake settings cannot make a handshake (a shared key, hostname, username or
+    /// password out of bounds), or the host name cannot be read. Never shows the key.
+    #[error("billing: invalid authentication settings: {0}")]
+    InvalidAuth(String),
     /// The background sender could not start.
     #[error("billing: cannot start the sender thread: {0}")]
     Spawn(#[source] std::io::Error),

@@ -34,6 +34,7 @@ pub mod duration;
 mod encode;
 mod error;
 mod metrics;
+mod secret;
 mod sender;
 mod spooled;
 #[cfg(feature = "test-util")]
@@ -52,5 +53,6 @@ pub use config::{
 };
 pub use error::{AddBatchError, AddBatchErrorKind, AddError, FlushError, NewClientError};
 pub use metrics::{Metrics, Status, register_metrics};
+pub use secret::{Secret, read_private_file, read_secret_file};
 /// The spool types that appear in this crate's API.
 pub use spool::{SpoolError, SpoolOptions, SpoolStats};

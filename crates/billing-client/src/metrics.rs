@@ -8,6 +8,10 @@
 //! - `billing_client_queued_events`: events accepted and not yet delivered or dropped;
 //! - `billing_client_unacked_amounts{amount_type}`: amounts accepted and not yet acknowledged.
 //!
+//! - `billing_client_handshake_failures_total{reason}`: connection attempts whose handshake
+//!   failed (with a shared key): `refused` (the ingester's PONG said no),
+//!   `digest_mismatch` (its PONG digest is wrong: it does not know the key),
+//!   `hostname_loop`, `timeout`, `closed`, `protocol` (not a HELO/PONG), `io`;
 //! - with a spool: `billing_client_spool_bytes`, `_spool_records`,
 //!   `_spool_oldest_unacked_age_seconds`, `_spool_damaged_records`.
 //!
@@ -88,6 +92,11 @@ struct TypeLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
     status_code: String,
@@ -121,6 +130,7 @@ struct Inner {
     spool_records: Gauge,
     spool_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     spool_damaged: Gauge,
+    handshake_failures: Family<ReasonLabels, Counter>,
     per_type: RwLock<HashMap<AmountType, Arc<PerType>>>,
 }
 
@@ -149,6 +159,7 @@ impl Metrics {
             spool_records: Gauge::default(),
             spool_oldest_age: Gauge::default(),
             spool_damaged: Gauge::default(),
+            handshake_failures: Family::default(),
             per_type: RwLock::new(HashMap::new()),
         }))
     }
@@ -202,6 +213,11 @@ impl Metrics {
             "spool_oldest_unacked_age_seconds",
             "Age of the oldest unacknowledged event in the disk spool",
             self.0.spool_oldest_age.clone(),
+        );
+        r.register(
+            "handshake_failures",
+            "Connection attempts whose shared-key handshake with the ingester failed, by reason",
+            self.0.handshake_failures.clone(),
         );
         r.register(
             "spool_damaged_records",
@@ -330,6 +346,25 @@ impl Metrics {
             .position(|s| *s == status)
             .expect("listed");
         self.per_type(amount_type).amounts[i].get()
+    }
+
+    pub(crate) fn handshake_failure(&self, reason: &'static str) {
+        self.0
+            .handshake_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Current count of `billing_client_handshake_failures_total{reason}`.
+    pub fn handshake_failures(&self, reason: &str) -> u64 {
+        self.0
+            .handshake_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .get()
     }
 
     /// Current value of `billing_client_queued_events`.

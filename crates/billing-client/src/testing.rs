@@ -109,6 +109,18 @@ impl TestIngester {
     /// # Errors
     /// If the runtime, the thread or the listener cannot be created.
     pub fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with_config(addr, forward::ServerConfig::default())
+    }
+
+    /// Starts a server on `addr` with `config`, e.g. with `auth` set to test a client's
+    /// shared key (see [`TestIngester::start_with_auth`]).
+    ///
+    /// # Errors
+    /// If the runtime, the thread or the listener cannot be created, or `config` is invalid.
+    pub fn start_with_config(
+        addr: SocketAddr,
+        config: forward::ServerConfig,
+    ) -> std::io::Result<Self> {
         let state = Arc::new(State {
             mode: Mutex::new(AckMode::Ack),
             received: Mutex::new(Vec::new()),
@@ -117,7 +129,9 @@ impl TestIngester {
             acked_frames: AtomicUsize::new(0),
         });
         let handler = Arc::new(Recorder(state.clone()));
-        let options = BackgroundOptions::default().thread_name("test-ingester");
+        let options = BackgroundOptions::default()
+            .thread_name("test-ingester")
+            .config(config);
         let setup = async move { Ok::<_, std::convert::Infallible>((handler, ())) };
         let (server, ()) =
             BackgroundServer::start_with(addr, options, setup).map_err(|e| match e {
@@ -127,9 +141,31 @@ impl TestIngester {
         Ok(Self { state, server })
     }
 
+    /// Starts a server on `addr` that requires the handshake with `shared_key` (hostname
+    /// `test-ingester`, no users).
+    ///
+    /// # Errors
+    /// As [`TestIngester::start_with_config`].
+    pub fn start_with_auth(addr: SocketAddr, shared_key: &str) -> std::io::Result<Self> {
+        let config = forward::ServerConfig {
+            auth: Some(forward::ServerAuth {
+                shared_key: shared_key.to_string(),
+                hostname: "test-ingester".to_string(),
+                users: None,
+            }),
+            ..forward::ServerConfig::default()
+        };
+        Self::start_with_config(addr, config)
+    }
+
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.server.addr()
+    }
+
+    /// The server's counters (handshakes among them).
+    pub fn stats(&self) -> Arc<forward::ServerStats> {
+        self.server.stats()
     }
 
     /// A client config pointing at this server, with short retry delays for tests.

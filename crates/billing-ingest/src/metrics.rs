@@ -246,6 +246,29 @@ impl Collector for ServerCollector {
             let c = ConstCounter::new(value.load(Ordering::Relaxed));
             c.encode(family.encode_family(&ReasonLabel { reason })?)?;
         }
+        // Handshakes (with a shared key), by outcome, in one family.
+        let handshakes = [
+            ("ok", &s.handshakes_ok),
+            ("failed", &s.handshakes_failed),
+            ("timeout", &s.handshake_timeouts),
+        ];
+        let mut family = encoder.encode_descriptor(
+            "handshakes",
+            "Forward handshakes (shared key authentication) by outcome: ok, failed (wrong key, user or password, hostname loop, malformed PING, peer gone), timeout.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (outcome, value) in handshakes {
+            let c = ConstCounter::new(value.load(Ordering::Relaxed));
+            c.encode(family.encode_family(&OutcomeLabel { outcome })?)?;
+        }
+        let json = ConstCounter::new(s.refused_json_with_auth.load(Ordering::Relaxed));
+        json.encode(encoder.encode_descriptor(
+            "json_refused_with_auth",
+            "JSON frames refused because authentication is on (JSON framing has no handshake).",
+            None,
+            json.metric_type(),
+        )?)?;
         let waits = ConstCounter::new(s.memory_waits.load(Ordering::Relaxed));
         waits.encode(encoder.encode_descriptor(
             "memory_waits",

@@ -23,6 +23,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::budget::{Budget, Charge, Lane, READ_CHUNK, SMALL_FRAME_BYTES, buffer_cap};
 use crate::decode::{self, Inflater, Plan, inflate_cap};
 use crate::frame;
+use crate::handshake::{HandshakeError, MAX_HANDSHAKE_BYTES, check_message};
 use crate::limits::{RateLog, Reason};
 use crate::model::{Check, DecodeLimits, Frame, Framing};
 use crate::scan::FrameScanner;
@@ -314,6 +315,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(Some((decoded?, charge)))
     }
 
+    /// The next handshake message (a MessagePack array of at most [`MAX_HANDSHAKE_BYTES`]),
+    /// read into the same buffer as frames, so its bytes are charged to the budget and bound
+    /// by the deadlines as a frame's are; whatever follows it stays buffered for the frames
+    /// that follow. `None` when the peer closed the stream before sending a byte.
+    pub(crate) async fn read_handshake(&mut self) -> Result<Option<Vec<u8>>, ConnectionError> {
+        loop {
+            let view = &self.buf[self.start..];
+            match check_message(view, MAX_HANDSHAKE_BYTES).map_err(ConnectionError::Handshake)? {
+                Check::Complete(n) => {
+                    let message = view[..n].to_vec();
+                    self.start += n;
+                    return Ok(Some(message));
+                }
+                Check::Incomplete if view.len() >= MAX_HANDSHAKE_BYTES => {
+                    return Err(ConnectionError::Handshake(HandshakeError::TooLarge {
+                        limit: MAX_HANDSHAKE_BYTES,
+                    }));
+                }
+                Check::Incomplete => {}
+            }
+            if !self.fill(false).await? {
+                return if self.buf[self.start..].is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ConnectionError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// Writes `bytes` (a handshake message) to the peer.
+    ///
+    /// # Errors
+    /// Socket errors.
+    pub(crate) async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
     /// After a frame was handled (and its charge dropped): the idle clock starts again, and
     /// the reserve token is given back once none of this connection's memory comes from the
     /// reserve.
@@ -359,6 +398,14 @@ impl<R: AsyncRead + Unpin> AckReader<R> {
             stream,
             buf: BytesMut::with_capacity(1024),
         }
+    }
+
+    /// As [`AckReader::new`], with `early` bytes already read from the stream (e.g. what
+    /// followed a handshake's PONG in the same read), read before the stream's.
+    pub fn with_buffered(stream: R, early: &[u8]) -> Self {
+        let mut buf = BytesMut::with_capacity(1024.max(early.len()));
+        buf.extend_from_slice(early);
+        Self { stream, buf }
     }
 
     /// The chunk id of the next ack, or `None` when the server closed the connection.

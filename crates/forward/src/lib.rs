@@ -16,11 +16,14 @@
 //!   ([`BackgroundServer`]), with a handle to drop its connections and shut it down.
 //! - `heartbeat.rs`: the answer to fluentd's UDP heartbeat ([`serve_udp_heartbeat`]);
 //! - `handshake.rs`: the shared-key / user handshake (HELO, PING, PONG) as a pure codec and
-//!   sans-IO state machines ([`ClientHandshake`], [`ServerHandshake`]).
+//!   sans-IO state machines ([`ClientHandshake`], [`ServerHandshake`]); `authenticate.rs`
+//!   runs the server's side of it on each new connection when [`ServerConfig::auth`] is set
+//!   (no frame is read before it passed); [`local_hostname`] is both sides' default hostname.
 //!
 //! Every type and function is reached from the crate root, except the writers in [`encode`]
 //! and the MessagePack scanner in [`msgpack`], whose modules are their namespace.
 
+mod authenticate;
 mod background;
 mod budget;
 mod connection;
@@ -29,6 +32,7 @@ pub mod encode;
 mod frame;
 mod handshake;
 mod heartbeat;
+mod hostname;
 mod limits;
 mod model;
 pub mod msgpack;
@@ -55,10 +59,11 @@ pub use handshake::{
     password_digest, shared_key_digest, write_helo, write_ping, write_pong,
 };
 pub use heartbeat::{HEARTBEAT_REPLY, serve_udp_heartbeat};
+pub use hostname::local_hostname;
 pub use limits::{
-    ConfigError, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MEMORY_LIMIT, LOG_INTERVAL, MEMORY_LIMIT_PER_FRAME_BYTE, NOFILE_HEADROOM, ServerConfig,
-    raise_nofile_limit,
+    ConfigError, DEFAULT_FRAME_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MEMORY_LIMIT, LOG_INTERVAL, MEMORY_LIMIT_PER_FRAME_BYTE,
+    NOFILE_HEADROOM, ServerConfig, raise_nofile_limit,
 };
 pub use model::{
     Check, Compression, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME, DecodeLimits,
@@ -124,4 +129,8 @@ pub enum ConnectionError {
     /// not read within it (server side).
     #[error("frame timeout: frame not complete in time")]
     FrameTimeout,
+    /// The peer sent a handshake message that is not one, or too large (server side, with
+    /// authentication).
+    #[error("handshake: {0}")]
+    Handshake(#[source] HandshakeError),
 }

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::budget::{SMALL_FRAME_BYTES, decode_ceiling};
+use crate::handshake::{ServerAuth, ServerHandshake};
 use crate::model::{DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME};
 
 /// Default most connections open at once; more are closed as soon as they are accepted.
@@ -26,6 +27,11 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Default longest time a client may take to send one frame, from its first byte to its
 /// last (time the server spent waiting for memory does not count), and to read one ack.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default longest time a client of a server with authentication ([`ServerConfig::auth`]) may
+/// take, from its connection, to send a valid PING (fluentd has no such limit; without one, a
+/// peer that never answers the HELO would hold a connection slot until the idle timeout).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default memory budget of the whole server (partial frames buffered, frames being decoded
 /// or handled), in bytes.
@@ -61,6 +67,13 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Longest time to send one frame once its first byte arrived (and to read one ack).
     pub frame_timeout: Duration,
+    /// Shared key (and optional user) authentication: `Some` makes every connection start with
+    /// the Forward Protocol v1 handshake (HELO, PING, PONG) and refuses JSON framing, as
+    /// fluentd's `<security>` does; `None` (the default) serves anyone who connects.
+    pub auth: Option<ServerAuth>,
+    /// Longest time from a connection's accept to a valid PING when [`ServerConfig::auth`] is
+    /// set; the connection is closed (counted `handshake_timeouts`) when it passes.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +85,8 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            auth: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -82,7 +97,8 @@ impl Default for ServerConfig {
 pub struct ConfigError(pub String);
 
 impl ServerConfig {
-    /// Checks the settings: every limit positive, `max_frame_bytes` at least
+    /// Checks the settings: every limit positive, `auth` (when set) within the handshake's
+    /// bounds (shared key and hostname 1 to 1024 and 255 bytes, credentials at most 1024), `max_frame_bytes` at least
     /// [`SMALL_FRAME_BYTES`], and `memory_limit` at least [`MEMORY_LIMIT_PER_FRAME_BYTE`] ×
     /// `max_frame_bytes` + 1 MiB (so that one frame of the largest size can always be read,
     /// inflated and decoded within the reserve, however the rest of the budget is held).
@@ -102,8 +118,17 @@ impl ServerConfig {
         if self.max_connections == 0 {
             return err("max_connections must be at least 1".into());
         }
-        if self.idle_timeout.is_zero() || self.frame_timeout.is_zero() {
+        if self.idle_timeout.is_zero()
+            || self.frame_timeout.is_zero()
+            || self.handshake_timeout.is_zero()
+        {
             return err("timeouts must be longer than zero".into());
+        }
+        if let Some(auth) = &self.auth {
+            // The same checks a connection's handshake makes, once, before serving.
+            if let Err(e) = ServerHandshake::new(auth.clone()) {
+                return err(format!("auth: {e}"));
+            }
         }
         let least = self
             .max_frame_bytes
@@ -181,9 +206,12 @@ pub(crate) enum Reason {
     DecodedTooLarge,
     MemoryWait,
     AcceptError,
+    HandshakeFailed,
+    HandshakeTimeout,
+    JsonWithAuth,
 }
 
-const REASONS: usize = 8;
+const REASONS: usize = 11;
 
 impl Reason {
     fn index(self) -> usize {
@@ -200,6 +228,9 @@ impl Reason {
             Reason::DecodedTooLarge => "decoded_too_large",
             Reason::MemoryWait => "memory_wait",
             Reason::AcceptError => "accept_error",
+            Reason::HandshakeFailed => "handshake_failed",
+            Reason::HandshakeTimeout => "handshake_timeout",
+            Reason::JsonWithAuth => "json_with_auth",
         }
     }
 }

@@ -16,6 +16,10 @@
 //! timeouts; every frame's bytes and decoded form are charged to one memory budget for the
 //! whole server before they are allocated, and its charge is held until its handler
 //! returned. Every limit hit is counted in [`ServerStats`] and logged, rate-limited.
+//! With [`ServerConfig::auth`] set, each connection first passes the handshake
+//! (`authenticate.rs`): HELO, a valid PING within `handshake_timeout`, PONG; a connection
+//! that fails it is closed and nothing it sent reaches the handler; JSON framing, which has
+//! no handshake, is refused on such a server (closed before the handler sees the frame).
 //! An accept error (`EMFILE`, `ENFILE`, ...) pauses accepting with a growing backoff (10 ms
 //! to 1 s) instead of spinning, while open connections are served on.
 
@@ -29,10 +33,11 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
 
+use crate::authenticate::authenticate;
 use crate::budget::Budget;
 use crate::connection::{Connection, Guard};
 use crate::limits::{RateLog, Reason, ServerConfig, nofile_soft_limit};
-use crate::model::{DecodeLimits, Frame};
+use crate::model::{DecodeLimits, Frame, Framing};
 use crate::stats::ServerStats;
 use crate::{ConnectionError, FrameError};
 
@@ -382,6 +387,19 @@ async fn serve_guarded<H: Handler>(
     );
     let mut conn = Connection::guarded(stream, limits, guard);
     tracing::debug!(%peer, "forward connection opened");
+    if let Some(auth) = &config.auth
+        && !authenticate(
+            &mut conn,
+            auth,
+            config.handshake_timeout,
+            peer,
+            &stats,
+            &shared.log,
+        )
+        .await
+    {
+        return;
+    }
     loop {
         let (frame, charge) = match conn.read_guarded().await {
             Ok(Some(frame)) => frame,
@@ -395,6 +413,17 @@ async fn serve_guarded<H: Handler>(
             }
         };
         stats.frames.fetch_add(1, Ordering::Relaxed);
+        if config.auth.is_some() && frame.framing == Framing::Json {
+            // As fluentd: JSON framing has no handshake, so a server with one refuses it.
+            stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            stats.refused_json_with_auth.fetch_add(1, Ordering::Relaxed);
+            shared.log.hit(
+                Reason::JsonWithAuth,
+                Some(peer),
+                "JSON framing refused: authentication is on; closing",
+            );
+            return;
+        }
         let chunk = frame.options.chunk.clone();
         let framing = frame.framing;
         let handled = handler.handle(peer, frame).await;

@@ -42,4 +42,15 @@ pub struct ServerStats {
     pub memory_charged_bytes: AtomicU64,
     /// Failed accepts (`EMFILE`, `ENFILE`, ...), each followed by a pause in accepting.
     pub accept_errors: AtomicU64,
+    /// Handshakes passed (with [`ServerConfig::auth`](crate::ServerConfig::auth) set).
+    pub handshakes_ok: AtomicU64,
+    /// Handshakes failed: wrong shared key, unknown user or wrong password, hostname loop, a
+    /// malformed or oversized PING, the peer closing first (reason `handshake_failed`).
+    pub handshakes_failed: AtomicU64,
+    /// Connections closed for sending no valid PING within `handshake_timeout` (reason
+    /// `handshake_timeout`).
+    pub handshake_timeouts: AtomicU64,
+    /// Frames refused for JSON framing on a server with authentication (also counted in
+    /// `protocol_errors`).
+    pub refused_json_with_auth: AtomicU64,
 }

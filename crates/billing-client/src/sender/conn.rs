@@ -2,6 +2,9 @@
 //! that reads acks from the read half and hands them over a channel, so that writing a large
 //! batch never stops acks from being read.
 //!
+//! With credentials, the handshake runs on the socket before it is split, within the same
+//! `connect_timeout` as the connection; the ack task starts only once it passed.
+//!
 //! Invariants: the ack task ends with the connection (it is aborted when the [`Conn`] drops);
 //! it reports the end of the stream or a read error as one `Err` and then stops.
 
@@ -12,6 +15,17 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::task::JoinHandle;
+
+use super::handshake;
+
+/// Why [`Conn::open`] failed.
+#[derive(Debug)]
+pub(super) enum OpenError {
+    /// No TCP connection, as one line.
+    Connect(String),
+    /// Connected, but the handshake failed: the metric's `reason` label and one line.
+    Handshake { kind: &'static str, message: String },
+}
 
 /// An ack's chunk id, or why the connection can no longer deliver acks.
 pub(super) type Ack = Result<Vec<u8>, String>;
@@ -31,21 +45,52 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    /// Connects within `timeout` and starts reading acks.
+    /// Connects and, with `auth`, passes the handshake, all within `timeout`; then starts
+    /// reading acks.
     ///
     /// # Errors
-    /// Why the connection failed, as one line.
-    pub(super) async fn open(host: &str, port: u16, timeout: Duration) -> Result<Conn, String> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("connect timed out".to_string()),
-        };
+    /// Why the connection or its handshake failed.
+    pub(super) async fn open(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        auth: Option<&forward::ClientAuth>,
+    ) -> Result<Conn, OpenError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut stream =
+            match tokio::time::timeout_at(deadline, TcpStream::connect((host, port))).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return Err(OpenError::Connect(e.to_string())),
+                Err(_) => return Err(OpenError::Connect("connect timed out".to_string())),
+            };
         let _ = stream.set_nodelay(true);
+        let early = match auth {
+            None => Vec::new(),
+            Some(auth) => {
+                match tokio::time::timeout_at(deadline, handshake::run(&mut stream, auth)).await {
+                    Ok(Ok(early)) => early,
+                    Ok(Err(f)) => {
+                        return Err(OpenError::Handshake {
+                            kind: f.kind,
+                            message: f.message,
+                        });
+                    }
+                    Err(_) => {
+                        return Err(OpenError::Handshake {
+                            kind: "timeout",
+                            message: format!(
+                                "handshake failed: not completed within the connect timeout of                                  {} (does the ingester have a shared key set?)",
+                                crate::duration::format(timeout)
+                            ),
+                        });
+                    }
+                }
+            }
+        };
         let (read, writer) = stream.into_split();
         let (tx, acks) = unbounded_channel();
         let reader = tokio::spawn(async move {
-            let mut reader = forward::AckReader::new(read);
+            let mut reader = forward::AckReader::with_buffered(read, &early);
             loop {
                 let item = match reader.read_ack().await {
                     Ok(Some(id)) => Ok(id),

@@ -10,6 +10,11 @@
 //! and with the same chunk id, on the next connection after a backoff delay. The unique keys
 //! make that resend safe.
 //!
+//! With a shared key, a connection counts as made only once its handshake passed
+//! (`handshake.rs`); a failed handshake is a failed connection attempt (counted in
+//! `billing_client_handshake_failures_total`, logged once per streak, retried after the
+//! backoff) and never drops an event.
+//!
 //! Invariants:
 //! - an event is counted `success` only when every chunk carrying its records was acked
 //!   (an event's records never span batches);
@@ -21,6 +26,7 @@
 mod backoff;
 mod batch;
 mod conn;
+mod handshake;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,12 +43,16 @@ use crate::contract::{Command, Queued, Shared};
 use crate::metrics::Status;
 use backoff::Backoff;
 use batch::{Batch, Framer, Pending};
-use conn::{Conn, next_ack};
+use conn::{Conn, OpenError, next_ack};
 
 pub(crate) struct Sender {
     cfg: Config,
     host: String,
     port: u16,
+    /// The handshake's credentials, when the ingester wants one.
+    auth: Option<forward::ClientAuth>,
+    /// The last handshake failure logged, so that a streak of the same one logs once.
+    handshake_failure: Option<String>,
     shared: Arc<Shared>,
     rx: UnboundedReceiver<Command>,
     rx_open: bool,
@@ -69,6 +79,7 @@ impl Sender {
         cfg: Config,
         host: String,
         port: u16,
+        auth: Option<forward::ClientAuth>,
         shared: Arc<Shared>,
         rx: UnboundedReceiver<Command>,
         recovered_below: u64,
@@ -78,6 +89,8 @@ impl Sender {
             cfg,
             host,
             port,
+            auth,
+            handshake_failure: None,
             shared,
             rx,
             rx_open: true,
@@ -297,12 +310,34 @@ impl Sender {
     }
 
     async fn connect(&mut self) {
-        match Conn::open(&self.host, self.port, self.cfg.connect_timeout).await {
+        let opened = Conn::open(
+            &self.host,
+            self.port,
+            self.cfg.connect_timeout,
+            self.auth.as_ref(),
+        )
+        .await;
+        match opened {
             Ok(conn) => {
                 tracing::debug!(ingester = %self.cfg.ingester, "billing: connected to the ingester");
+                self.handshake_failure = None;
                 self.conn = Some(conn);
             }
-            Err(reason) => self.schedule_retry(&format!("cannot connect: {reason}")),
+            Err(OpenError::Connect(reason)) => {
+                self.schedule_retry(&format!("cannot connect: {reason}"));
+            }
+            Err(OpenError::Handshake { kind, message }) => {
+                // A failed handshake is a failed connection attempt: the events stay queued
+                // and the attempt is retried after the backoff, as for a connect error.
+                self.shared.metrics.handshake_failure(kind);
+                if self.handshake_failure.as_deref() != Some(message.as_str()) {
+                    tracing::error!(ingester = %self.cfg.ingester, "billing: {message}");
+                    self.handshake_failure = Some(message.clone());
+                    // That line says it all: the retry is logged at debug level.
+                    self.failing = true;
+                }
+                self.schedule_retry(&message);
+            }
         }
     }
 
