@@ -75,6 +75,7 @@ pub use time::EventTime;
 
 /// Why bytes are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The frame (or its decompressed entries) exceeds the configured limit.
     #[error("frame larger than the limit of {limit} bytes")]
@@ -112,6 +113,7 @@ pub enum FrameError {
 
 /// Why a connection stopped yielding frames.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectionError {
     /// The peer sent bytes that are not a frame.
     #[error(transparent)]
