@@ -303,12 +303,16 @@ impl Client {
                 events,
             ));
         }
-        let queued: Vec<Queued> = encoded
-            .into_iter()
-            .zip(&events)
-            .filter(|(r, _)| !r.is_empty())
-            .map(|(r, e)| r.queued(e))
-            .collect();
+        let mut queued: Vec<Queued> = Vec::with_capacity(n);
+        // Events with only zero amounts: nothing to send, counted `success` once the batch is in.
+        let mut nothing_to_send = Vec::new();
+        for (i, (r, e)) in encoded.into_iter().zip(&events).enumerate() {
+            if r.is_empty() {
+                nothing_to_send.push(i);
+            } else {
+                queued.push(r.queued(e));
+            }
+        }
         for q in &queued {
             metrics.unacked(1, &q.amounts);
         }
@@ -327,11 +331,8 @@ impl Client {
             self.track_refused(Status::Stopping, &events);
             return Err(AddBatchError::new(AddBatchErrorKind::Closed, events));
         }
-        for e in events
-            .iter()
-            .filter(|e| e.amounts.values().all(|&v| v == 0))
-        {
-            metrics.track(Status::Success, &e.amounts);
+        for i in nothing_to_send {
+            metrics.track(Status::Success, &events[i].amounts);
         }
         Ok(())
     }
