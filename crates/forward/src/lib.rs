@@ -14,6 +14,8 @@
 //!   limit counted in [`ServerStats`] and logged, rate-limited;
 //! - `background.rs`: a server run as a task ([`SpawnedServer`]) or on its own thread
 //!   ([`BackgroundServer`]), with a handle to drop its connections and shut it down.
+//! - `endpoint.rs`: the address syntax of both halves ([`Endpoint`]: `host:port`, `tls://`,
+//!   `unix://`);
 //! - `heartbeat.rs`: the answer to fluentd's UDP heartbeat ([`serve_udp_heartbeat`]);
 //! - `handshake.rs`: the shared-key / user handshake (HELO, PING, PONG) as a pure codec and
 //!   sans-IO state machines ([`ClientHandshake`], [`ServerHandshake`]); `authenticate.rs`
@@ -29,6 +31,7 @@ mod budget;
 mod connection;
 mod decode;
 pub mod encode;
+mod endpoint;
 mod frame;
 mod handshake;
 mod heartbeat;
@@ -48,6 +51,7 @@ pub use background::{
 pub use budget::SMALL_FRAME_BYTES;
 pub use connection::{AckReader, Connection};
 pub use decode::decoded_cost;
+pub use endpoint::{Endpoint, EndpointError};
 pub use frame::{
     check as check_frame, check_reply, json_to_value, parse as parse_frame, parse_ack,
     parse_with as parse_frame_with, value_to_json,
