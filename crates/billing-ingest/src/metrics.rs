@@ -19,6 +19,7 @@
 //! | `billing_ingest_frames_total` | counter | frames decoded |
 //! | `billing_ingest_chunks_acked_total` | counter | acks written |
 //! | `billing_ingest_protocol_errors_total` | counter | connections closed for bytes that are not a frame |
+//! | `billing_ingest_tcp_heartbeats_total` | counter | `nil` objects between frames (fluentd's TCP heartbeat), skipped |
 //! | `billing_ingest_limit_hits_total{reason}` | counter | server limits hit: `max_connections`, `idle_timeout`, `frame_timeout`, `too_many_records`, `frame_too_large`, `decoded_too_large`, `accept_error` |
 //! | `billing_ingest_memory_waits_total` | counter | times a connection waited for the memory budget |
 //! | `billing_ingest_memory_bytes` | gauge | bytes of the memory budget in use |
@@ -220,6 +221,11 @@ impl Collector for ServerCollector {
                 "protocol_errors",
                 "Connections closed because they sent bytes that are not a forward frame.",
                 &s.protocol_errors,
+            ),
+            (
+                "tcp_heartbeats",
+                "nil objects received between frames (fluentd's TCP heartbeat), skipped.",
+                &s.heartbeats,
             ),
         ];
         for (name, help, value) in counters {

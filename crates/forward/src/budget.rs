@@ -78,6 +78,11 @@ fn units(bytes: usize) -> usize {
 }
 
 impl Budget {
+    /// The counters of the server this budget belongs to.
+    pub(crate) fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
     /// Splits `memory_limit` for frames of at most `max_frame_bytes` (validated by
     /// `ServerConfig::validate`).
     pub(crate) fn new(

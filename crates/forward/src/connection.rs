@@ -29,6 +29,9 @@ use crate::model::{Check, DecodeLimits, Frame, Framing};
 use crate::scan::FrameScanner;
 use crate::{ConnectionError, FrameError};
 
+/// MessagePack's `nil`, fluentd's heartbeat on a forward connection.
+const NIL: u8 = 0xc0;
+
 /// Reads frames from a stream and writes acks to it (the server half).
 #[derive(Debug)]
 pub struct Connection<S> {
@@ -153,6 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// clean end of stream.
     async fn next_frame(&mut self) -> Result<Option<usize>, ConnectionError> {
         loop {
+            self.skip_heartbeats();
             let view = &self.buf[self.start..];
             if let Check::Complete(n) =
                 self.scanner
@@ -175,6 +179,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     Err(ConnectionError::Truncated)
                 };
             }
+        }
+    }
+
+    /// Skips `nil` objects where a frame would begin: fluentd's TCP heartbeat (its
+    /// `in_forward` ignores a `nil` message). Each is one byte, so skipping costs what it was
+    /// sent; on a server it counts as activity (the idle timer restarts) and is counted.
+    fn skip_heartbeats(&mut self) {
+        if self.scanner.in_frame() {
+            return;
+        }
+        let nils = self.buf[self.start..]
+            .iter()
+            .take_while(|&&b| b == NIL)
+            .count();
+        if nils == 0 {
+            return;
+        }
+        self.start += nils;
+        if let Some(g) = &mut self.guard {
+            g.idle_since = Instant::now();
+            g.budget
+                .stats()
+                .heartbeats
+                .fetch_add(nils as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

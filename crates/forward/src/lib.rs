@@ -16,7 +16,8 @@
 //!   ([`BackgroundServer`]), with a handle to drop its connections and shut it down.
 //! - `endpoint.rs`: the address syntax of both halves ([`Endpoint`]: `host:port`, `tls://`,
 //!   `unix://`);
-//! - `heartbeat.rs`: the answer to fluentd's UDP heartbeat ([`serve_udp_heartbeat`]);
+//! - `heartbeat.rs`: the answer to fluentd's UDP heartbeat ([`serve_udp_heartbeat`]); its TCP
+//!   heartbeat, a `nil` between frames, is skipped by `connection.rs`;
 //! - `handshake.rs`: the shared-key / user handshake (HELO, PING, PONG) as a pure codec and
 //!   sans-IO state machines ([`ClientHandshake`], [`ServerHandshake`]); `authenticate.rs`
 //!   runs the server's side of it on each new connection when [`ServerConfig::auth`] is set

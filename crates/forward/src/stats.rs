@@ -15,6 +15,9 @@ pub struct ServerStats {
     pub frames: AtomicU64,
     /// Acks written.
     pub acks: AtomicU64,
+    /// `nil` objects received between frames: fluentd's TCP heartbeat, skipped (they keep a
+    /// connection from being idle and are never handed to the handler).
+    pub heartbeats: AtomicU64,
     /// Connections closed because of bytes that are not a frame.
     pub protocol_errors: AtomicU64,
     /// Frames the handler failed to take (closed without ack).
