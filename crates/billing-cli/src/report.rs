@@ -40,11 +40,13 @@ pub enum OutputFormat {
 pub struct ReportArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Only buckets starting at or after this time, RFC 3339 [default: no lower bound].
-    #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+    /// Only usage at or after this hour: RFC 3339 on an hour boundary
+    /// (2026-12-01T10:00:00Z) or a UTC date (2026-12-01) [default: no lower bound]. A day or
+    /// month that starts before it holds only its usage from here on.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub from: Option<SystemTime>,
-    /// Only buckets starting before this time (exclusive), RFC 3339 [default: no upper bound].
-    #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+    /// Only usage before this hour (exclusive), as --from [default: no upper bound].
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub to: Option<SystemTime>,
     /// Only this internal instance id [default: all].
     #[arg(long, value_name = "ID")]
@@ -64,8 +66,16 @@ pub struct ReportArgs {
     pub summary: bool,
 }
 
+/// RFC 3339, or a bare date meaning its midnight UTC.
 fn parse_time(s: &str) -> Result<SystemTime, String> {
-    billing_schema::parse_rfc3339(s)
+    let is_date = s.len() == 10 && s.as_bytes()[4] == b'-' && s.as_bytes()[7] == b'-';
+    if is_date {
+        return billing_schema::parse_rfc3339(&format!("{s}T00:00:00Z"))
+            .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"));
+    }
+    billing_schema::parse_rfc3339(s).map_err(|_| {
+        format!("{s:?} is not a time: use RFC 3339 (2026-12-01T10:00:00Z) or a date (2026-12-01)")
+    })
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
@@ -77,6 +87,20 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         OutputFormat::Csv => Format::Csv,
         OutputFormat::Json => Format::Json,
     };
+    let query = UsageQuery {
+        from: args.from,
+        to: args.to,
+        instance: args.instance,
+        amount_type: args.amount_type,
+        by: match args.by {
+            By::Hour => Granularity::Hour,
+            By::Day => Granularity::Day,
+            By::Month => Granularity::Month,
+        },
+    };
+    // Before the store is opened: a range that cannot be reported exactly is the caller's
+    // mistake, whatever the store holds.
+    query.check()?;
     let mut out = Vec::new();
     runtime.block_on(async {
         let url = &args.store.url;
@@ -87,17 +111,6 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             let summary = store.summary().await?;
             billing_ingest::write_summary(&mut out, &summary, format)?;
         } else {
-            let query = UsageQuery {
-                from: args.from,
-                to: args.to,
-                instance: args.instance,
-                amount_type: args.amount_type,
-                by: match args.by {
-                    By::Hour => Granularity::Hour,
-                    By::Day => Granularity::Day,
-                    By::Month => Granularity::Month,
-                },
-            };
             let rows = store.usage(&query).await?;
             billing_ingest::write_usage(&mut out, &rows, format)?;
         }

@@ -94,16 +94,19 @@ struct Row {
     records: i64,
 }
 
-/// `billing report --by BY --format csv`, parsed (values as `i128`).
+/// `billing report --by BY --format csv`, parsed (values as `i128`); its last line, the
+/// totals row of the one amount type, must be the exact sum of the others.
 fn usage(store: &str, by: &str) -> Vec<Row> {
     let out = report(store, &["--by", by, "--format", "csv"]);
-    let mut lines = out.lines();
+    let mut lines: Vec<&str> = out.lines().collect();
     assert_eq!(
-        lines.next(),
+        lines.first().copied(),
         Some("instance,amount_type,bucket,value,records"),
         "{out}"
     );
-    lines
+    let total = lines.pop().expect("a totals row");
+    let rows: Vec<Row> = lines[1..]
+        .iter()
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
             assert_eq!(f.len(), 5, "{l}");
@@ -114,7 +117,15 @@ fn usage(store: &str, by: &str) -> Vec<Row> {
                 records: f[4].parse().unwrap(),
             }
         })
-        .collect()
+        .collect();
+    let sum: i128 = rows.iter().map(|r| r.value).sum();
+    let records: i64 = rows.iter().map(|r| r.records).sum();
+    assert_eq!(
+        total,
+        format!("(all),samples,total,{sum},{records}"),
+        "{out}"
+    );
+    rows
 }
 
 fn row(instance: &str, bucket: &str, value: i128, records: i64) -> Row {

@@ -64,7 +64,10 @@ pub use metrics::{
     encode as encode_metrics,
 };
 pub use postgres::{DEFAULT_POOL_SIZE, PgStore, PgUrl, PoolStatus};
-pub use report::{Format, Granularity, Summary, UsageQuery, UsageRow, write_summary, write_usage};
+pub use report::{
+    Format, Granularity, RangeError, Summary, TOTAL_BUCKET, TOTAL_INSTANCE, UsageQuery, UsageRow,
+    totals, write_summary, write_usage,
+};
 pub use schema::LATEST as SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
 pub use store_options::{DEFAULT_QUARANTINE_MAX_ROWS, StoreOptions};
@@ -186,6 +189,9 @@ pub enum StoreError {
     /// A sum exceeded the 128-bit range.
     #[error("a usage sum exceeds the 128-bit integer range")]
     Overflow,
+    /// A usage query whose range cannot be reported exactly (see [`UsageQuery::check`]).
+    #[error(transparent)]
+    Range(#[from] RangeError),
 }
 
 /// What became of a frame's entries. `received == stored + duplicates + conflicts +
@@ -315,7 +321,8 @@ impl AnyStore {
     /// Usage per instance, amount type and bucket, sorted (see [`UsageQuery`]).
     ///
     /// # Errors
-    /// Query failures; [`StoreError::Unsupported`] for `jsonl:`.
+    /// Query failures; [`StoreError::Range`] for a range [`UsageQuery::check`] refuses;
+    /// [`StoreError::Unsupported`] for `jsonl:`.
     pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
         match self {
             AnyStore::Jsonl(_) => Err(NO_JSONL_REPORTS),

@@ -175,8 +175,9 @@ impl PgStore {
     /// Hourly rows rolled up as `query` asks, sorted by instance, type and bucket.
     ///
     /// # Errors
-    /// Query failures, [`StoreError::Overflow`].
+    /// Query failures, [`StoreError::Overflow`], [`StoreError::Range`] (see [`UsageQuery::check`]).
     pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        query.check()?;
         let HourFilter {
             lo,
             hi,

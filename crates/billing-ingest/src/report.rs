@@ -2,11 +2,14 @@
 //! months, and the table / CSV / JSON writers that `billing report` prints.
 //!
 //! Stores only answer "the hourly rollup rows in `[lo, hi)` matching these filters"; everything
-//! calendar-related happens here, once, so both databases report identically. Bucket bounds:
-//! `--from` is inclusive and `--to` exclusive, both applied to the **bucket start**: a bucket
-//! is reported when `from <= start < to`. Because every bucket boundary is an hour boundary,
-//! that is exactly the hourly rows whose hour is in `[ceil(from), ceil(to))`, `ceil` rounding up
-//! to the next bucket boundary of the chosen granularity.
+//! calendar-related happens here, once, so both databases report identically. Range bounds:
+//! `from` is inclusive and `to` exclusive, and they apply to the **usage**, not to bucket
+//! starts: a report covers exactly the hours in `[from, to)`, so a day or month at either end
+//! of the range holds only its hours inside the range (its `bucket` still names the day or
+//! month). Hourly rollups are the finest grain kept, so bounds must be hour boundaries: a bound
+//! inside an hour is refused ([`RangeError::InsideAnHour`], naming the hour boundaries around
+//! it) rather than silently widened or narrowed, and an empty or inverted range is refused too
+//! ([`RangeError::Empty`]).
 //!
 //! Output order is by instance, then amount type (both bytewise), then bucket.
 //!
@@ -42,9 +45,9 @@ pub enum Granularity {
 /// What a usage report selects.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsageQuery {
-    /// Only buckets starting at or after this instant.
+    /// Only usage at or after this instant (an hour boundary; see [`UsageQuery::check`]).
     pub from: Option<SystemTime>,
-    /// Only buckets starting before this instant.
+    /// Only usage before this instant (an hour boundary; see [`UsageQuery::check`]).
     pub to: Option<SystemTime>,
     /// Only this `internal_instance_id`.
     pub instance: Option<String>,
@@ -161,15 +164,97 @@ fn ceil(t: SystemTime, by: Granularity) -> i64 {
     }
 }
 
+/// Why a usage query's range cannot be reported exactly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RangeError {
+    /// A bound lies inside an hour, and usage is kept per hour.
+    #[error(
+        "--{bound} {given} is inside an hour, and usage is kept per hour: use --{bound} {before} or --{bound} {after}"
+    )]
+    InsideAnHour {
+        /// `from` or `to`.
+        bound: &'static str,
+        /// The bound as given, RFC 3339.
+        given: String,
+        /// The hour boundary before it.
+        before: String,
+        /// The hour boundary after it.
+        after: String,
+    },
+    /// `from` is not before `to`.
+    #[error("empty range: --from {from} is not before --to {to}")]
+    Empty {
+        /// RFC 3339.
+        from: String,
+        /// RFC 3339.
+        to: String,
+    },
+}
+
+fn rfc3339_of(t: SystemTime) -> String {
+    billing_schema::rfc3339(t)
+}
+
 impl UsageQuery {
+    /// Checks that the range can be reported exactly: both bounds on hour boundaries, `from`
+    /// before `to`.
+    ///
+    /// # Errors
+    /// [`RangeError`], which names the hour boundaries around a bound inside an hour.
+    pub fn check(&self) -> Result<(), RangeError> {
+        for (bound, t) in [("from", self.from), ("to", self.to)] {
+            let Some(t) = t else { continue };
+            let (secs, nanos) = unix(t);
+            let before = floor(secs, Granularity::Hour);
+            if before != secs || nanos != 0 {
+                return Err(RangeError::InsideAnHour {
+                    bound,
+                    given: rfc3339_of(t),
+                    before: rfc3339_secs(before),
+                    after: rfc3339_secs(next(before, Granularity::Hour)),
+                });
+            }
+        }
+        if let (Some(from), Some(to)) = (self.from, self.to)
+            && from >= to
+        {
+            return Err(RangeError::Empty {
+                from: rfc3339_of(from),
+                to: rfc3339_of(to),
+            });
+        }
+        Ok(())
+    }
+
+    /// The hourly rows of the range. Bounds inside an hour (refused by [`UsageQuery::check`])
+    /// are rounded up here, so that no caller that skipped the check sees an hour twice.
     pub(crate) fn hour_filter(&self) -> HourFilter {
         HourFilter {
-            lo: self.from.map_or(i64::MIN, |t| ceil(t, self.by)),
-            hi: self.to.map_or(i64::MAX, |t| ceil(t, self.by)),
+            lo: self.from.map_or(i64::MIN, |t| ceil(t, Granularity::Hour)),
+            hi: self.to.map_or(i64::MAX, |t| ceil(t, Granularity::Hour)),
             instance: self.instance.clone(),
             amount_type: self.amount_type.clone(),
         }
     }
+}
+
+/// Totals per amount type over `rows` (summing different amount types means nothing), in
+/// amount-type order: the report's totals rows.
+///
+/// # Errors
+/// [`StoreError::Overflow`] for a sum beyond 128 bits.
+pub fn totals(rows: &[UsageRow]) -> Result<Vec<(String, i128, i64)>, StoreError> {
+    let mut by_type: BTreeMap<&str, (i128, i64)> = BTreeMap::new();
+    for r in rows {
+        let t = by_type.entry(&r.amount_type).or_default();
+        t.0 = t.0.checked_add(r.value).ok_or(StoreError::Overflow)?;
+        t.1 = t.1.checked_add(r.records).ok_or(StoreError::Overflow)?;
+    }
+    Ok(by_type
+        .into_iter()
+        .map(|(t, (value, records))| (t.to_string(), value, records))
+        .collect())
 }
 
 /// Sums hourly rows into the query's buckets and sorts them.
@@ -254,16 +339,37 @@ fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> i
     Ok(())
 }
 
+/// In the totals rows of tables and CSV: the instance and bucket columns.
+pub const TOTAL_INSTANCE: &str = "(all)";
+/// See [`TOTAL_INSTANCE`].
+pub const TOTAL_BUCKET: &str = "total";
+
 /// Writes usage rows in `format`.
 ///
 /// JSON: `[{"instance","amount_type","bucket","value","records"}, ...]`, `bucket` the RFC 3339
 /// UTC start of the bucket, `value` a number with every digit of the exact sum (beyond 64 bits
-/// when it is; see the module docs). CSV: the same columns under a header line. Table: the same columns,
-/// aligned.
+/// when it is; see the module docs). CSV: the same columns under a header line. Table: the same
+/// columns, aligned. Table and CSV end with one totals row per amount type (instance
+/// [`TOTAL_INSTANCE`], bucket [`TOTAL_BUCKET`]); JSON readers sum the rows themselves.
 ///
 /// # Errors
-/// The writer's.
+/// The writer's; `InvalidData` if a total exceeds 128 bits.
 pub fn write_usage(out: &mut impl Write, rows: &[UsageRow], format: Format) -> io::Result<()> {
+    let totals = || -> io::Result<Vec<Vec<String>>> {
+        let totals = totals(rows).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(totals
+            .into_iter()
+            .map(|(amount_type, value, records)| {
+                vec![
+                    TOTAL_INSTANCE.to_string(),
+                    amount_type,
+                    TOTAL_BUCKET.to_string(),
+                    value.to_string(),
+                    records.to_string(),
+                ]
+            })
+            .collect())
+    };
     match format {
         Format::Json => {
             // Written by hand to keep the documented key order.
@@ -296,10 +402,14 @@ pub fn write_usage(out: &mut impl Write, rows: &[UsageRow], format: Format) -> i
                     r.records
                 )?;
             }
+            for t in totals()? {
+                let t: Vec<String> = t.iter().map(|c| csv_field(c).into_owned()).collect();
+                writeln!(out, "{}", t.join(","))?;
+            }
             Ok(())
         }
         Format::Table => {
-            let cells: Vec<Vec<String>> = rows
+            let mut cells: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
                     vec![
@@ -311,6 +421,7 @@ pub fn write_usage(out: &mut impl Write, rows: &[UsageRow], format: Format) -> i
                     ]
                 })
                 .collect();
+            cells.extend(totals()?);
             write_table(
                 out,
                 &["INSTANCE", "AMOUNT_TYPE", "BUCKET", "VALUE", "RECORDS"],
@@ -409,7 +520,7 @@ mod tests {
         write_usage(&mut out, &rows, Format::Csv).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "instance,amount_type,bucket,value,records\n\"a,\"\"b\"\"\",t,1970-01-01T00:00:00Z,-1,1\n"
+            "instance,amount_type,bucket,value,records\n\"a,\"\"b\"\"\",t,1970-01-01T00:00:00Z,-1,1\n(all),t,total,-1,1\n"
         );
     }
 

@@ -133,8 +133,9 @@ impl SqliteStore {
     /// Hourly rows rolled up as `query` asks, sorted by instance, type and bucket.
     ///
     /// # Errors
-    /// Query failures, [`StoreError::Overflow`].
+    /// Query failures, [`StoreError::Overflow`], [`StoreError::Range`] (see [`UsageQuery::check`]).
     pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        query.check()?;
         let filter = query.hour_filter();
         let hourly = self.call(move |conn| hourly_rows(conn, &filter)).await?;
         report::roll_up(hourly, query.by)

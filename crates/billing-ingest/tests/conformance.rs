@@ -513,7 +513,7 @@ conformance!(
     invalid_records_are_quarantined_and_the_rest_of_the_chunk_is_stored_and_acked,
     rollups_sum_values_and_count_records_per_utc_hour_across_boundaries,
     report_rolls_hours_up_into_days_and_months,
-    report_filters_by_instance_type_and_bucket_start,
+    report_filters_by_instance_type_and_exact_hour_range,
     report_writes_json_csv_and_table,
     summary_totals_persist_across_reopening,
     migrations_run_once_and_reopening_keeps_data,
@@ -881,7 +881,7 @@ async fn report_rolls_hours_up_into_days_and_months(db: TestDb) {
     );
 }
 
-async fn report_filters_by_instance_type_and_bucket_start(db: TestDb) {
+async fn report_filters_by_instance_type_and_exact_hour_range(db: TestDb) {
     let store = db.open().await;
     seed_for_reports(&store).await;
     let q = |from: Option<&str>, to: Option<&str>, by| UsageQuery {
@@ -891,7 +891,7 @@ async fn report_filters_by_instance_type_and_bucket_start(db: TestDb) {
         amount_type: Some("samples".into()),
         by,
     };
-    // from inclusive, to exclusive, on the bucket start.
+    // from inclusive, to exclusive, on the usage's hour.
     assert_eq!(
         store
             .usage(&q(
@@ -903,37 +903,53 @@ async fn report_filters_by_instance_type_and_bucket_start(db: TestDb) {
             .unwrap(),
         vec![row("i-1", "samples", "2026-11-01T00:00:00Z", 2, 1)]
     );
-    assert_eq!(
-        store
-            .usage(&q(
-                Some("2026-11-01T00:00:00Z"),
-                Some("2026-11-01T05:00:00.000000001Z"),
-                Granularity::Hour
-            ))
-            .await
-            .unwrap()
-            .len(),
-        2
+    // A bound inside an hour is refused, naming the hour boundaries around it; so is an
+    // empty range.
+    let inside = store
+        .usage(&q(
+            Some("2026-11-01T00:00:00Z"),
+            Some("2026-11-01T05:00:00.000000001Z"),
+            Granularity::Hour,
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        inside.contains("--to 2026-11-01T05:00:00Z or --to 2026-11-01T06:00:00Z"),
+        "{inside}"
     );
-    // A day whose start is before `from` is not reported, even if some of its hours are after.
+    let empty = store
+        .usage(&q(
+            Some("2026-11-02T00:00:00Z"),
+            Some("2026-11-01T00:00:00Z"),
+            Granularity::Day,
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(empty.contains("empty range"), "{empty}");
+    // A day that starts before `from` holds exactly its hours from `from` on (here 05:10's 3,
+    // not 00:10's 2).
     assert_eq!(
         store
             .usage(&q(Some("2026-11-01T03:00:00Z"), None, Granularity::Day))
             .await
             .unwrap(),
         vec![
+            row("i-1", "samples", "2026-11-01T00:00:00Z", 3, 1),
             row("i-1", "samples", "2026-11-02T00:00:00Z", 4, 1),
             row("i-1", "samples", "2026-12-01T00:00:00Z", 5, 1),
         ]
     );
+    // Likewise a month that ends after `to`.
     assert_eq!(
         store
-            .usage(&q(None, Some("2026-12-01T00:00:00Z"), Granularity::Month))
+            .usage(&q(None, Some("2026-11-02T00:00:00Z"), Granularity::Month))
             .await
             .unwrap(),
         vec![
             row("i-1", "samples", "2026-10-01T00:00:00Z", 1, 1),
-            row("i-1", "samples", "2026-11-01T00:00:00Z", 9, 3),
+            row("i-1", "samples", "2026-11-01T00:00:00Z", 5, 2),
         ]
     );
     let only_i2 = UsageQuery {
@@ -992,13 +1008,18 @@ async fn report_writes_json_csv_and_table(db: TestDb) {
         "instance,amount_type,bucket,value,records\n\
          i-1,samples,2026-10-01T00:00:00Z,1,1\n\
          i-1,samples,2026-11-01T00:00:00Z,9,3\n\
-         i-1,samples,2026-12-01T00:00:00Z,5,1\n"
+         i-1,samples,2026-12-01T00:00:00Z,5,1\n\
+         (all),samples,total,15,5\n"
     );
     let mut table = Vec::new();
     write_usage(&mut table, &rows, Format::Table).unwrap();
     let table = String::from_utf8(table).unwrap();
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), 4, "{table}");
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(
+        lines[4].starts_with("(all)") && lines[4].ends_with(" 15        5"),
+        "a totals row: {table}"
+    );
     assert!(lines[0].starts_with("INSTANCE"), "{table}");
     assert!(
         lines[2].contains("2026-11-01T00:00:00Z") && lines[2].ends_with(" 9        3"),

@@ -1,0 +1,103 @@
+//! `billing report` ranges are exact: bounds apply to the usage, not to bucket starts, dates
+//! are accepted, a bound inside an hour or an inverted range is refused with a message that
+//! says what to use instead, and tables and CSV end with a totals row.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use common::*;
+
+fn send(addr: SocketAddr, key: &str, amount: &str, at: &str) {
+    let mut c = Command::new(billing_bin());
+    c.args(["send", "--billing.ingester", &addr.to_string()])
+        .args(["--key", key, "--instance", "i-1", "--amount", amount])
+        .args(["--at", at, "--timeout", "20s"]);
+    let out = run("billing send", c);
+    assert!(out.status.success(), "send {key}: {}", out.stderr);
+}
+
+fn report_fails(store: &str, args: &[&str]) -> String {
+    let mut c = Command::new(billing_bin());
+    c.arg("report").arg("--store").arg(store).args(args);
+    let out = run("billing report", c);
+    assert!(
+        !out.status.success(),
+        "{args:?} should fail: {}",
+        out.stdout
+    );
+    assert!(out.stdout.is_empty(), "nothing printed: {}", out.stdout);
+    out.stderr
+}
+
+#[test]
+fn report_ranges_cover_the_usage_inside_them_and_refuse_what_they_cannot_cover_exactly() {
+    let dir = temp_dir("report-range");
+    let db = dir.path().join("billing.db");
+    let store = format!("sqlite:{}", db.display());
+    let server = ingest_sqlite(&db, "127.0.0.1:0", &[]);
+    send(server.addr, "a", "samples=1", "2026-11-30T23:30:00Z");
+    send(server.addr, "b", "samples=2", "2026-12-01T09:59:59Z");
+    send(server.addr, "c", "samples=4", "2026-12-01T10:00:00Z");
+    send(server.addr, "d", "samples=8", "2026-12-01T23:59:00Z");
+    send(server.addr, "e", "samples=16", "2026-12-02T00:00:00Z");
+
+    // The day of 2026-12-01 starts before --from: it holds its usage from 10:00 on.
+    let day = report(
+        &store,
+        &[
+            "--from",
+            "2026-12-01T10:00:00Z",
+            "--by",
+            "day",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(
+        day,
+        "instance,amount_type,bucket,value,records\n\
+         i-1,samples,2026-12-01T00:00:00Z,12,2\n\
+         i-1,samples,2026-12-02T00:00:00Z,16,1\n\
+         (all),samples,total,28,3\n"
+    );
+    // Dates are midnights, UTC; --to is exclusive.
+    let dates = report(
+        &store,
+        &[
+            "--from",
+            "2026-12-01",
+            "--to",
+            "2026-12-02",
+            "--by",
+            "month",
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(
+        dates.ends_with("i-1,samples,2026-12-01T00:00:00Z,14,3\n(all),samples,total,14,3\n"),
+        "{dates}"
+    );
+    // The table has the same totals row.
+    let table = report(&store, &["--by", "month"]);
+    let last = table.lines().last().unwrap();
+    assert!(
+        last.starts_with("(all)") && last.contains("total") && last.ends_with(" 31        5"),
+        "{table}"
+    );
+
+    let inside = report_fails(&store, &["--from", "2026-12-01T10:30:00Z", "--by", "day"]);
+    assert!(
+        inside.contains("--from 2026-12-01T10:00:00Z or --from 2026-12-01T11:00:00Z"),
+        "names the hour boundaries around the bound: {inside}"
+    );
+    let inverted = report_fails(&store, &["--from", "2026-12-02", "--to", "2026-12-01"]);
+    assert!(inverted.contains("empty range"), "{inverted}");
+    let bad = report_fails(&store, &["--from", "yesterday"]);
+    assert!(
+        bad.contains("2026-12-01T10:00:00Z") && bad.contains("date"),
+        "{bad}"
+    );
+}
