@@ -2,7 +2,8 @@
 //! load generator the crash tests kill at random moments.
 //!
 //! Exit codes of `drain`: 0 everything delivered; 1 not everything within `--timeout`;
-//! 2 the spool cannot be opened (e.g. locked by a running client, named by pid).
+//! 2 the spool cannot be opened (e.g. locked by a running client, named by pid), or the
+//! directory holds no spool (it is never created by `drain`).
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -34,6 +35,7 @@ pub enum SpoolCommand {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("spool_dir", |a| a.hide(true)))]
 pub struct DrainArgs {
     /// The spool directory.
     pub dir: std::path::PathBuf,
@@ -110,6 +112,32 @@ fn open(dir: std::path::PathBuf, billing: billing_client::Args) -> Result<Client
 }
 
 fn drain(a: DrainArgs) -> ExitCode {
+    // Opening a spool creates one: a misspelt directory must not become an empty spool
+    // "drained" successfully.
+    match spool::holds_spool(&a.dir) {
+        Ok(true) => {}
+        Ok(false) => {
+            return fail(
+                2,
+                format!(
+                    "{} holds no spool (no LOCK, ACKS or segment file)",
+                    a.dir.display()
+                ),
+            );
+        }
+        Err(e) => return fail(2, e),
+    }
+    if let Some(other) = &a.billing.spool_dir
+        && other != &a.dir
+    {
+        return fail(
+            2,
+            format!(
+                "the spool to drain is the DIR argument; --billing.spool-dir (or BILLING_SPOOL_DIR) names another: {}",
+                other.display()
+            ),
+        );
+    }
     let ingester = a.billing.ingester.clone();
     let client = match open(a.dir, a.billing) {
         Ok(c) => c,

@@ -225,3 +225,53 @@ fn send_with_a_spool_exits_3_when_not_yet_acked_and_drain_delivers_it_later() {
     assert!(out.status.success(), "{}", out.stderr);
     assert!(stored_keys(&store).contains("later"));
 }
+
+#[test]
+fn drain_refuses_a_directory_without_a_spool_and_a_second_spool_directory() {
+    let dir = temp_dir("drain-refuses");
+    let drain = |spool: &std::path::Path, extra: &[&str]| {
+        let mut c = Command::new(billing_bin());
+        c.args(["spool", "drain"])
+            .arg(spool)
+            .args(["--billing.ingester", "127.0.0.1:9", "--timeout", "1s"])
+            .args(extra);
+        run("billing spool drain", c)
+    };
+    let misspelt = dir.path().join("spoool");
+    let out = drain(&misspelt, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("spoool"), "{}", out.stderr);
+    assert!(
+        !misspelt.exists(),
+        "drain created the directory it was asked to drain"
+    );
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = drain(&empty, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("holds no spool"), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "nothing written"
+    );
+
+    // A real spool named twice, differently: refused, not silently one of them.
+    let spool = dir.path().join("spool");
+    let mut c = Command::new(billing_bin());
+    c.args([
+        "send",
+        "--billing.ingester",
+        "127.0.0.1:9",
+        "--billing.spool-dir",
+    ])
+    .arg(&spool)
+    .args(["--key", "k", "--instance", "1", "--amount", "samples=5"])
+    .args(["--timeout", "100ms"]);
+    assert_eq!(run("billing send", c).status.code(), Some(3));
+    let out = drain(&spool, &["--billing.spool-dir", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("--billing.spool-dir"), "{}", out.stderr);
+}

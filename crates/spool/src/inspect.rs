@@ -41,6 +41,20 @@ pub struct Inspection {
     pub locked_by: Option<u32>,
 }
 
+/// Whether `dir` holds a spool: it exists and has the spool's lock file, ack log or a segment
+/// (a spool writes its lock file when it is first opened). For commands that must not create
+/// a spool where an operator misspelt a directory.
+///
+/// # Errors
+/// [`SpoolError::Io`] if the directory does not exist or cannot be listed.
+pub fn holds_spool(dir: &Path) -> Result<bool, SpoolError> {
+    let listing =
+        layout::list(&StdIo, dir).map_err(|e| SpoolError::io("list directory", dir, e))?;
+    Ok(!listing.segments.is_empty()
+        || dir.join(crate::io::LOCK_FILE).exists()
+        || dir.join(acklog::ACK_FILE).exists())
+}
+
 /// Read-only look at a spool directory; works while another process holds the lock (the
 /// numbers are then a snapshot that may be slightly inconsistent). Segments that cannot be
 /// opened or read are skipped.

@@ -187,7 +187,7 @@ mod writer;
 
 pub use error::SpoolError;
 pub use format::{MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
-pub use inspect::{Inspection, inspect};
+pub use inspect::{Inspection, holds_spool, inspect};
 pub use options::{
     DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Durability, MIN_SEGMENT_BYTES, SpoolOptions, WhenFull,
 };
