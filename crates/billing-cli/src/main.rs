@@ -31,6 +31,26 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: text, or json (one object per line, for log shippers). What is
+    /// logged is chosen with RUST_LOG (e.g. RUST_LOG=debug, RUST_LOG=billing_client=debug);
+    /// each command has its own default level.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "BILLING_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (colored on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,15 +70,18 @@ enum Command {
     Spool(spool_cmd::SpoolArgs),
 }
 
-fn init_logs(default: &str) {
+fn init_logs(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 fn main() -> ExitCode {
@@ -87,6 +110,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let log_format = cli.log_format;
+    let init_logs = |default| init_logs(log_format, default);
     let result = match cli.command {
         Command::Ingest(args) => {
             init_logs("info");

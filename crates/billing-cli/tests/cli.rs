@@ -1,6 +1,6 @@
 //! The `billing` command line: exit codes and one-line reasons of `send`, flags from
 //! `BILLING_*` environment variables, `--help` naming every flag's default, and the ingester's
-//! log line for a broken connection.
+//! log line for a broken connection, the top-level help and JSON logs.
 
 mod common;
 
@@ -208,4 +208,51 @@ fn wait_for<T>(f: impl Fn() -> Option<T>) -> T {
         );
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+#[test]
+fn top_level_help_names_every_command_and_the_log_format() {
+    let mut c = Command::new(billing_bin());
+    c.arg("--help");
+    let out = run("billing --help", c);
+    assert!(out.status.success(), "{}", out.stderr);
+    let first = out.stdout.lines().next().unwrap_or_default();
+    for cmd in ["ingest", "report", "send", "demo", "bench", "spool"] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{cmd} "))),
+            "`billing --help` does not list {cmd}:\n{}",
+            out.stdout
+        );
+        assert!(first.contains(cmd), "the first line names {cmd}: {first}");
+    }
+    assert!(out.stdout.contains("--log-format"), "{}", out.stdout);
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_stderr_line() {
+    let dir = temp_dir("json-logs");
+    let mut c = Command::new(billing_bin());
+    c.env("RUST_LOG", "info")
+        .args(["--log-format", "json", "ingest", "--listen", "127.0.0.1:0"])
+        .arg("--store")
+        .arg(format!("sqlite:{}", dir.path().join("b.db").display()));
+    let server = Server::spawn("billing ingest --log-format json", c);
+    let stderr = wait_for(|| {
+        let s = server.stderr();
+        s.contains("ingester listening").then_some(s)
+    });
+    for line in stderr.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+    let listening = stderr
+        .lines()
+        .find(|l| l.contains("ingester listening"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(listening).unwrap();
+    assert_eq!(v["level"], "INFO", "{listening}");
+    assert!(v["fields"]["addr"].is_string(), "{listening}");
 }
