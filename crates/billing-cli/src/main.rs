@@ -85,7 +85,8 @@ fn init_logs(format: LogFormat, default: &str) {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // Go's forms (`-billing.ingester=h:p`, bare booleans) parse as they did for the Go client.
+    let cli = match Cli::try_parse_from(billing_client::go_flags(std::env::args_os())) {
         Ok(cli) => cli,
         Err(e)
             if matches!(

@@ -256,3 +256,57 @@ fn log_format_json_writes_one_json_object_per_stderr_line() {
     assert_eq!(v["level"], "INFO", "{listening}");
     assert!(v["fields"]["addr"].is_string(), "{listening}");
 }
+
+#[test]
+fn go_form_flags_are_accepted_as_the_go_client_wrote_them() {
+    let mut ingest = Ingest::start("go-flags");
+    let mut c = Command::new(billing_bin());
+    c.args([
+        "send",
+        &format!("-billing.ingester={}", ingest.addr()),
+        "-billing.retry-delay",
+        "100ms",
+        "-billing.require-ack",
+        "-billing.framing=json-message",
+        "--key",
+        "go-1",
+        "--instance",
+        "7",
+        "--amount",
+        "samples=3",
+        "--timeout",
+        "20s",
+    ]);
+    let out = run("billing send (Go flags)", c);
+    assert!(out.status.success(), "{}", out.stderr);
+    let lines = ingest.wait_lines("go-1 record", |l| !l.is_empty());
+    assert_eq!(lines[0]["record"]["unique_key"], "go-1:samples");
+    // -billing.framing=json-message was honoured: whole seconds on the wire.
+    assert!(
+        !lines[0]["time"].as_str().unwrap().contains('.'),
+        "{}",
+        lines[0]
+    );
+
+    // An explicit value still parses in Go's `-flag=value` form.
+    let mut c = Command::new(billing_bin());
+    c.args([
+        "send",
+        &format!("-billing.ingester={}", ingest.addr()),
+        "-billing.require-ack=false",
+        "--key",
+        "go-2",
+        "--instance",
+        "7",
+        "--amount",
+        "samples=4",
+        "--timeout",
+        "20s",
+    ]);
+    let out = run("billing send (Go flags, no ack)", c);
+    assert!(out.status.success(), "{}", out.stderr);
+    ingest.wait_lines("go-2 record", |l| {
+        l.iter()
+            .any(|r| r["record"]["unique_key"] == "go-2:samples")
+    });
+}

@@ -50,7 +50,8 @@ pub struct Args {
     pub ingester: String,
     /// Count an event delivered only once the ingester acknowledged it. false only for peers
     /// that cannot ack: events written to a connection that then dies are lost.
-    #[arg(long = "billing.require-ack", env = "BILLING_REQUIRE_ACK", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    /// Given alone (Go's bare boolean form), it means true.
+    #[arg(long = "billing.require-ack", env = "BILLING_REQUIRE_ACK", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = false, default_missing_value = "true", value_name = "BOOL")]
     pub require_ack: bool,
     /// How long a chunk may wait for its ack before everything unacked is resent on a new
     /// connection.

@@ -22,7 +22,8 @@
 //!
 //! # Features
 //!
-//! - `clap` (default): [`Args`], the settings as command-line flags and environment variables.
+//! - `clap` (default): [`Args`], the settings as command-line flags and environment variables,
+//!   and [`go_flags`], which lets them be written in Go's forms (`-billing.ingester=h:p`).
 //! - `test-util`: `testing::TestIngester`, an in-process forward server for your own tests.
 
 #[cfg(feature = "clap")]
@@ -33,6 +34,8 @@ mod contract;
 pub mod duration;
 mod encode;
 mod error;
+#[cfg(feature = "clap")]
+mod go_flags;
 mod metrics;
 mod secret;
 mod sender;
@@ -52,6 +55,8 @@ pub use config::{
     parse_host_port,
 };
 pub use error::{AddBatchError, AddBatchErrorKind, AddError, FlushError, NewClientError};
+#[cfg(feature = "clap")]
+pub use go_flags::go_flags;
 pub use metrics::{Metrics, Status, register_metrics};
 pub use secret::{Secret, read_private_file, read_secret_file};
 /// The spool types that appear in this crate's API.
