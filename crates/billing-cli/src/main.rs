@@ -99,14 +99,27 @@ fn main() -> ExitCode {
             e.exit()
         }
         Err(e) => {
-            // One line: scripts read the reason from stderr.
+            // One line: scripts read the reason from stderr. The reason may span lines (e.g.
+            // the list of missing flags): they are joined, up to the usage and tip lines.
             let text = e.render().to_string();
+            let reason: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| {
+                    !l.starts_with("Usage:")
+                        && !l.starts_with("tip:")
+                        && !l.starts_with("For more information")
+                })
+                .filter(|l| !l.is_empty())
+                .collect();
+            let reason = reason.join(" ");
             eprintln!(
                 "billing: {}",
-                text.lines()
-                    .next()
-                    .unwrap_or("invalid arguments")
-                    .trim_start_matches("error: ")
+                if reason.is_empty() {
+                    "invalid arguments"
+                } else {
+                    reason.trim_start_matches("error: ")
+                }
             );
             return ExitCode::from(2);
         }

@@ -19,11 +19,14 @@ pub struct SendArgs {
     /// Internal instance id the usage belongs to.
     #[arg(long, value_name = "ID")]
     pub instance: String,
-    /// When the usage occurred, RFC 3339 [default: now].
+    /// When the usage occurred, RFC 3339 [default: now]. The stored record is the key's
+    /// first arrival: a retry of a send must pass the same --at (and amounts), or it is a
+    /// different record under the same key, counted as a conflict and not billed.
     #[arg(long, value_name = "RFC3339", value_parser = parse_at)]
     pub at: Option<SystemTime>,
-    /// An amount, TYPE=N with N an integer; repeatable (container-seconds, node-seconds,
-    /// weavenet-seconds, samples, or any other type).
+    /// An amount, TYPE=N with N an integer; repeatable, one per type (container-seconds,
+    /// node-seconds, weavenet-seconds, samples, or any other type). Zero amounts are not
+    /// billable and not sent.
     #[arg(long = "amount", value_name = "TYPE=N", value_parser = parse_amount, required = true)]
     pub amounts: Vec<(String, i64)>,
     /// Metadata K=V; repeatable.
@@ -100,6 +103,21 @@ pub fn run(args: SendArgs) -> ExitCode {
         eprintln!("billing send: {msg}");
         ExitCode::from(code)
     };
+    let mut amounts = Amounts::new();
+    for (t, n) in args.amounts {
+        if amounts.insert(AmountType::from(t.clone()), n).is_some() {
+            return fail(
+                2,
+                format!("--amount {t} is given twice: one amount per type (add them up)"),
+            );
+        }
+    }
+    if amounts.values().all(|&n| n == 0) {
+        // The library sends no record for a zero amount (as the Go client): say so rather
+        // than exit 0 as if something had been acknowledged.
+        println!("nothing is billable: every amount is 0, so nothing was sent");
+        return ExitCode::SUCCESS;
+    }
     let config: billing_client::Config = args.billing.into();
     let spooled = config.spool_dir.clone();
     let ingester = config.ingester.clone();
@@ -108,11 +126,6 @@ pub fn run(args: SendArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(2, e.to_string()),
     };
-    let amounts: Amounts = args
-        .amounts
-        .into_iter()
-        .map(|(t, n)| (AmountType::from(t), n))
-        .collect();
     let metadata: Metadata = args.metadata.into_iter().collect();
     let at = args.at.unwrap_or_else(SystemTime::now);
     if let Err(e) = client.add_amounts(args.key, args.instance, at, amounts, metadata) {

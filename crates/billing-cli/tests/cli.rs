@@ -58,6 +58,46 @@ fn send_with_a_bad_amount_exits_2_naming_it() {
 }
 
 #[test]
+fn send_without_an_amount_or_with_a_type_twice_exits_2_naming_it() {
+    let mut c = send("127.0.0.1:9");
+    c.args(["--key", "k"]);
+    let out = run("billing send", c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line(&out.stderr).contains("--amount"), "{}", out.stderr);
+
+    let mut c = send("127.0.0.1:9");
+    c.args([
+        "--key",
+        "k",
+        "--amount",
+        "samples=1",
+        "--amount",
+        "samples=2",
+    ]);
+    let out = run("billing send", c);
+    assert_eq!(out.status.code(), Some(2));
+    let line = one_line(&out.stderr);
+    assert!(line.contains("samples") && line.contains("twice"), "{line}");
+}
+
+#[test]
+fn send_of_only_zero_amounts_says_nothing_is_billable_and_exits_0_without_connecting() {
+    // Nothing listens at port 9: exit 0 proves no delivery was attempted.
+    let mut c = send("127.0.0.1:9");
+    c.args([
+        "--key",
+        "k",
+        "--amount",
+        "samples=0",
+        "--amount",
+        "node-seconds=0",
+    ]);
+    let out = run("billing send", c);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("nothing is billable"), "{}", out.stdout);
+}
+
+#[test]
 fn send_to_an_unparsable_ingester_address_exits_2() {
     let mut c = send("no-port-here");
     c.args(["--key", "k", "--amount", "samples=1"]);
