@@ -1,4 +1,5 @@
-//! `billing bench`: throughput of the client, side by side with the Go baseline in one run.
+//! `billing bench`: throughput of the client, side by side with the Go baseline in one run;
+//! with `--sink`, the load generator of `bench_load.rs` instead.
 //!
 //! Targets, all in this process except the Go baseline:
 //! - `discard`: a socket that reads and throws away (what the Go baseline's README measures);
@@ -24,8 +25,52 @@ use billing_client::{AmountType, Amounts, Client, Config, Metadata, Metrics};
 use billing_ingest::{AnyStore, PgUrl, RunningIngester, StoreUrl};
 use forward::{Disposition, Frame, Handler};
 
+/// Where `--sink` sends the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sink {
+    /// The ingester named by --billing.ingester (every --billing.* flag applies).
+    External,
+    /// An in-process forward server that acks every frame without storing it.
+    Ack,
+    /// An in-process ingester on a SQLite file in a temp dir.
+    Sqlite,
+    /// An in-process ingester on PostgreSQL (--postgres URL; a schema made for the run).
+    Postgres,
+}
+
+/// Output of the load generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
+    /// Run the load generator against this sink (see `bench_load`); without it, the
+    /// side-by-side suite (discard socket, ack server, stores, Go baseline with --go).
+    #[arg(long, value_enum, value_name = "SINK")]
+    pub sink: Option<Sink>,
+    /// Load generator: producer threads adding events concurrently.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub producers: u16,
+    /// Load generator: pace all producers together to this many events/s (latency measured
+    /// unsaturated) [default: as fast as possible].
+    #[arg(long, value_name = "EVENTS_PER_S", value_parser = positive_rate)]
+    pub rate: Option<f64>,
+    /// Load generator: keys PREFIX-i and amounts, instances and times a pure function of i,
+    /// so a rerun the same UTC day re-adds the same events (the store dedupes them)
+    /// [default: keys unique to the run].
+    #[arg(long, value_name = "PREFIX")]
+    pub key_prefix: Option<String>,
+    /// Load generator: output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: BenchFormat,
+    /// The client's settings for the load generator (--billing.ingester with --sink external).
+    #[command(flatten)]
+    pub billing: billing_client::Args,
     /// Also measure the disk spool: acceptance from two producer threads in both durability
     /// modes, and client memory with a growing backlog.
     #[arg(long)]
@@ -59,6 +104,15 @@ pub struct BenchArgs {
     pub store_buffered: usize,
 }
 
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a positive number of events per second"
+        )),
+    }
+}
+
 /// Client settings of the store runs: the client's defaults (the flags try others).
 const STORE_BATCH: usize = billing_client::DEFAULT_BATCH_MAX_RECORDS;
 const STORE_IN_FLIGHT: usize = billing_client::DEFAULT_MAX_IN_FLIGHT;
@@ -70,6 +124,36 @@ impl Handler for AckAll {
     type Error = std::convert::Infallible;
     async fn handle(&self, _peer: SocketAddr, _frame: Frame) -> Result<Disposition, Self::Error> {
         Ok(Disposition::Ack)
+    }
+}
+
+/// An in-process forward server that acks every frame, on a 1-worker runtime of its own.
+pub(crate) struct AckTarget {
+    _runtime: tokio::runtime::Runtime,
+    addr: SocketAddr,
+}
+
+impl AckTarget {
+    pub(crate) fn start() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let addr = runtime.block_on(async {
+            let server =
+                forward::Server::bind("127.0.0.1:0", forward::ServerConfig::default()).await?;
+            let addr = server.local_addr()?;
+            tokio::spawn(server.serve(Arc::new(AckAll), std::future::pending()));
+            anyhow::Ok(addr)
+        })?;
+        Ok(Self {
+            _runtime: runtime,
+            addr,
+        })
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 
@@ -146,13 +230,13 @@ fn run_ours(addr: SocketAddr, args: &BenchArgs, require_ack: bool) -> anyhow::Re
 /// and store code of `billing ingest`), on a 2-worker runtime of its own as `billing ingest`
 /// runs on. Not [`billing_ingest::BackgroundIngester`]: its runtime has a single thread, which
 /// would measure another ingester and break comparison with earlier figures.
-struct StoreTarget {
+pub(crate) struct StoreTarget {
     runtime: tokio::runtime::Runtime,
     ingester: RunningIngester<AnyStore>,
 }
 
 impl StoreTarget {
-    fn start(url: &StoreUrl) -> anyhow::Result<Self> {
+    pub(crate) fn start(url: &StoreUrl) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -180,12 +264,7 @@ impl StoreTarget {
         };
         let secs = run_client(self.ingester.addr(), args, cfg)?;
         let records = (args.events * usize::from(args.types)) as i64;
-        let summary = self.runtime.block_on(self.ingester.store().summary())?;
-        anyhow::ensure!(
-            summary.records == records,
-            "the store holds {} records, {records} were sent",
-            summary.records
-        );
+        self.check_records(records)?;
         let (frames, store_secs) = self.ingester.metrics().commits();
         let breakdown = Breakdown {
             frames,
@@ -195,7 +274,22 @@ impl StoreTarget {
         Ok((records as f64 / secs, breakdown))
     }
 
-    fn stop(self) {
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.ingester.addr()
+    }
+
+    /// Fails unless the store holds `records` records.
+    pub(crate) fn check_records(&self, records: i64) -> anyhow::Result<()> {
+        let summary = self.runtime.block_on(self.ingester.store().summary())?;
+        anyhow::ensure!(
+            summary.records == records,
+            "the store holds {} records, {records} were sent",
+            summary.records
+        );
+        Ok(())
+    }
+
+    pub(crate) fn stop(self) {
         self.runtime.block_on(self.ingester.shutdown());
     }
 }
@@ -221,16 +315,16 @@ impl std::fmt::Display for Breakdown {
 }
 
 /// A schema made for one PostgreSQL run; dropped with everything in it.
-struct BenchSchema {
-    name: String,
-    url: PgUrl,
+pub(crate) struct BenchSchema {
+    pub(crate) name: String,
+    pub(crate) url: PgUrl,
     /// `--postgres` without this crate's own parameters, for tokio-postgres: stripped here
     /// because [`PgUrl`] keeps its own tokio-postgres string private.
     conn: String,
 }
 
 impl BenchSchema {
-    fn new(base: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(base: &str) -> anyhow::Result<Self> {
         let name = format!("bench_{}", std::process::id());
         let url = base.parse::<PgUrl>()?.with_schema(&name)?;
         let (head, query) = base.split_once('?').unwrap_or((base, ""));
@@ -246,7 +340,7 @@ impl BenchSchema {
         Ok(Self { name, url, conn })
     }
 
-    fn drop_schema(&self) -> anyhow::Result<()> {
+    pub(crate) fn drop_schema(&self) -> anyhow::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -290,6 +384,9 @@ fn run_go(
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(sink) = args.sink {
+        return crate::bench_load::run(sink, &args);
+    }
     if args.spool {
         crate::bench_spool::run()?;
     }
@@ -307,17 +404,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     if !args.stores_only {
         let discard = discard_server()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()?;
-        let ack_addr = runtime.block_on(async {
-            let server =
-                forward::Server::bind("127.0.0.1:0", forward::ServerConfig::default()).await?;
-            let addr = server.local_addr()?;
-            tokio::spawn(server.serve(Arc::new(AckAll), std::future::pending()));
-            anyhow::Ok(addr)
-        })?;
+        let ack = AckTarget::start()?;
+        let ack_addr = ack.addr();
         if let Some(go) = &args.go {
             row(
                 "go baseline, JSON, no acks -> discard socket",

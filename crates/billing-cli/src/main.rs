@@ -2,6 +2,7 @@
 //! wiring the libraries together.
 
 mod bench;
+mod bench_load;
 mod bench_spool;
 mod demo;
 mod ingest;
@@ -65,7 +66,7 @@ enum Command {
     /// retries and an ingester restart, then reconcile what was stored.
     Demo(demo::DemoArgs),
     /// Measure the client's throughput, side by side with the Go baseline when given.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Inspect or drain a client's disk spool.
     Spool(spool_cmd::SpoolArgs),
 }
@@ -147,7 +148,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             // The producer loop retries refused events by design: their warnings are noise here.
             init_logs("error");
-            bench::run(args)
+            bench::run(*args)
         }
         Command::Demo(args) => {
             init_logs("warn");
