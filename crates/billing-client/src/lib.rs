@@ -47,9 +47,9 @@ pub use client::Client;
 pub use config::{
     Config, DEFAULT_ACK_TIMEOUT, DEFAULT_BATCH_MAX_RECORDS, DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_INGESTER, DEFAULT_MAX_BUFFERED_EVENTS, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_RETRY_DELAY, DEFAULT_RETRY_DELAY_MAX, DEFAULT_SPOOL_FULL_TIMEOUT,
-    DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_SYNC_INTERVAL, Framing, SpoolSync, SpoolWhenFull,
-    parse_host_port,
+    DEFAULT_PRIMARY_RECHECK, DEFAULT_RETRY_DELAY, DEFAULT_RETRY_DELAY_MAX,
+    DEFAULT_SPOOL_FULL_TIMEOUT, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_SYNC_INTERVAL,
+    DEFAULT_WRITE_TIMEOUT, Framing, IngesterPolicy, SpoolSync, SpoolWhenFull, parse_host_port,
 };
 pub use error::{AddBatchError, AddBatchErrorKind, AddError, FlushError, NewClientError};
 pub use metrics::{Metrics, Status, register_metrics};
