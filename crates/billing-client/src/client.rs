@@ -45,7 +45,8 @@ impl Client {
     /// # Errors
     /// [`NewClientError::InvalidAddress`] if `ingester` is not `host:port` or a
     /// comma-separated list of addresses (the message names the first bad one);
-    /// [`NewClientError::InvalidConfig`] for zero limits; [`NewClientError::InvalidAuth`] for
+    /// [`NewClientError::InvalidConfig`] for zero limits (or a zero `write_timeout` or
+    /// `primary_recheck`); [`NewClientError::InvalidAuth`] for
     /// handshake credentials out of bounds (or no readable host name); [`NewClientError::Spawn`] if the
     /// sender thread cannot start.
     pub fn new(config: Config) -> Result<Self, NewClientError> {
@@ -67,6 +68,12 @@ impl Client {
         if config.batch_max_records == 0 || config.max_in_flight == 0 {
             return Err(NewClientError::InvalidConfig(
                 "batch_max_records and max_in_flight must be at least 1",
+            ));
+        }
+        if config.write_timeout.is_zero() || config.primary_recheck.is_zero() {
+            // Zero would fail every write, or recheck the primary in a tight loop.
+            return Err(NewClientError::InvalidConfig(
+                "write_timeout and primary_recheck must be above zero",
             ));
         }
         let auth = config.client_auth().map_err(NewClientError::InvalidAuth)?;

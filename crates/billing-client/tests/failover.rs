@@ -197,6 +197,11 @@ fn a_list_with_a_bad_address_is_refused_naming_it() {
     assert!(matches!(err, NewClientError::InvalidAddress(_)), "{err}");
     assert!(err.to_string().contains("\"nope\""), "{err}");
 
+    let mut cfg = Config::default();
+    cfg.write_timeout = Duration::ZERO;
+    let err = Client::with_metrics(cfg, Metrics::new()).unwrap_err();
+    assert!(matches!(err, NewClientError::InvalidConfig(_)), "{err}");
+
     for good in ["127.0.0.1:1,127.0.0.1:2", " [::1]:3 , :4 ", "127.0.0.1:5"] {
         let (client, _) = client_to(good, |_| {});
         client.close_within(Duration::ZERO);

@@ -241,3 +241,61 @@ pub(super) async fn next_ack(links: &mut [Link], start: usize) -> (usize, Ack) {
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(chunks: &[&str]) -> Batch {
+        Batch {
+            first_seq: 0,
+            events: Vec::new(),
+            frames: Vec::new(),
+            chunks: chunks.iter().map(|c| c.to_string()).collect(),
+            acked: 0,
+            first_sent: None,
+            sent_at: Instant::now(),
+        }
+    }
+
+    fn link() -> Link {
+        let backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
+        Link::new("127.0.0.1:1".parse().unwrap(), backoff, &Metrics::new())
+    }
+
+    #[test]
+    fn a_batch_completes_on_its_last_chunk_and_repeated_or_unknown_acks_are_ignored() {
+        let mut l = link();
+        l.track(batch(&["a", "b"]));
+        l.track(batch(&["c"]));
+        assert_eq!(l.in_flight(), 2);
+        assert!(matches!(l.ack(b"a"), Acked::Partial));
+        assert!(matches!(l.ack(b"a"), Acked::Unknown), "a repeated ack");
+        assert!(matches!(l.ack(b"zz"), Acked::Unknown));
+        assert!(matches!(l.ack(b"c"), Acked::Complete(b) if b.chunks == ["c"]));
+        assert!(matches!(l.ack(b"b"), Acked::Complete(b) if b.chunks.len() == 2));
+        assert_eq!(l.in_flight(), 0);
+    }
+
+    #[test]
+    fn taking_the_inflight_keeps_write_order_and_forgets_the_chunk_ids() {
+        let mut l = link();
+        l.track(batch(&["a"]));
+        l.track(batch(&["b"]));
+        let taken: Vec<_> = l.take_inflight().into_iter().map(|b| b.chunks).collect();
+        assert_eq!(taken, [["a"], ["b"]]);
+        assert!(matches!(l.ack(b"a"), Acked::Unknown));
+        assert!(l.oldest_sent().is_none());
+    }
+
+    #[tokio::test]
+    async fn tls_and_unix_addresses_are_refused_until_supported() {
+        for addr in ["tls://h:1", "unix:///tmp/x.sock"] {
+            let e = open(&addr.parse().unwrap(), Duration::from_secs(1), None).await;
+            assert!(
+                matches!(&e, Err(OpenError::Connect(m)) if m.contains(addr)),
+                "{addr}: {e:?}"
+            );
+        }
+    }
+}

@@ -468,6 +468,7 @@ impl Sender {
             reason.to_string()
         };
         let pending = self.shared.buffered.load(Ordering::Relaxed);
+        let new_streak = !link.failing;
         if link.failing {
             tracing::debug!(ingester = %link.label, %reason, pending, retry_in = ?delay, "billing: ingester still unavailable");
         } else {
@@ -477,8 +478,9 @@ impl Sender {
         let next_attempts: Vec<Instant> = self.links.iter().map(|l| l.next_attempt).collect();
         if let Some(to) = self.policy.on_failure(i, now, &next_attempts) {
             let (from, to) = (&self.links[i], &self.links[to]);
-            if to.failing {
-                // Every ingester is failing: the per-ingester lines above said it.
+            if to.failing || !new_streak {
+                // Every ingester is failing, or this one keeps failing: the per-ingester lines
+                // said it once; a line per retry would flood the log.
                 tracing::debug!(from = %from.label, to = %to.label, "billing: failing over");
             } else {
                 tracing::warn!(from = %from.label, to = %to.label, "billing: failing over to the next ingester");
