@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::config::{
     Config, DEFAULT_BATCH_MAX_RECORDS, DEFAULT_INGESTER, DEFAULT_MAX_BUFFERED_EVENTS,
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_SPOOL_MAX_BYTES, Framing, SpoolSync, SpoolWhenFull,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_SPOOL_MAX_BYTES, Framing, IngesterPolicy, SpoolSync,
+    SpoolWhenFull,
 };
 use crate::duration;
 use crate::secret::{Secret, read_secret_file};
@@ -45,21 +46,38 @@ pub struct Args {
     /// Cap of the growing retry delay; equal to --billing.retry-delay for a fixed delay.
     #[arg(long = "billing.retry-delay-max", env = "BILLING_RETRY_DELAY_MAX", default_value = "30s", value_parser = go_duration, value_name = "DURATION")]
     pub retry_delay_max: Duration,
-    /// host:port of the billing ingester (the sidecar, normally on localhost).
-    #[arg(long = "billing.ingester", env = "BILLING_INGESTER", default_value = DEFAULT_INGESTER, value_name = "HOST:PORT")]
+    /// host:port of the billing ingester (the sidecar, normally on localhost), or a
+    /// comma-separated list of them for failover or round-robin
+    /// (--billing.ingester-policy): a,b,c.
+    #[arg(long = "billing.ingester", env = "BILLING_INGESTER", default_value = DEFAULT_INGESTER, value_name = "HOST:PORT[,...]")]
     pub ingester: String,
+    /// With several ingesters: failover (the first is the primary, the others standbys in
+    /// order; everything goes to one at a time) or round-robin (chunks spread over every
+    /// ingester that answers).
+    #[arg(long = "billing.ingester-policy", env = "BILLING_INGESTER_POLICY", value_enum, default_value_t = IngesterPolicy::Failover, value_name = "POLICY")]
+    pub ingester_policy: IngesterPolicy,
+    /// Failover: while chunks go to a standby, how often to check in the background whether
+    /// the primary answers again (traffic returns to it once it does).
+    #[arg(long = "billing.primary-recheck", env = "BILLING_PRIMARY_RECHECK", default_value = "30s", value_parser = go_duration, value_name = "DURATION")]
+    pub primary_recheck: Duration,
     /// Count an event delivered only once the ingester acknowledged it. false only for peers
     /// that cannot ack: events written to a connection that then dies are lost.
     /// Given alone (Go's bare boolean form), it means true.
     #[arg(long = "billing.require-ack", env = "BILLING_REQUIRE_ACK", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = false, default_missing_value = "true", value_name = "BOOL")]
     pub require_ack: bool,
     /// How long a chunk may wait for its ack before everything unacked is resent on a new
-    /// connection.
+    /// connection (to the next ingester, with several). This is what detects a half-open
+    /// connection (an ingester gone without closing it).
     #[arg(long = "billing.ack-timeout", env = "BILLING_ACK_TIMEOUT", default_value = "10s", value_parser = go_duration, value_name = "DURATION")]
     pub ack_timeout: Duration,
-    /// How long to wait for a TCP connection to the ingester.
+    /// How long to wait for a TCP connection to the ingester (and its handshake). A
+    /// connection that goes half-open later is detected by --billing.ack-timeout.
     #[arg(long = "billing.connect-timeout", env = "BILLING_CONNECT_TIMEOUT", default_value = "5s", value_parser = go_duration, value_name = "DURATION")]
     pub connect_timeout: Duration,
+    /// How long one write to the ingester may take (an ingester that stopped reading) before
+    /// the connection is replaced and everything unacked resent.
+    #[arg(long = "billing.write-timeout", env = "BILLING_WRITE_TIMEOUT", default_value = "10s", value_parser = go_duration, value_name = "DURATION")]
+    pub write_timeout: Duration,
     /// How long closing the client may spend delivering what is queued.
     #[arg(long = "billing.close-timeout", env = "BILLING_CLOSE_TIMEOUT", default_value = "5s", value_parser = go_duration, value_name = "DURATION")]
     pub close_timeout: Duration,
@@ -141,9 +159,12 @@ impl From<Args> for Config {
             retry_delay: a.retry_delay,
             retry_delay_max: a.retry_delay_max,
             ingester: a.ingester,
+            ingester_policy: a.ingester_policy,
+            primary_recheck: a.primary_recheck,
             require_ack: a.require_ack,
             ack_timeout: a.ack_timeout,
             connect_timeout: a.connect_timeout,
+            write_timeout: a.write_timeout,
             close_timeout: a.close_timeout,
             framing: a.framing,
             batch_max_records: a.batch_max_records,
@@ -202,6 +223,29 @@ mod tests {
         assert_eq!(c.ingester, "[::1]:9");
         assert!(!c.require_ack);
         assert_eq!(c.framing, Framing::JsonMessage);
+    }
+
+    #[test]
+    fn several_ingesters_policy_and_timeouts_parse() {
+        let c: Config = Cli::try_parse_from([
+            "x",
+            "--billing.ingester=a:1,b:2",
+            "--billing.ingester-policy=round-robin",
+            "--billing.primary-recheck=1m",
+            "--billing.write-timeout=250ms",
+        ])
+        .unwrap()
+        .billing
+        .into();
+        assert_eq!(c.ingester, "a:1,b:2");
+        assert_eq!(c.ingester_policy, IngesterPolicy::RoundRobin);
+        assert_eq!(c.primary_recheck, Duration::from_secs(60));
+        assert_eq!(c.write_timeout, Duration::from_millis(250));
+        let d: Config = Cli::try_parse_from(["x"]).unwrap().billing.into();
+        assert_eq!(d.ingester_policy, IngesterPolicy::Failover);
+        assert_eq!(d.primary_recheck, crate::config::DEFAULT_PRIMARY_RECHECK);
+        assert_eq!(d.write_timeout, crate::config::DEFAULT_WRITE_TIMEOUT);
+        assert!(Cli::try_parse_from(["x", "--billing.ingester-policy=random"]).is_err());
     }
 
     #[test]

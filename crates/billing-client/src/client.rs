@@ -22,7 +22,7 @@ use billing_schema::validate::{Reason, check_event};
 use billing_schema::{Amounts, Event, Metadata};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
-use crate::config::{Config, parse_host_port};
+use crate::config::Config;
 use crate::contract::{Command, Queued, Shared};
 use crate::encode::Records;
 use crate::error::{AddBatchError, AddBatchErrorKind, AddError, FlushError, NewClientError};
@@ -43,8 +43,10 @@ impl Client {
     /// the sender connects in the background and keeps retrying.
     ///
     /// # Errors
-    /// [`NewClientError::InvalidAddress`] if `ingester` is not `host:port`;
-    /// [`NewClientError::InvalidConfig`] for zero limits; [`NewClientError::InvalidAuth`] for
+    /// [`NewClientError::InvalidAddress`] if `ingester` is not `host:port` or a
+    /// comma-separated list of addresses (the message names the first bad one);
+    /// [`NewClientError::InvalidConfig`] for zero limits (or a zero `write_timeout` or
+    /// `primary_recheck`); [`NewClientError::InvalidAuth`] for
     /// handshake credentials out of bounds (or no readable host name); [`NewClientError::Spawn`] if the
     /// sender thread cannot start.
     pub fn new(config: Config) -> Result<Self, NewClientError> {
@@ -56,8 +58,8 @@ impl Client {
     /// # Errors
     /// As [`Client::new`].
     pub fn with_metrics(config: Config, metrics: Metrics) -> Result<Self, NewClientError> {
-        let (host, port) =
-            parse_host_port(&config.ingester).map_err(NewClientError::InvalidAddress)?;
+        let endpoints = forward::Endpoint::parse_list(&config.ingester)
+            .map_err(|e| NewClientError::InvalidAddress(e.to_string()))?;
         if config.max_buffered_events == 0 {
             return Err(NewClientError::InvalidConfig(
                 "max_buffered_events must be at least 1",
@@ -66,6 +68,12 @@ impl Client {
         if config.batch_max_records == 0 || config.max_in_flight == 0 {
             return Err(NewClientError::InvalidConfig(
                 "batch_max_records and max_in_flight must be at least 1",
+            ));
+        }
+        if config.write_timeout.is_zero() || config.primary_recheck.is_zero() {
+            // Zero would fail every write, or recheck the primary in a tight loop.
+            return Err(NewClientError::InvalidConfig(
+                "write_timeout and primary_recheck must be above zero",
             ));
         }
         let auth = config.client_auth().map_err(NewClientError::InvalidAuth)?;
@@ -104,8 +112,7 @@ impl Client {
             .map_err(NewClientError::Spawn)?;
         let sender = Sender::new(
             config.clone(),
-            host,
-            port,
+            endpoints,
             auth,
             shared.clone(),
             rx,

@@ -13,10 +13,17 @@ pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(500);
 pub const DEFAULT_RETRY_DELAY_MAX: Duration = Duration::from_secs(30);
 /// Default ingester address (Go: the sidecar on localhost).
 pub const DEFAULT_INGESTER: &str = "localhost:24225";
-/// Default time to wait for a chunk's ack before the connection is deemed broken.
+/// Default time to wait for a chunk's ack before the connection is deemed broken (this is
+/// what detects a half-open connection: a peer gone without a FIN or RST).
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default time to wait for a TCP connection.
+/// Default time to wait for a TCP connection (and its handshake, with a shared key).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time one write may take before the connection is deemed broken (a peer that
+/// stopped reading fills the socket buffers and blocks the write).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default interval at which, in the failover policy, a client delivering to a standby checks
+/// in the background whether the primary ingester answers again.
+pub const DEFAULT_PRIMARY_RECHECK: Duration = Duration::from_secs(30);
 /// Default bound of `close()` (and drop) for delivering what is queued.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default most records per chunk.
@@ -58,6 +65,23 @@ pub enum SpoolWhenFull {
     Wait,
 }
 
+/// How chunks are spread over several ingesters (`ingester` is a comma-separated list).
+/// With one ingester both policies behave the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[non_exhaustive]
+pub enum IngesterPolicy {
+    /// The first ingester is the primary, the others standbys in order: everything goes to one
+    /// ingester at a time; when it fails, its unacked chunks and the new ones go to the next
+    /// at once. While on a standby, the primary is rechecked every `primary_recheck` and
+    /// traffic returns to it once it answers.
+    #[default]
+    Failover,
+    /// A connection to every ingester that answers; chunks are spread over them in turn (each
+    /// connection with its own `max_in_flight`); a failed one's unacked chunks go to the others.
+    RoundRobin,
+}
+
 /// How records are put on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -89,17 +113,29 @@ pub struct Config {
     /// Cap of the retry delay, which doubles with jitter from `retry_delay`; set it equal to
     /// `retry_delay` for a fixed delay without jitter (the Go client's behaviour).
     pub retry_delay_max: Duration,
-    /// `host:port` of the ingester.
+    /// The ingester's address, or a comma-separated list of addresses for failover or
+    /// round-robin (see `ingester_policy`): `host:port`, `[v6]:port`, `:port` (this machine),
+    /// as [`forward::Endpoint::parse_list`] reads them.
     pub ingester: String,
+    /// How chunks are spread over several ingesters.
+    pub ingester_policy: IngesterPolicy,
+    /// Failover policy: how often the primary is rechecked (connect and handshake, in the
+    /// background) while chunks go to a standby.
+    pub primary_recheck: Duration,
     /// Wait for the ingester's ack before counting an event delivered. Turning this off (for
     /// peers that cannot ack) makes "delivered" mean "written to the socket": records in the
     /// socket buffers or in flight when a connection dies are lost, uncounted.
     pub require_ack: bool,
     /// How long a chunk may wait for its ack before the connection is replaced and everything
-    /// unacked is resent.
+    /// unacked is resent (to the next ingester, with several). This is what detects a
+    /// half-open connection (the peer gone without closing it): nothing else does.
     pub ack_timeout: Duration,
-    /// How long to wait for a TCP connection.
+    /// How long to wait for a TCP connection (and its handshake, with a shared key). It does
+    /// not detect a connection that goes half-open later: `ack_timeout` does.
     pub connect_timeout: Duration,
+    /// How long one write may take before the connection is deemed broken and everything
+    /// unacked is resent (a peer that stopped reading).
+    pub write_timeout: Duration,
     /// Bound of `close()` for delivering what is queued; the rest is dropped as `stopping`.
     pub close_timeout: Duration,
     /// Wire framing.
@@ -142,9 +178,12 @@ impl Default for Config {
             retry_delay: DEFAULT_RETRY_DELAY,
             retry_delay_max: DEFAULT_RETRY_DELAY_MAX,
             ingester: DEFAULT_INGESTER.to_string(),
+            ingester_policy: IngesterPolicy::Failover,
+            primary_recheck: DEFAULT_PRIMARY_RECHECK,
             require_ack: true,
             ack_timeout: DEFAULT_ACK_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             framing: Framing::PackedForward,
             batch_max_records: DEFAULT_BATCH_MAX_RECORDS,

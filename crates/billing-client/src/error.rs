@@ -6,7 +6,8 @@ use billing_schema::Event;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NewClientError {
-    /// `ingester` is not `host:port`.
+    /// `ingester` is not `host:port` or a comma-separated list of addresses; the message
+    /// names the first that does not parse.
     #[error("billing: invalid ingester address: {0}")]
     InvalidAddress(String),
     /// A setting is out of range.

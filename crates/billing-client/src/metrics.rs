@@ -15,6 +15,19 @@
 //! - with a spool: `billing_client_spool_bytes`, `_spool_records`,
 //!   `_spool_oldest_unacked_age_seconds`, `_spool_damaged_records`.
 //!
+//! Per ingester (label `ingester`: the address as `forward::Endpoint` prints it; one series
+//! per address of `--billing.ingester`, counted per chunk, never per event):
+//! - `billing_client_ingester_connected{ingester}`: 1 while a connection to it is up;
+//! - `billing_client_ingester_active{ingester}`: 1 while new chunks go to it (failover: the
+//!   current target; round-robin: every connected ingester);
+//! - `billing_client_ingester_chunks_sent_total{ingester}`: chunks (batches) written to it,
+//!   resends included;
+//! - `billing_client_ingester_acks_total{ingester}`: chunks it acknowledged in full;
+//! - `billing_client_ingester_failures_total{ingester, reason}`: connection attempts and
+//!   connections that failed: `connect`, `handshake`, `write` (error or `write_timeout`),
+//!   `closed` (the peer closed the connection or reading from it failed), `ack_timeout` (no ack
+//!   within `ack_timeout`: a stalled or half-open connection).
+//!
 //! Statuses: `success` (acknowledged), `retrying` (a delivery attempt failed; counted per
 //! attempt, as Go did), `stopping` (dropped because the client was closing), `buffer_full`
 //! (refused: `max_buffered_events` reached), `spool_full` and `spool_error` (refused: the spool
@@ -97,6 +110,17 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct IngesterLabels {
+    ingester: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct IngesterReasonLabels {
+    ingester: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
     status_code: String,
@@ -131,7 +155,76 @@ struct Inner {
     spool_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     spool_damaged: Gauge,
     handshake_failures: Family<ReasonLabels, Counter>,
+    ingester_connected: Family<IngesterLabels, Gauge>,
+    ingester_active: Family<IngesterLabels, Gauge>,
+    ingester_chunks_sent: Family<IngesterLabels, Counter>,
+    ingester_acks: Family<IngesterLabels, Counter>,
+    ingester_failures: Family<IngesterReasonLabels, Counter>,
     per_type: RwLock<HashMap<AmountType, Arc<PerType>>>,
+}
+
+/// Why a connection to an ingester (or an attempt to make one) failed: the `reason` label of
+/// `billing_client_ingester_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    Connect,
+    Handshake,
+    Write,
+    Closed,
+    AckTimeout,
+}
+
+impl Failure {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Failure::Connect => "connect",
+            Failure::Handshake => "handshake",
+            Failure::Write => "write",
+            Failure::Closed => "closed",
+            Failure::AckTimeout => "ack_timeout",
+        }
+    }
+}
+
+/// One ingester's series, resolved once so that counting a chunk allocates nothing.
+#[derive(Debug, Clone)]
+pub(crate) struct IngesterMetrics {
+    metrics: Metrics,
+    label: String,
+    connected: Gauge,
+    active: Gauge,
+    chunks_sent: Counter,
+    acks: Counter,
+}
+
+impl IngesterMetrics {
+    pub(crate) fn connected(&self, up: bool) {
+        self.connected.set(i64::from(up));
+    }
+
+    pub(crate) fn active(&self, on: bool) {
+        self.active.set(i64::from(on));
+    }
+
+    pub(crate) fn chunk_sent(&self) {
+        self.chunks_sent.inc();
+    }
+
+    pub(crate) fn chunk_acked(&self) {
+        self.acks.inc();
+    }
+
+    /// Failures are rare: the labelled series is looked up each time.
+    pub(crate) fn failure(&self, reason: Failure) {
+        self.metrics
+            .0
+            .ingester_failures
+            .get_or_create(&IngesterReasonLabels {
+                ingester: self.label.clone(),
+                reason: reason.as_str().into(),
+            })
+            .inc();
+    }
 }
 
 /// A set of client metrics; cheap to clone (shared).
@@ -160,6 +253,11 @@ impl Metrics {
             spool_oldest_age: Gauge::default(),
             spool_damaged: Gauge::default(),
             handshake_failures: Family::default(),
+            ingester_connected: Family::default(),
+            ingester_active: Family::default(),
+            ingester_chunks_sent: Family::default(),
+            ingester_acks: Family::default(),
+            ingester_failures: Family::default(),
             per_type: RwLock::new(HashMap::new()),
         }))
     }
@@ -224,6 +322,85 @@ impl Metrics {
             "Spool records found damaged (checksum or format) and moved aside",
             self.0.spool_damaged.clone(),
         );
+        r.register(
+            "ingester_connected",
+            "1 while a connection to this ingester is up",
+            self.0.ingester_connected.clone(),
+        );
+        r.register(
+            "ingester_active",
+            "1 while new chunks go to this ingester",
+            self.0.ingester_active.clone(),
+        );
+        r.register(
+            "ingester_chunks_sent",
+            "Chunks written to this ingester, resends included",
+            self.0.ingester_chunks_sent.clone(),
+        );
+        r.register(
+            "ingester_acks",
+            "Chunks this ingester acknowledged in full",
+            self.0.ingester_acks.clone(),
+        );
+        r.register(
+            "ingester_failures",
+            "Failed connections and connection attempts to this ingester, by reason",
+            self.0.ingester_failures.clone(),
+        );
+    }
+
+    /// The series of the ingester labelled `label`, created (at zero) if new.
+    pub(crate) fn ingester(&self, label: &str) -> IngesterMetrics {
+        let l = IngesterLabels {
+            ingester: label.to_string(),
+        };
+        IngesterMetrics {
+            metrics: self.clone(),
+            label: label.to_string(),
+            connected: self.0.ingester_connected.get_or_create(&l).clone(),
+            active: self.0.ingester_active.get_or_create(&l).clone(),
+            chunks_sent: self.0.ingester_chunks_sent.get_or_create(&l).clone(),
+            acks: self.0.ingester_acks.get_or_create(&l).clone(),
+        }
+    }
+
+    fn ingester_labels(ingester: &str) -> IngesterLabels {
+        IngesterLabels {
+            ingester: ingester.to_string(),
+        }
+    }
+
+    /// Current value of `billing_client_ingester_connected{ingester}`.
+    pub fn ingester_connected(&self, ingester: &str) -> i64 {
+        let l = Self::ingester_labels(ingester);
+        self.0.ingester_connected.get_or_create(&l).get()
+    }
+
+    /// Current value of `billing_client_ingester_active{ingester}`.
+    pub fn ingester_active(&self, ingester: &str) -> i64 {
+        let l = Self::ingester_labels(ingester);
+        self.0.ingester_active.get_or_create(&l).get()
+    }
+
+    /// Current count of `billing_client_ingester_chunks_sent_total{ingester}`.
+    pub fn ingester_chunks_sent(&self, ingester: &str) -> u64 {
+        let l = Self::ingester_labels(ingester);
+        self.0.ingester_chunks_sent.get_or_create(&l).get()
+    }
+
+    /// Current count of `billing_client_ingester_acks_total{ingester}`.
+    pub fn ingester_acks(&self, ingester: &str) -> u64 {
+        let l = Self::ingester_labels(ingester);
+        self.0.ingester_acks.get_or_create(&l).get()
+    }
+
+    /// Current count of `billing_client_ingester_failures_total{ingester, reason}`.
+    pub fn ingester_failures(&self, ingester: &str, reason: &str) -> u64 {
+        let l = IngesterReasonLabels {
+            ingester: ingester.to_string(),
+            reason: reason.to_string(),
+        };
+        self.0.ingester_failures.get_or_create(&l).get()
     }
 
     fn per_type(&self, t: &AmountType) -> Arc<PerType> {

@@ -2,13 +2,25 @@
 //! client through an unbounded channel whose length is bounded by the client's admission
 //! counter (`max_buffered_events`).
 //!
-//! Life of an event: `backlog` (received, not yet in a chunk) -> a [`Batch`] written on the
-//! connection (`inflight`, waiting for acks, at most `max_in_flight`) -> resolved: `success` on
-//! ack, or dropped as `stopping` at close. When the connection fails (connect error, write
-//! error, the peer closing, or the oldest chunk waiting longer than `ack_timeout`), every
-//! inflight batch is counted `retrying` and moved to `unsent`, to be written again, unchanged
-//! and with the same chunk id, on the next connection after a backoff delay. The unique keys
-//! make that resend safe.
+//! Life of an event: `backlog` (received, not yet in a chunk) -> a [`Batch`] written on one
+//! ingester's connection (that link's in-flight set, waiting for acks, at most
+//! `max_in_flight` per connection) -> resolved: `success` on ack, or dropped as `stopping` at
+//! close. When a connection fails (connect or handshake error, write error or
+//! `write_timeout`, the peer closing, or its oldest chunk waiting longer than `ack_timeout`:
+//! a half-open connection), every batch in flight on it is counted `retrying` and moved to
+//! `unsent`, to be written again, unchanged and with the same chunk id, on whichever
+//! connection takes chunks next. The unique keys make that resend safe, also to another
+//! ingester: they dedupe by key.
+//!
+//! Several ingesters (`--billing.ingester a,b,c`): one [`Link`] each (`link.rs`: address,
+//! connection, in-flight chunks indexed by chunk id, backoff, log streak, metric series).
+//! Connection attempts run as tasks whose results come back on one channel tagged with the
+//! link and the attempt, so a slow connect never stalls delivery elsewhere; acks are read
+//! from every connection at once. Which link takes a chunk and which links are kept connected
+//! is the policy's decision (`policy.rs`): failover (one target, the next in order at once on
+//! a failure, the primary rechecked in the background while on a standby) or round-robin
+//! (every ingester connected, chunks in turn). One ingester behaves as before: connect,
+//! deliver, on a failure wait the backoff and reconnect.
 //!
 //! With a shared key, a connection counts as made only once its handshake passed
 //! (`handshake.rs`); a failed handshake is a failed connection attempt (counted in
@@ -17,16 +29,22 @@
 //!
 //! Invariants:
 //! - an event is counted `success` only when every chunk carrying its records was acked
-//!   (an event's records never span batches);
+//!   (an event's records never span batches), on one connection;
+//! - a batch is in exactly one place: the backlog's events, `unsent`, or one link's
+//!   in-flight set; an ack is counted only from the connection the batch was written on;
 //! - every event received is resolved exactly once (success or stopping), and each resolution
 //!   releases its admission slot and its gauge amounts;
 //! - `flush` completes when every event received before the flush request is resolved:
-//!   sequence numbers are given on receipt, so "before" is the channel's order.
+//!   sequence numbers are given on receipt, so "before" is the channel's order;
+//! - at close, delivery goes on (to any ingester) until `close_timeout`; then what is left is
+//!   dropped as `stopping` (memory) or left in the spool (spool mode).
 
 mod backoff;
 mod batch;
 mod conn;
 mod handshake;
+mod link;
+mod policy;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -35,37 +53,39 @@ use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use billing_schema::Amounts;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, IngesterPolicy};
 use crate::contract::{Command, Queued, Shared};
-use crate::metrics::Status;
+use crate::metrics::{Failure, Status};
 use backoff::Backoff;
 use batch::{Batch, Framer, Pending};
-use conn::{Conn, OpenError, next_ack};
+use conn::{Ack, OpenError};
+use link::{Acked, Link, Opened};
+use policy::Policy;
 
 pub(crate) struct Sender {
     cfg: Config,
-    host: String,
-    port: u16,
     /// The handshake's credentials, when the ingester wants one.
     auth: Option<forward::ClientAuth>,
-    /// The last handshake failure logged, so that a streak of the same one logs once.
-    handshake_failure: Option<String>,
     shared: Arc<Shared>,
     rx: UnboundedReceiver<Command>,
     rx_open: bool,
     next_seq: u64,
     backlog: VecDeque<Pending>,
-    inflight: VecDeque<Batch>,
+    /// Batches written before and to be written again (their connection failed).
     unsent: VecDeque<Batch>,
     flushes: Vec<(u64, SyncSender<()>)>,
     closing: Option<(Instant, Option<SyncSender<()>>)>,
-    conn: Option<Conn>,
-    backoff: Backoff,
-    next_attempt: Instant,
-    failing: bool,
+    /// One per ingester, in the configured order (the first is the failover primary).
+    links: Vec<Link>,
+    policy: Policy,
+    /// Where connection attempts report.
+    opened_tx: UnboundedSender<Opened>,
+    opened: UnboundedReceiver<Opened>,
+    /// The link whose acks are looked at first next time (they take turns).
+    ack_start: usize,
     /// Spool mode: where reading from the spool goes on.
     cursor: spool::Cursor,
     /// Spool mode: events below this sequence number were recovered from disk at start and
@@ -75,49 +95,67 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
+    /// A sender delivering to `endpoints` (at least one) as `cfg.ingester_policy` says.
     pub(crate) fn new(
         cfg: Config,
-        host: String,
-        port: u16,
+        endpoints: Vec<forward::Endpoint>,
         auth: Option<forward::ClientAuth>,
         shared: Arc<Shared>,
         rx: UnboundedReceiver<Command>,
         recovered_below: u64,
     ) -> Self {
-        let backoff = Backoff::new(cfg.retry_delay, cfg.retry_delay_max);
-        Self {
+        let links: Vec<Link> = endpoints
+            .into_iter()
+            .map(|e| {
+                let backoff = Backoff::new(cfg.retry_delay, cfg.retry_delay_max);
+                Link::new(e, backoff, &shared.metrics)
+            })
+            .collect();
+        let policy = Policy::new(cfg.ingester_policy, links.len(), cfg.primary_recheck);
+        let (opened_tx, opened) = unbounded_channel();
+        let sender = Self {
             cfg,
-            host,
-            port,
             auth,
-            handshake_failure: None,
             shared,
             rx,
             rx_open: true,
             next_seq: 0,
             backlog: VecDeque::new(),
-            inflight: VecDeque::new(),
             unsent: VecDeque::new(),
             flushes: Vec::new(),
             closing: None,
-            conn: None,
-            backoff,
-            next_attempt: Instant::now(),
-            failing: false,
+            links,
+            policy,
+            opened_tx,
+            opened,
+            ack_start: 0,
             cursor: spool::Cursor::new(),
             recovered_below,
             spool_stats_at: Instant::now(),
-        }
+        };
+        sender.update_active();
+        sender
     }
 
     fn has_work(&self) -> bool {
-        !(self.backlog.is_empty() && self.inflight.is_empty() && self.unsent.is_empty())
+        !(self.backlog.is_empty()
+            && self.unsent.is_empty()
+            && self.links.iter().all(|l| l.in_flight() == 0))
+    }
+
+    /// How many chunks may be in flight at once over all connections.
+    fn capacity(&self) -> usize {
+        match self.cfg.ingester_policy {
+            IngesterPolicy::RoundRobin => self.cfg.max_in_flight * self.links.len(),
+            _ => self.cfg.max_in_flight,
+        }
     }
 
     fn min_pending_seq(&self) -> u64 {
         let batches = self
-            .inflight
+            .links
             .iter()
+            .flat_map(Link::batches)
             .chain(self.unsent.iter())
             .map(|b| b.first_seq);
         let min = batches
@@ -137,7 +175,7 @@ impl Sender {
         let Some(spool) = self.shared.spool.clone() else {
             return;
         };
-        let limit = self.cfg.batch_max_records * self.cfg.max_in_flight;
+        let limit = self.cfg.batch_max_records * self.capacity();
         let metrics = &self.shared.metrics;
         while self.backlog.len() < limit {
             let records = match spool.read_from(&mut self.cursor, limit - self.backlog.len()) {
@@ -216,20 +254,17 @@ impl Sender {
                     break;
                 }
             }
-            if self.conn.is_none() && self.has_work() && Instant::now() >= self.next_attempt {
-                self.connect().await;
-            }
-            if self.conn.is_some() {
-                self.pump().await;
-                self.complete_flushes();
-            }
+            let open_at = self.start_opens();
+            self.pump().await;
+            self.complete_flushes();
+            self.close_idle().await;
             let ack_deadline = self
-                .inflight
-                .front()
-                .map(|b| b.sent_at + self.cfg.ack_timeout);
+                .links
+                .iter()
+                .filter_map(Link::oldest_sent)
+                .min()
+                .map(|sent| sent + self.cfg.ack_timeout);
             let close_deadline = self.closing.as_ref().map(|(d, _)| *d);
-            let retry_at = self.next_attempt;
-            let waiting_to_retry = self.conn.is_none() && self.has_work();
             let gauges_at = self
                 .shared
                 .spool
@@ -237,12 +272,16 @@ impl Sender {
                 .map(|_| self.spool_stats_at + Duration::from_secs(1));
             tokio::select! {
                 biased;
-                ack = next_ack(&mut self.conn) => self.on_ack(ack),
+                (i, ack) = link::next_ack(&mut self.links, self.ack_start) => {
+                    self.ack_start = (i + 1) % self.links.len();
+                    self.on_ack(i, ack);
+                }
+                Some(opened) = self.opened.recv() => self.on_opened(opened).await,
                 cmd = self.rx.recv(), if self.rx_open => match cmd {
                     Some(cmd) => {
                         self.on_command(cmd);
                         // Take what else is waiting so that chunks fill up under load.
-                        let mut budget = self.cfg.batch_max_records * self.cfg.max_in_flight;
+                        let mut budget = self.cfg.batch_max_records * self.capacity();
                         while budget > 0 {
                             match self.rx.try_recv() {
                                 Ok(cmd) => self.on_command(cmd),
@@ -259,15 +298,15 @@ impl Sender {
                     }
                 },
                 _ = sleep_until(ack_deadline), if ack_deadline.is_some() && self.cfg.require_ack => {
-                    self.fail_connection("no ack within the ack timeout");
+                    self.on_ack_timeouts();
                 }
-                _ = tokio::time::sleep_until(retry_at), if waiting_to_retry => {}
+                _ = sleep_until(open_at), if open_at.is_some() => {}
                 _ = sleep_until(close_deadline), if close_deadline.is_some() => {}
                 _ = sleep_until(gauges_at), if gauges_at.is_some() => {}
             }
         }
-        if let Some(conn) = self.conn.take() {
-            conn.shutdown().await;
+        for link in &mut self.links {
+            link.stop().await;
         }
         self.drain_after_stop();
         if let Some((_, Some(reply))) = self.closing.take() {
@@ -309,59 +348,199 @@ impl Sender {
         self.next_seq += 1;
     }
 
-    async fn connect(&mut self) {
-        let opened = Conn::open(
-            &self.host,
-            self.port,
-            self.cfg.connect_timeout,
-            self.auth.as_ref(),
-        )
-        .await;
-        match opened {
+    /// Starts the connection attempts the policy wants now; returns when the next one is due.
+    fn start_opens(&mut self) -> Option<Instant> {
+        let has_work = self.has_work();
+        let target_up = self
+            .policy
+            .current()
+            .is_some_and(|c| self.links[c].conn.is_some());
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for i in 0..self.links.len() {
+            let link = &self.links[i];
+            if link.busy() {
+                continue;
+            }
+            let Some(at) = self
+                .policy
+                .open_at(i, has_work, target_up, link.next_attempt)
+            else {
+                continue;
+            };
+            if at <= now {
+                let (timeout, auth) = (self.cfg.connect_timeout, self.auth.clone());
+                let results = self.opened_tx.clone();
+                self.links[i].start_open(i, timeout, auth, results);
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next
+    }
+
+    async fn on_opened(&mut self, opened: Opened) {
+        let Opened {
+            link: i,
+            attempt,
+            result,
+        } = opened;
+        if !self.links[i].finish_open(attempt) {
+            return;
+        }
+        // While a standby delivers, an attempt on the primary is a recheck.
+        let recheck = i == 0 && self.policy.on_standby();
+        match result {
             Ok(conn) => {
-                tracing::debug!(ingester = %self.cfg.ingester, "billing: connected to the ingester");
-                self.handshake_failure = None;
-                self.conn = Some(conn);
-            }
-            Err(OpenError::Connect(reason)) => {
-                self.schedule_retry(&format!("cannot connect: {reason}"));
-            }
-            Err(OpenError::Handshake { kind, message }) => {
-                // A failed handshake is a failed connection attempt: the events stay queued
-                // and the attempt is retried after the backoff, as for a connect error.
-                self.shared.metrics.handshake_failure(kind);
-                if self.handshake_failure.as_deref() != Some(message.as_str()) {
-                    tracing::error!(ingester = %self.cfg.ingester, "billing: {message}");
-                    self.handshake_failure = Some(message.clone());
-                    // That line says it all: the retry is logged at debug level.
-                    self.failing = true;
+                let link = &mut self.links[i];
+                link.handshake_failure = None;
+                if recheck {
+                    link.set_conn(conn);
+                    let standby = self.policy.back_to_primary();
+                    tracing::info!(primary = %self.links[0].label, standby = %self.links[standby].label, "billing: the primary ingester answers again; new chunks go back to it");
+                } else if self.policy.keeps(i) {
+                    tracing::debug!(ingester = %link.label, "billing: connected to the ingester");
+                    link.set_conn(conn);
+                } else {
+                    // No longer wanted (the target moved while it connected).
+                    conn.shutdown().await;
                 }
-                self.schedule_retry(&message);
+                self.update_active();
+            }
+            Err(e) => {
+                let (kind, message) = match e {
+                    OpenError::Connect(reason) => {
+                        (Failure::Connect, format!("cannot connect: {reason}"))
+                    }
+                    OpenError::Handshake { kind, message } => {
+                        // A failed handshake is a failed connection attempt: the events stay
+                        // queued and go elsewhere or are retried, as for a connect error.
+                        self.shared.metrics.handshake_failure(kind);
+                        let link = &mut self.links[i];
+                        if link.handshake_failure.as_deref() != Some(message.as_str()) {
+                            tracing::error!(ingester = %link.label, "billing: {message}");
+                            link.handshake_failure = Some(message.clone());
+                            // That line says it all: the retry is logged at debug level.
+                            link.failing = true;
+                        }
+                        (Failure::Handshake, message)
+                    }
+                };
+                if recheck {
+                    let link = &self.links[0];
+                    link.metrics.failure(kind);
+                    tracing::debug!(ingester = %link.label, reason = %message, "billing: the primary ingester still does not answer");
+                    self.policy.recheck_failed(Instant::now());
+                } else {
+                    self.link_failed(i, kind, &message);
+                }
             }
         }
     }
 
-    fn schedule_retry(&mut self, reason: &str) {
-        let delay = self.backoff.next();
-        self.next_attempt = Instant::now() + delay;
-        let pending = self.shared.buffered.load(Ordering::Relaxed);
-        if self.failing {
-            tracing::debug!(ingester = %self.cfg.ingester, %reason, pending, retry_in = ?delay, "billing: ingester still unavailable");
+    /// Link `i` failed (its connection or an attempt to make one): its unacked batches go
+    /// back to `unsent`, it backs off, and in failover the target moves on.
+    fn link_failed(&mut self, i: usize, kind: Failure, reason: &str) {
+        let now = Instant::now();
+        let link = &mut self.links[i];
+        drop(link.take_conn());
+        link.metrics.failure(kind);
+        let moved = link.take_inflight();
+        let retried: usize = moved.iter().map(|b| b.events.len()).sum();
+        for b in &moved {
+            for e in &b.events {
+                self.shared.metrics.track(Status::Retrying, &e.amounts);
+            }
+            if let Some(first) = b.first_sent {
+                self.shared
+                    .metrics
+                    .observe_request(false, first.elapsed().as_secs_f64());
+            }
+        }
+        for b in moved.into_iter().rev() {
+            self.unsent.push_front(b);
+        }
+        let delay = link.backoff.next();
+        link.next_attempt = now + delay;
+        let reason = if retried > 0 {
+            format!("{reason}; {retried} unacked events will be resent")
         } else {
-            tracing::warn!(ingester = %self.cfg.ingester, %reason, pending, retry_in = ?delay, "billing: ingester unavailable; events stay queued and will be resent");
-            self.failing = true;
+            reason.to_string()
+        };
+        let pending = self.shared.buffered.load(Ordering::Relaxed);
+        let new_streak = !link.failing;
+        if link.failing {
+            tracing::debug!(ingester = %link.label, %reason, pending, retry_in = ?delay, "billing: ingester still unavailable");
+        } else {
+            tracing::warn!(ingester = %link.label, %reason, pending, retry_in = ?delay, "billing: ingester unavailable; events stay queued and will be resent");
+            link.failing = true;
+        }
+        let next_attempts: Vec<Instant> = self.links.iter().map(|l| l.next_attempt).collect();
+        if let Some(to) = self.policy.on_failure(i, now, &next_attempts) {
+            let (from, to) = (&self.links[i], &self.links[to]);
+            if to.failing || !new_streak {
+                // Every ingester is failing, or this one keeps failing: the per-ingester lines
+                // said it once; a line per retry would flood the log.
+                tracing::debug!(from = %from.label, to = %to.label, "billing: failing over");
+            } else {
+                tracing::warn!(from = %from.label, to = %to.label, "billing: failing over to the next ingester");
+            }
+        }
+        self.update_active();
+    }
+
+    fn on_ack_timeouts(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.links.len() {
+            if self.links[i]
+                .oldest_sent()
+                .is_some_and(|sent| sent + self.cfg.ack_timeout <= now)
+            {
+                self.link_failed(i, Failure::AckTimeout, "no ack within the ack timeout");
+            }
         }
     }
 
-    /// Writes what may be written: batches to resend first, then new ones from the backlog.
+    /// Failover: closes the connections of former targets once nothing is in flight on them.
+    async fn close_idle(&mut self) {
+        for i in 0..self.links.len() {
+            let link = &mut self.links[i];
+            if link.conn.is_some() && link.in_flight() == 0 && !self.policy.keeps(i) {
+                tracing::debug!(ingester = %link.label, "billing: connection to a former target closed");
+                if let Some(conn) = link.take_conn() {
+                    conn.shutdown().await;
+                }
+            }
+        }
+    }
+
+    fn update_active(&self) {
+        for (i, link) in self.links.iter().enumerate() {
+            link.metrics
+                .active(self.policy.is_active(i, link.conn.is_some()));
+        }
+    }
+
+    /// Writes what may be written: batches to resend first, then new ones from the backlog,
+    /// each on the link the policy picks.
     async fn pump(&mut self) {
-        while self.conn.is_some() && self.inflight.len() < self.cfg.max_in_flight {
+        let max = self.cfg.max_in_flight;
+        loop {
+            if self.unsent.is_empty() && self.backlog.is_empty() {
+                return;
+            }
+            let links = &self.links;
+            let Some(i) = self
+                .policy
+                .pick(|i| links[i].conn.is_some() && links[i].in_flight() < max)
+            else {
+                return;
+            };
             let batch = match self.unsent.pop_front() {
                 Some(b) => b,
-                None if !self.backlog.is_empty() => self.build_batch(),
-                None => return,
+                None => self.build_batch(),
             };
-            self.write_batch(batch).await;
+            self.write_batch(i, batch).await;
         }
     }
 
@@ -374,48 +553,46 @@ impl Sender {
         framer.build(&mut self.backlog)
     }
 
-    async fn write_batch(&mut self, mut batch: Batch) {
-        let conn = self.conn.as_mut().expect("pump checks the connection");
-        let write = conn.write(&batch.frames, self.cfg.ack_timeout).await;
+    async fn write_batch(&mut self, i: usize, mut batch: Batch) {
+        let link = &mut self.links[i];
+        let conn = link.conn.as_mut().expect("pump checks the connection");
+        let write = conn.write(&batch.frames, self.cfg.write_timeout).await;
         let now = Instant::now();
         batch.sent_at = now;
         batch.first_sent.get_or_insert(now);
         batch.acked = 0;
         if let Err(reason) = write {
-            self.inflight.push_back(batch);
-            self.fail_connection(&reason);
+            link.track(batch);
+            self.link_failed(i, Failure::Write, &reason);
             return;
         }
+        link.metrics.chunk_sent();
         if self.cfg.require_ack {
-            self.inflight.push_back(batch);
+            link.track(batch);
         } else {
             self.resolve(batch, Status::Success);
         }
     }
 
-    fn on_ack(&mut self, ack: Result<Vec<u8>, String>) {
+    fn on_ack(&mut self, i: usize, ack: Ack) {
         let id = match ack {
             Ok(id) => id,
-            Err(reason) => return self.fail_connection(&reason),
+            Err(reason) => return self.link_failed(i, Failure::Closed, &reason),
         };
-        let Some(pos) = self
-            .inflight
-            .iter()
-            .position(|b| b.chunks.iter().any(|c| c.as_bytes() == id.as_slice()))
-        else {
-            tracing::debug!(chunk = %String::from_utf8_lossy(&id), "billing: ack for an unknown chunk ignored");
-            return;
+        let link = &mut self.links[i];
+        let batch = match link.ack(&id) {
+            Acked::Complete(batch) => batch,
+            Acked::Partial => return,
+            Acked::Unknown => {
+                tracing::debug!(ingester = %link.label, chunk = %String::from_utf8_lossy(&id), "billing: ack for an unknown chunk ignored");
+                return;
+            }
         };
-        let batch = &mut self.inflight[pos];
-        batch.acked += 1;
-        if batch.acked < batch.chunks.len() {
-            return;
-        }
-        let batch = self.inflight.remove(pos).expect("position exists");
-        self.backoff.reset();
-        if self.failing {
-            tracing::info!(ingester = %self.cfg.ingester, "billing: ingester reachable again");
-            self.failing = false;
+        link.metrics.chunk_acked();
+        link.backoff.reset();
+        if link.failing {
+            tracing::info!(ingester = %link.label, "billing: ingester reachable again");
+            link.failing = false;
         }
         self.resolve(batch, Status::Success);
     }
@@ -453,36 +630,16 @@ impl Sender {
         }
     }
 
-    fn fail_connection(&mut self, reason: &str) {
-        self.conn = None;
-        let retried: usize = self.inflight.iter().map(|b| b.events.len()).sum();
-        for b in &self.inflight {
-            for e in &b.events {
-                self.shared.metrics.track(Status::Retrying, &e.amounts);
-            }
-            if let Some(first) = b.first_sent {
-                self.shared
-                    .metrics
-                    .observe_request(false, first.elapsed().as_secs_f64());
-            }
-        }
-        while let Some(b) = self.inflight.pop_back() {
-            self.unsent.push_front(b);
-        }
-        self.schedule_retry(&format!(
-            "{reason}; {retried} unacked events will be resent"
-        ));
-    }
-
     fn drop_everything(&mut self, reason: &str) {
         if self.shared.spool.is_some() {
             return self.leave_in_spool(reason);
         }
-        let batches: Vec<Batch> = self
-            .inflight
-            .drain(..)
-            .chain(self.unsent.drain(..))
+        let mut batches: Vec<Batch> = self
+            .links
+            .iter_mut()
+            .flat_map(Link::take_inflight)
             .collect();
+        batches.extend(self.unsent.drain(..));
         let mut dropped = 0usize;
         for b in batches {
             dropped += b.events.len();
@@ -504,7 +661,13 @@ impl Sender {
     fn leave_in_spool(&mut self, reason: &str) {
         let metrics = self.shared.metrics.clone();
         let mut left = 0usize;
-        for b in self.inflight.drain(..).chain(self.unsent.drain(..)) {
+        let mut batches: Vec<Batch> = self
+            .links
+            .iter_mut()
+            .flat_map(Link::take_inflight)
+            .collect();
+        batches.extend(self.unsent.drain(..));
+        for b in batches {
             for e in &b.events {
                 metrics.unacked(-1, &e.amounts);
                 metrics.queued(-1);
