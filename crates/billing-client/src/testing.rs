@@ -60,7 +60,7 @@ struct Recorder(Arc<State>);
 impl Handler for Recorder {
     type Error = std::convert::Infallible;
 
-    async fn handle(&self, _peer: SocketAddr, frame: Frame) -> Result<Disposition, Self::Error> {
+    async fn handle(&self, _peer: forward::PeerAddr, frame: Frame) -> Result<Disposition, Self::Error> {
         let state = &self.0;
         state.frames.fetch_add(1, Ordering::SeqCst);
         let mode = *state.mode.lock().unwrap_or_else(|e| e.into_inner());

@@ -28,6 +28,7 @@
 mod authenticate;
 mod background;
 mod budget;
+mod connect;
 mod connection;
 mod decode;
 pub mod encode;
@@ -37,18 +38,24 @@ mod handshake;
 mod heartbeat;
 mod hostname;
 mod limits;
+mod listener;
 mod model;
 pub mod msgpack;
+mod peer_addr;
 mod scan;
 mod server;
 mod stats;
+mod stream;
 mod time;
+mod tls;
+mod tls_failure;
 
 pub use background::{
     BackgroundOptions, BackgroundServer, DEFAULT_SHUTDOWN_TIMEOUT, ShutdownError, SpawnedServer,
     StartError,
 };
 pub use budget::SMALL_FRAME_BYTES;
+pub use connect::{ConnectError, connect};
 pub use connection::{AckReader, Connection};
 pub use decode::decoded_cost;
 pub use endpoint::{Endpoint, EndpointError};
@@ -73,9 +80,13 @@ pub use model::{
     Check, Compression, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME, DecodeLimits,
     Entry, Frame, Framing, Mode, Options,
 };
+pub use peer_addr::PeerAddr;
 pub use server::{Disposition, Handler, Server, ServerControl, serve_connection};
 pub use stats::ServerStats;
+pub use stream::Stream;
 pub use time::EventTime;
+pub use tls::{ClientTls, ServerTls, TlsConfigError};
+pub use tls_failure::TlsFailure;
 
 /// Why bytes are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
