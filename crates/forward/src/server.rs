@@ -445,35 +445,38 @@ async fn serve_accepted<H: Handler>(
         (Accepted::Tcp(s), None) => Stream::Tcp(s),
         (Accepted::Tcp(s), Some(tls)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.rustls_config());
-            let failure =
-                match tokio::time::timeout(config.handshake_timeout, acceptor.accept(s)).await {
-                    Ok(Ok(tls)) => {
-                        tracing::debug!(%peer, "TLS handshake passed");
-                        return serve_guarded(
-                            Stream::Tls(Box::new(tls.into())),
-                            peer,
-                            handler,
-                            config,
-                            stats,
-                            shared,
-                            open,
-                        )
-                        .await;
+            // Kept until the failure is counted, so a peer sees the close only after it.
+            let mut accepting = acceptor.accept(s);
+            let failure = match tokio::time::timeout(config.handshake_timeout, &mut accepting).await
+            {
+                Ok(Ok(tls)) => {
+                    tracing::debug!(%peer, "TLS handshake passed");
+                    return serve_guarded(
+                        Stream::Tls(Box::new(tls.into())),
+                        peer,
+                        handler,
+                        config,
+                        stats,
+                        shared,
+                        open,
+                    )
+                    .await;
+                }
+                Ok(Err(e)) => {
+                    let e = explain_handshake(e);
+                    match TlsFailure::from_io(&e) {
+                        Some(f) => format!("TLS handshake failed: {f}; closing"),
+                        None => format!("TLS handshake failed: {e}; closing"),
                     }
-                    Ok(Err(e)) => {
-                        let e = explain_handshake(e);
-                        match TlsFailure::from_io(&e) {
-                            Some(f) => format!("TLS handshake failed: {f}; closing"),
-                            None => format!("TLS handshake failed: {e}; closing"),
-                        }
-                    }
-                    Err(_) => format!(
-                        "TLS handshake not completed within the handshake timeout of {:?}; closing",
-                        config.handshake_timeout
-                    ),
-                };
+                }
+                Err(_) => format!(
+                    "TLS handshake not completed within the handshake timeout of {:?}; closing",
+                    config.handshake_timeout
+                ),
+            };
             stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
             shared.log.hit(Reason::TlsHandshake, Some(&peer), &failure);
+            drop(accepting);
             return;
         }
     };
