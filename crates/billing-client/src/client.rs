@@ -22,7 +22,7 @@ use billing_schema::validate::{Reason, check_event};
 use billing_schema::{Amounts, Event, Metadata};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
-use crate::config::{Config, parse_host_port};
+use crate::config::Config;
 use crate::contract::{Command, Queued, Shared};
 use crate::encode::Records;
 use crate::error::{AddBatchError, AddBatchErrorKind, AddError, FlushError, NewClientError};
@@ -43,7 +43,9 @@ impl Client {
     /// the sender connects in the background and keeps retrying.
     ///
     /// # Errors
-    /// [`NewClientError::InvalidAddress`] if `ingester` is not `host:port`;
+    /// [`NewClientError::InvalidAddress`] if `ingester` is not an address (`host:port`,
+    /// `tls://host:port`, `unix:///path`); [`NewClientError::InvalidTls`] for TLS settings
+    /// that cannot be loaded or do not go together, or a `tls://` ingester without a CA;
     /// [`NewClientError::InvalidConfig`] for zero limits; [`NewClientError::InvalidAuth`] for
     /// handshake credentials out of bounds (or no readable host name); [`NewClientError::Spawn`] if the
     /// sender thread cannot start.
@@ -56,8 +58,18 @@ impl Client {
     /// # Errors
     /// As [`Client::new`].
     pub fn with_metrics(config: Config, metrics: Metrics) -> Result<Self, NewClientError> {
-        let (host, port) =
-            parse_host_port(&config.ingester).map_err(NewClientError::InvalidAddress)?;
+        let endpoint: forward::Endpoint = config
+            .ingester
+            .parse()
+            .map_err(|e: forward::EndpointError| NewClientError::InvalidAddress(e.to_string()))?;
+        // Loaded once: a bad file is this error, not a failure of every connection.
+        let tls = config.client_tls().map_err(NewClientError::InvalidTls)?;
+        if endpoint.is_tls() && tls.is_none() {
+            return Err(NewClientError::InvalidTls(format!(
+                "{endpoint} is a tls:// ingester: set tls_ca (--billing.tls-ca) to the CA \
+                 that signs its certificate"
+            )));
+        }
         if config.max_buffered_events == 0 {
             return Err(NewClientError::InvalidConfig(
                 "max_buffered_events must be at least 1",
@@ -104,9 +116,9 @@ impl Client {
             .map_err(NewClientError::Spawn)?;
         let sender = Sender::new(
             config.clone(),
-            host,
-            port,
+            endpoint,
             auth,
+            tls,
             shared.clone(),
             rx,
             recovered_below,

@@ -13,7 +13,9 @@
 //! With a shared key, a connection counts as made only once its handshake passed
 //! (`handshake.rs`); a failed handshake is a failed connection attempt (counted in
 //! `billing_client_handshake_failures_total`, logged once per streak, retried after the
-//! backoff) and never drops an event.
+//! backoff) and never drops an event. The same holds for TLS (`forward::connect`): a failed
+//! TLS session is counted in `billing_client_tls_failures_total{reason}` and logged once per
+//! streak, as one line naming the check that failed.
 //!
 //! Invariants:
 //! - an event is counted `success` only when every chunk carrying its records was acked
@@ -47,8 +49,9 @@ use conn::{Conn, OpenError, next_ack};
 
 pub(crate) struct Sender {
     cfg: Config,
-    host: String,
-    port: u16,
+    endpoint: forward::Endpoint,
+    /// TLS settings (with a CA configured): TCP connections use TLS.
+    tls: Option<forward::ClientTls>,
     /// The handshake's credentials, when the ingester wants one.
     auth: Option<forward::ClientAuth>,
     /// The last handshake failure logged, so that a streak of the same one logs once.
@@ -77,9 +80,9 @@ pub(crate) struct Sender {
 impl Sender {
     pub(crate) fn new(
         cfg: Config,
-        host: String,
-        port: u16,
+        endpoint: forward::Endpoint,
         auth: Option<forward::ClientAuth>,
+        tls: Option<forward::ClientTls>,
         shared: Arc<Shared>,
         rx: UnboundedReceiver<Command>,
         recovered_below: u64,
@@ -87,8 +90,8 @@ impl Sender {
         let backoff = Backoff::new(cfg.retry_delay, cfg.retry_delay_max);
         Self {
             cfg,
-            host,
-            port,
+            endpoint,
+            tls,
             auth,
             handshake_failure: None,
             shared,
@@ -311,10 +314,11 @@ impl Sender {
 
     async fn connect(&mut self) {
         let opened = Conn::open(
-            &self.host,
-            self.port,
+            &self.endpoint,
+            self.tls.as_ref(),
             self.cfg.connect_timeout,
             self.auth.as_ref(),
+            &self.shared.metrics,
         )
         .await;
         match opened {
@@ -326,10 +330,21 @@ impl Sender {
             Err(OpenError::Connect(reason)) => {
                 self.schedule_retry(&format!("cannot connect: {reason}"));
             }
-            Err(OpenError::Handshake { kind, message }) => {
-                // A failed handshake is a failed connection attempt: the events stay queued
-                // and the attempt is retried after the backoff, as for a connect error.
-                self.shared.metrics.handshake_failure(kind);
+            Err(failed @ (OpenError::Handshake { .. } | OpenError::Tls { .. })) => {
+                // A failed handshake (TLS or shared key) is a failed connection attempt: the
+                // events stay queued and the attempt is retried after the backoff, as for a
+                // connect error.
+                let message = match failed {
+                    OpenError::Handshake { kind, message } => {
+                        self.shared.metrics.handshake_failure(kind);
+                        message
+                    }
+                    OpenError::Tls { reason, message } => {
+                        self.shared.metrics.tls_failure(reason);
+                        message
+                    }
+                    OpenError::Connect(message) => message,
+                };
                 if self.handshake_failure.as_deref() != Some(message.as_str()) {
                     tracing::error!(ingester = %self.cfg.ingester, "billing: {message}");
                     self.handshake_failure = Some(message.clone());
