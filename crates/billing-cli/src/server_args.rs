@@ -372,6 +372,20 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_go_together_and_name_a_bad_file() {
+        assert!(parse(&[]).unwrap().tls.is_none());
+        assert!(parse(&["--tls-cert=/x"]).is_err());
+        assert!(parse(&["--tls-client-ca=/x"]).is_err());
+        let e = parse(&[
+            "--tls-cert=/nonexistent/c.pem",
+            "--tls-key=/nonexistent/k.pem",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent/c.pem"), "{e}");
+    }
+
+    #[test]
     fn users_without_a_key_and_bad_users_files_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let users = dir.path().join("users");
