@@ -122,7 +122,11 @@ struct AckAll;
 
 impl Handler for AckAll {
     type Error = std::convert::Infallible;
-    async fn handle(&self, _peer: SocketAddr, _frame: Frame) -> Result<Disposition, Self::Error> {
+    async fn handle(
+        &self,
+        _peer: forward::PeerAddr,
+        _frame: Frame,
+    ) -> Result<Disposition, Self::Error> {
         Ok(Disposition::Ack)
     }
 }

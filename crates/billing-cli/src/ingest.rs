@@ -1,6 +1,9 @@
-//! `billing ingest`: binds (TCP, and UDP on the same port for fluentd's heartbeat), prints `listening on ADDR` on stdout (tests and scripts wait for
-//! that line; with `--metrics-listen`, a second line `metrics on ADDR` follows), then serves
-//! until SIGINT/SIGTERM.
+//! `billing ingest`: binds (TCP, TLS over TCP with `--tls-cert`/`--tls-key`, or a Unix
+//! socket for `--listen unix:///path`; for TCP and TLS also UDP on the same port for fluentd's
+//! heartbeat), prints `listening on ENDPOINT` on stdout (`127.0.0.1:24225`,
+//! `tls://127.0.0.1:24225`, `unix:///run/billing.sock`: tests and scripts wait for that line;
+//! with `--metrics-listen`, a second line `metrics on ADDR` follows), then serves until
+//! SIGINT/SIGTERM (a Unix socket file is removed then).
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -23,7 +26,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:24225";
 /// Options of `billing ingest`.
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
-    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    /// Address to listen on: host:port or :port (port 0 picks a free port; the bound address
+    /// is printed), tls://host:port (needs --tls-cert and --tls-key; with them a plain
+    /// host:port speaks TLS too), or unix:///path (a Unix socket, owner-only; a stale socket
+    /// file is replaced, a live one refused).
     #[arg(long, env = "BILLING_INGEST_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: String,
     #[command(flatten)]
@@ -49,6 +55,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let config = args.server.config()?;
+    let endpoint: forward::Endpoint = args.listen.parse()?;
     match forward::raise_nofile_limit() {
         Ok((soft, hard)) => tracing::info!(soft, hard, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
@@ -59,8 +66,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         let store = AnyStore::open_with(url, &args.store_flags.options())
             .await
             .with_context(|| format!("cannot open store {url}"))?;
-        let server = forward::Server::bind(args.listen.as_str(), config)
-            .await
+        let server = forward::Server::bind_endpoint(&endpoint, config)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let metrics_listener = match &args.metrics_listen {
             Some(a) => Some(
@@ -70,20 +76,23 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
             ),
             None => None,
         };
-        let addr = server.local_addr()?;
+        let addr = server.local_endpoint()?;
         // fluentd's `heartbeat_type udp` asks on the same port over UDP, as in_forward
-        // answers; an ingester whose UDP port is taken still serves TCP.
-        match tokio::net::UdpSocket::bind(addr).await {
-            Ok(udp) => {
-                let answered = std::sync::Arc::new(AtomicU64::new(0));
-                tokio::spawn(forward::serve_udp_heartbeat(
-                    udp,
-                    answered,
-                    std::future::pending(),
-                ));
-            }
-            Err(e) => {
-                tracing::warn!(%addr, reason = %e, "UDP heartbeat not answered: cannot bind");
+        // answers; an ingester whose UDP port is taken still serves TCP. A Unix socket has
+        // no port to ask on.
+        if let Ok(tcp) = server.local_addr() {
+            match tokio::net::UdpSocket::bind(tcp).await {
+                Ok(udp) => {
+                    let answered = std::sync::Arc::new(AtomicU64::new(0));
+                    tokio::spawn(forward::serve_udp_heartbeat(
+                        udp,
+                        answered,
+                        std::future::pending(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(%tcp, reason = %e, "UDP heartbeat not answered: cannot bind");
+                }
             }
         }
         {

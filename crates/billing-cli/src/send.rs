@@ -73,6 +73,57 @@ fn handshake_hint(metrics: &Metrics) -> String {
     }
 }
 
+/// Why nothing was acknowledged, when TLS is the reason: the check that failed, by the
+/// client's `billing_client_tls_failures_total{reason}`.
+fn tls_hint(metrics: &Metrics) -> String {
+    let reasons = [
+        (
+            "unknown_issuer",
+            "certificate verify failed: unknown issuer (the ingester's certificate is not signed by the CA in --billing.tls-ca)",
+        ),
+        (
+            "expired",
+            "certificate verify failed: the ingester's certificate has expired",
+        ),
+        (
+            "not_valid_yet",
+            "certificate verify failed: the ingester's certificate is not valid yet",
+        ),
+        (
+            "name_mismatch",
+            "certificate verify failed: name mismatch (the ingester's certificate does not hold the host of --billing.ingester; see --billing.tls-server-name)",
+        ),
+        (
+            "bad_certificate",
+            "certificate verify failed: the ingester's certificate is invalid",
+        ),
+        (
+            "client_certificate_required",
+            "the ingester requires a client certificate (--billing.tls-cert, --billing.tls-key)",
+        ),
+        (
+            "certificate_refused",
+            "the ingester refused our client certificate",
+        ),
+        ("not_tls", "the ingester does not speak TLS"),
+        (
+            "closed",
+            "the ingester closed the connection during the TLS handshake (does it speak TLS?)",
+        ),
+        ("other", "the TLS session failed"),
+    ];
+    let failed: Vec<&str> = reasons
+        .into_iter()
+        .filter(|(label, _)| metrics.tls_failures(label) > 0)
+        .map(|(_, why)| why)
+        .collect();
+    if failed.is_empty() {
+        String::new()
+    } else {
+        format!("; TLS: {}", failed.join("; "))
+    }
+}
+
 fn parse_at(s: &str) -> Result<SystemTime, String> {
     billing_schema::parse_rfc3339(s)
 }
@@ -150,9 +201,10 @@ pub fn run(args: SendArgs) -> ExitCode {
         Err(billing_client::FlushError::Timeout { .. }) => fail(
             1,
             format!(
-                "not acknowledged by {ingester} within {}{}",
+                "not acknowledged by {ingester} within {}{}{}",
                 billing_client::duration::format(args.timeout),
-                handshake_hint(&metrics)
+                handshake_hint(&metrics),
+                tls_hint(&metrics)
             ),
         ),
         Err(e) => fail(1, e.to_string()),

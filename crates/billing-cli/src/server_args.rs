@@ -95,8 +95,9 @@ pub struct ServerArgs {
     /// [default: the machine's host name].
     #[arg(long, env = "BILLING_INGEST_HOSTNAME", value_name = "NAME")]
     pub hostname: Option<String>,
-    /// With a shared key: close a connection that sends no valid PING this long after it
-    /// connected (Go duration).
+    /// With TLS: close a connection whose TLS handshake is not done this long after it
+    /// connected; with a shared key: one that sends no valid PING this long after that
+    /// (Go duration).
     #[arg(
         long,
         env = "BILLING_INGEST_HANDSHAKE_TIMEOUT",
@@ -105,6 +106,32 @@ pub struct ServerArgs {
         value_name = "DURATION"
     )]
     pub handshake_timeout: Duration,
+    /// Speak TLS with this certificate (chain), PEM; needs --tls-key. Any listen address but
+    /// a Unix socket then speaks TLS, `host:port` as well as `tls://host:port`.
+    #[arg(
+        long,
+        env = "BILLING_INGEST_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, PEM.
+    #[arg(
+        long,
+        env = "BILLING_INGEST_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: require every client to present a certificate signed by this CA (PEM);
+    /// needs --tls-cert and --tls-key.
+    #[arg(
+        long,
+        env = "BILLING_INGEST_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -124,9 +151,25 @@ impl ServerArgs {
             frame_timeout: self.frame_timeout,
             auth: self.auth()?,
             handshake_timeout: self.handshake_timeout,
+            tls: self.tls()?,
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The TLS settings, loaded (`None` without --tls-cert).
+    fn tls(&self) -> anyhow::Result<Option<forward::ServerTls>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            if self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_client_ca.is_some() {
+                bail!("TLS needs both --tls-cert and --tls-key");
+            }
+            return Ok(None);
+        };
+        Ok(Some(forward::ServerTls::from_pem_files(
+            cert,
+            key,
+            self.tls_client_ca.as_deref(),
+        )?))
     }
 
     fn auth(&self) -> anyhow::Result<Option<forward::ServerAuth>> {
@@ -326,6 +369,20 @@ mod tests {
             !auth.hostname.is_empty(),
             "the machine's host name by default"
         );
+    }
+
+    #[test]
+    fn tls_flags_go_together_and_name_a_bad_file() {
+        assert!(parse(&[]).unwrap().tls.is_none());
+        assert!(parse(&["--tls-cert=/x"]).is_err());
+        assert!(parse(&["--tls-client-ca=/x"]).is_err());
+        let e = parse(&[
+            "--tls-cert=/nonexistent/c.pem",
+            "--tls-key=/nonexistent/k.pem",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent/c.pem"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Behind the `clap` feature (on by default) so that a service configured in code does not
 //! compile clap.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{
@@ -46,10 +47,10 @@ pub struct Args {
     /// Cap of the growing retry delay; equal to --billing.retry-delay for a fixed delay.
     #[arg(long = "billing.retry-delay-max", env = "BILLING_RETRY_DELAY_MAX", default_value = "30s", value_parser = go_duration, value_name = "DURATION")]
     pub retry_delay_max: Duration,
-    /// host:port of the billing ingester (the sidecar, normally on localhost), or a
-    /// comma-separated list of them for failover or round-robin
-    /// (--billing.ingester-policy): a,b,c.
-    #[arg(long = "billing.ingester", env = "BILLING_INGESTER", default_value = DEFAULT_INGESTER, value_name = "HOST:PORT[,...]")]
+    /// Address of the billing ingester (the sidecar, normally on localhost): host:port,
+    /// tls://host:port or unix:///path; or a comma-separated list of them for failover or
+    /// round-robin (--billing.ingester-policy): a,b,c.
+    #[arg(long = "billing.ingester", env = "BILLING_INGESTER", default_value = DEFAULT_INGESTER, value_name = "ADDR[,...]")]
     pub ingester: String,
     /// With several ingesters: failover (the first is the primary, the others standbys in
     /// order; everything goes to one at a time) or round-robin (chunks spread over every
@@ -150,6 +151,34 @@ pub struct Args {
         value_name = "NAME"
     )]
     pub hostname: Option<String>,
+    /// CA certificate file (PEM) that signs the ingester's certificate; set, TCP connections
+    /// use TLS (required for a tls:// ingester: there is no default trust store).
+    #[arg(long = "billing.tls-ca", env = "BILLING_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Our certificate file (PEM) for an ingester that requires client certificates (mutual
+    /// TLS); needs --billing.tls-key.
+    #[arg(
+        long = "billing.tls-cert",
+        env = "BILLING_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key file (PEM) of --billing.tls-cert.
+    #[arg(
+        long = "billing.tls-key",
+        env = "BILLING_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// The name the ingester's certificate must hold [default: the host of --billing.ingester].
+    #[arg(
+        long = "billing.tls-server-name",
+        env = "BILLING_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    pub tls_server_name: Option<String>,
 }
 
 impl From<Args> for Config {
@@ -179,6 +208,10 @@ impl From<Args> for Config {
             username: a.username,
             password: a.password,
             hostname: a.hostname,
+            tls_ca: a.tls_ca,
+            tls_cert: a.tls_cert,
+            tls_key: a.tls_key,
+            tls_server_name: a.tls_server_name,
         }
     }
 }

@@ -43,8 +43,10 @@ impl Client {
     /// the sender connects in the background and keeps retrying.
     ///
     /// # Errors
-    /// [`NewClientError::InvalidAddress`] if `ingester` is not `host:port` or a
-    /// comma-separated list of addresses (the message names the first bad one);
+    /// [`NewClientError::InvalidAddress`] if `ingester` is not an address (`host:port`,
+    /// `tls://host:port`, `unix:///path`) or a comma-separated list of them (the message names
+    /// the first bad one); [`NewClientError::InvalidTls`] for TLS settings that cannot be
+    /// loaded or do not go together, or a `tls://` ingester without a CA;
     /// [`NewClientError::InvalidConfig`] for zero limits (or a zero `write_timeout` or
     /// `primary_recheck`); [`NewClientError::InvalidAuth`] for
     /// handshake credentials out of bounds (or no readable host name); [`NewClientError::Spawn`] if the
@@ -60,6 +62,16 @@ impl Client {
     pub fn with_metrics(config: Config, metrics: Metrics) -> Result<Self, NewClientError> {
         let endpoints = forward::Endpoint::parse_list(&config.ingester)
             .map_err(|e| NewClientError::InvalidAddress(e.to_string()))?;
+        // Loaded once: a bad file is this error, not a failure of every connection.
+        let tls = config.client_tls().map_err(NewClientError::InvalidTls)?;
+        if let Some(endpoint) = endpoints.iter().find(|e| e.is_tls())
+            && tls.is_none()
+        {
+            return Err(NewClientError::InvalidTls(format!(
+                "{endpoint} is a tls:// ingester: set tls_ca (--billing.tls-ca) to the CA \
+                 that signs its certificate"
+            )));
+        }
         if config.max_buffered_events == 0 {
             return Err(NewClientError::InvalidConfig(
                 "max_buffered_events must be at least 1",
@@ -114,6 +126,7 @@ impl Client {
             config.clone(),
             endpoints,
             auth,
+            tls,
             shared.clone(),
             rx,
             recovered_below,

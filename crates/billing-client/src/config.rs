@@ -1,6 +1,7 @@
 //! Client settings: a plain [`Config`] with documented `DEFAULT_*` values. The same settings as
 //! clap flags are in [`crate::args`] (feature `clap`, on by default).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::secret::Secret;
@@ -114,8 +115,10 @@ pub struct Config {
     /// `retry_delay` for a fixed delay without jitter (the Go client's behaviour).
     pub retry_delay_max: Duration,
     /// The ingester's address, or a comma-separated list of addresses for failover or
-    /// round-robin (see `ingester_policy`): `host:port`, `[v6]:port`, `:port` (this machine),
-    /// as [`forward::Endpoint::parse_list`] reads them.
+    /// round-robin (see `ingester_policy`), as [`forward::Endpoint::parse_list`] reads them:
+    /// `host:port` (plain TCP, or TLS when `tls_ca` is set), `:port` (this machine),
+    /// `tls://host:port` (TLS; needs `tls_ca`), or `unix:///path` (a Unix socket; the TLS
+    /// settings do not apply to it).
     pub ingester: String,
     /// How chunks are spread over several ingesters.
     pub ingester_policy: IngesterPolicy,
@@ -169,6 +172,17 @@ pub struct Config {
     /// Our hostname in the handshake; `None`: the machine's host name
     /// ([`forward::local_hostname`]). It must differ from the ingester's.
     pub hostname: Option<String>,
+    /// CA certificate(s), PEM, that must have signed the ingester's certificate: `Some`
+    /// makes TCP connections TLS. There is no default trust store: a `tls://` ingester needs
+    /// this.
+    pub tls_ca: Option<PathBuf>,
+    /// Our certificate, PEM, for an ingester that requires client certificates (mutual TLS);
+    /// goes with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert`, PEM.
+    pub tls_key: Option<PathBuf>,
+    /// The name the ingester's certificate must hold; `None`: the ingester address's host.
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for Config {
@@ -198,6 +212,10 @@ impl Default for Config {
             username: String::new(),
             password: Secret::default(),
             hostname: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_server_name: None,
         }
     }
 }
@@ -222,6 +240,46 @@ impl Config {
             username: self.username.clone(),
             password: self.password.expose().to_string(),
         }))
+    }
+
+    /// The TLS settings these settings ask for, loaded: `None` without `tls_ca` (and no other
+    /// TLS setting).
+    ///
+    /// # Errors
+    /// A TLS setting without `tls_ca`, a certificate without its key (or the reverse), or a
+    /// file that cannot be loaded (the message names it and what is wrong).
+    pub fn client_tls(&self) -> Result<Option<forward::ClientTls>, String> {
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(
+                    "tls_cert (--billing.tls-cert) needs its private key, tls_key \
+                            (--billing.tls-key)"
+                        .into(),
+                );
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "tls_key (--billing.tls-key) needs its certificate, tls_cert \
+                            (--billing.tls-cert)"
+                        .into(),
+                );
+            }
+        };
+        let Some(ca) = &self.tls_ca else {
+            if identity.is_some() || self.tls_server_name.is_some() {
+                return Err(
+                    "TLS settings need the CA that signs the ingester's certificate: \
+                            tls_ca (--billing.tls-ca)"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        };
+        forward::ClientTls::from_pem_files(ca, identity, self.tls_server_name.as_deref())
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     /// The spool options these settings ask for.

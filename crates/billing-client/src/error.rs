@@ -6,8 +6,8 @@ use billing_schema::Event;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NewClientError {
-    /// `ingester` is not `host:port` or a comma-separated list of addresses; the message
-    /// names the first that does not parse.
+    /// `ingester` is not an address (`host:port`, `tls://host:port`, `unix:///path`) or a
+    /// comma-separated list of them; the message names the first that does not parse.
     #[error("billing: invalid ingester address: {0}")]
     InvalidAddress(String),
     /// A setting is out of range.
@@ -17,6 +17,10 @@ pub enum NewClientError {
     /// password out of bounds), or the host name cannot be read. Never shows the key.
     #[error("billing: invalid authentication settings: {0}")]
     InvalidAuth(String),
+    /// The TLS settings cannot be used: a file that cannot be read or is not what it should
+    /// be, a client certificate without its key, a `tls://` ingester without a CA.
+    #[error("billing: invalid TLS settings: {0}")]
+    InvalidTls(String),
     /// The background sender could not start.
     #[error("billing: cannot start the sender thread: {0}")]
     Spawn(#[source] std::io::Error),

@@ -12,6 +12,12 @@
 //!   failed (with a shared key): `refused` (the ingester's PONG said no),
 //!   `digest_mismatch` (its PONG digest is wrong: it does not know the key),
 //!   `hostname_loop`, `timeout`, `closed`, `protocol` (not a HELO/PONG), `io`;
+//! - `billing_client_tls_failures_total{reason}`: connections whose TLS session failed, at
+//!   connect or (TLS 1.3: a refused client certificate shows on the first read) later, by the
+//!   check that failed: `unknown_issuer`, `expired`, `not_valid_yet`, `name_mismatch`,
+//!   `bad_certificate`, `client_certificate_required`, `certificate_refused`, `not_tls`,
+//!   `closed` (the ingester hung up during the TLS handshake), `other`
+//!   (`forward::TlsFailure::label`);
 //! - with a spool: `billing_client_spool_bytes`, `_spool_records`,
 //!   `_spool_oldest_unacked_age_seconds`, `_spool_damaged_records`.
 //!
@@ -160,6 +166,7 @@ struct Inner {
     ingester_chunks_sent: Family<IngesterLabels, Counter>,
     ingester_acks: Family<IngesterLabels, Counter>,
     ingester_failures: Family<IngesterReasonLabels, Counter>,
+    tls_failures: Family<ReasonLabels, Counter>,
     per_type: RwLock<HashMap<AmountType, Arc<PerType>>>,
 }
 
@@ -258,6 +265,7 @@ impl Metrics {
             ingester_chunks_sent: Family::default(),
             ingester_acks: Family::default(),
             ingester_failures: Family::default(),
+            tls_failures: Family::default(),
             per_type: RwLock::new(HashMap::new()),
         }))
     }
@@ -316,6 +324,11 @@ impl Metrics {
             "handshake_failures",
             "Connection attempts whose shared-key handshake with the ingester failed, by reason",
             self.0.handshake_failures.clone(),
+        );
+        r.register(
+            "tls_failures",
+            "Connections whose TLS session with the ingester failed, by the check that failed",
+            self.0.tls_failures.clone(),
         );
         r.register(
             "spool_damaged_records",
@@ -538,6 +551,25 @@ impl Metrics {
     pub fn handshake_failures(&self, reason: &str) -> u64 {
         self.0
             .handshake_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .get()
+    }
+
+    pub(crate) fn tls_failure(&self, reason: &'static str) {
+        self.0
+            .tls_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Current count of `billing_client_tls_failures_total{reason}`.
+    pub fn tls_failures(&self, reason: &str) -> u64 {
+        self.0
+            .tls_failures
             .get_or_create(&ReasonLabels {
                 reason: reason.into(),
             })

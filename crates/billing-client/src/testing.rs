@@ -60,7 +60,11 @@ struct Recorder(Arc<State>);
 impl Handler for Recorder {
     type Error = std::convert::Infallible;
 
-    async fn handle(&self, _peer: SocketAddr, frame: Frame) -> Result<Disposition, Self::Error> {
+    async fn handle(
+        &self,
+        _peer: forward::PeerAddr,
+        frame: Frame,
+    ) -> Result<Disposition, Self::Error> {
         let state = &self.0;
         state.frames.fetch_add(1, Ordering::SeqCst);
         let mode = *state.mode.lock().unwrap_or_else(|e| e.into_inner());
@@ -86,6 +90,12 @@ impl Handler for Recorder {
             _ => Disposition::Withhold,
         })
     }
+}
+
+/// Where a test ingester listens.
+enum Target<'a> {
+    Addr(SocketAddr),
+    Endpoint(&'a forward::Endpoint),
 }
 
 /// The in-process test ingester. Stops when dropped.
@@ -121,6 +131,37 @@ impl TestIngester {
         addr: SocketAddr,
         config: forward::ServerConfig,
     ) -> std::io::Result<Self> {
+        Self::start_any(&Target::Addr(addr), config)
+    }
+
+    /// Starts a server on any endpoint (`unix:///path`, or `tls://127.0.0.1:0` with
+    /// `config.tls` set) with `config`.
+    ///
+    /// # Errors
+    /// As [`TestIngester::start_with_config`]; settings that do not fit the endpoint.
+    pub fn start_on_endpoint(
+        endpoint: &forward::Endpoint,
+        config: forward::ServerConfig,
+    ) -> std::io::Result<Self> {
+        Self::start_any(&Target::Endpoint(endpoint), config)
+    }
+
+    /// Starts a TLS server on `127.0.0.1:0` with `tls` (with a client CA in it: mutual TLS);
+    /// [`TestIngester::client_config`] then points at `tls://127.0.0.1:PORT` (set the client's
+    /// `tls_ca`, and `tls_server_name` unless the certificate names `127.0.0.1`).
+    ///
+    /// # Errors
+    /// As [`TestIngester::start_with_config`].
+    pub fn start_with_tls(tls: forward::ServerTls) -> std::io::Result<Self> {
+        let config = forward::ServerConfig {
+            tls: Some(tls),
+            ..forward::ServerConfig::default()
+        };
+        let endpoint = "tls://127.0.0.1:0".parse().expect("valid address");
+        Self::start_on_endpoint(&endpoint, config)
+    }
+
+    fn start_any(target: &Target<'_>, config: forward::ServerConfig) -> std::io::Result<Self> {
         let state = Arc::new(State {
             mode: Mutex::new(AckMode::Ack),
             received: Mutex::new(Vec::new()),
@@ -133,11 +174,16 @@ impl TestIngester {
             .thread_name("test-ingester")
             .config(config);
         let setup = async move { Ok::<_, std::convert::Infallible>((handler, ())) };
-        let (server, ()) =
-            BackgroundServer::start_with(addr, options, setup).map_err(|e| match e {
-                StartError::Bind(e) | StartError::Spawn(e) => e,
-                other => std::io::Error::other(other.to_string()),
-            })?;
+        let started = match target {
+            Target::Addr(addr) => BackgroundServer::start_with(*addr, options, setup),
+            Target::Endpoint(endpoint) => {
+                BackgroundServer::start_endpoint_with(endpoint, options, setup)
+            }
+        };
+        let (server, ()) = started.map_err(|e| match e {
+            StartError::Bind(e) | StartError::Spawn(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        })?;
         Ok(Self { state, server })
     }
 
@@ -158,9 +204,17 @@ impl TestIngester {
         Self::start_with_config(addr, config)
     }
 
-    /// The bound address.
+    /// The bound TCP address.
+    ///
+    /// # Panics
+    /// For a server on a Unix socket (see [`TestIngester::endpoint`]).
     pub fn addr(&self) -> SocketAddr {
         self.server.addr()
+    }
+
+    /// Where clients connect: `127.0.0.1:PORT`, `tls://127.0.0.1:PORT` or `unix:///path`.
+    pub fn endpoint(&self) -> &forward::Endpoint {
+        self.server.endpoint()
     }
 
     /// The server's counters (handshakes among them).
@@ -171,7 +225,7 @@ impl TestIngester {
     /// A client config pointing at this server, with short retry delays for tests.
     pub fn client_config(&self) -> Config {
         Config {
-            ingester: self.addr().to_string(),
+            ingester: self.endpoint().to_string(),
             retry_delay: Duration::from_millis(10),
             retry_delay_max: Duration::from_millis(100),
             ..Config::default()

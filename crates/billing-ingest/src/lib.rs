@@ -50,7 +50,6 @@ mod store_error;
 mod store_options;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -381,7 +380,11 @@ pub(crate) struct Ingest<S> {
 impl<S: Store> Handler for Ingest<S> {
     type Error = StoreError;
 
-    async fn handle(&self, peer: SocketAddr, frame: Frame) -> Result<Disposition, StoreError> {
+    async fn handle(
+        &self,
+        peer: forward::PeerAddr,
+        frame: Frame,
+    ) -> Result<Disposition, StoreError> {
         let start = std::time::Instant::now();
         let checked = Checked::frame(&frame, &self.policy, std::time::SystemTime::now());
         let invalid = summarize(&checked.invalid);

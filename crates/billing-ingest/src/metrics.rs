@@ -275,6 +275,13 @@ impl Collector for ServerCollector {
             None,
             json.metric_type(),
         )?)?;
+        let tls = ConstCounter::new(s.tls_handshake_failures.load(Ordering::Relaxed));
+        tls.encode(encoder.encode_descriptor(
+            "tls_handshake_failures",
+            "TLS handshakes that failed (no or refused client certificate, not TLS, ...) or did not complete within the handshake timeout.",
+            None,
+            tls.metric_type(),
+        )?)?;
         let waits = ConstCounter::new(s.memory_waits.load(Ordering::Relaxed));
         waits.encode(encoder.encode_descriptor(
             "memory_waits",

@@ -19,7 +19,6 @@
 //!   (hostnames and usernames are shown with `{:?}` by [`HandshakeError`]'s messages), and
 //!   keys, passwords and digests never.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use crate::handshake::{
     HandshakeError, Peer, Pong, ServerAuth, ServerHandshake, parse_ping, write_helo, write_pong,
 };
 use crate::limits::{RateLog, Reason};
+use crate::peer_addr::PeerAddr;
 use crate::stats::ServerStats;
 
 /// Reason of the refusing PONG answering something that is not a valid PING (fluentd's
@@ -53,7 +53,7 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     auth: &ServerAuth,
     timeout: Duration,
-    peer: SocketAddr,
+    peer: &PeerAddr,
     stats: &ServerStats,
     log: &RateLog,
 ) -> bool {

@@ -14,6 +14,9 @@
 //! Invariants of both:
 //! - the listener is bound before the constructor returns: [`addr`](BackgroundServer::addr) is
 //!   the real address (port 0 resolved), and a client may connect at once;
+//! - any [`Endpoint`] can be served ([`BackgroundServer::start_endpoint_with`],
+//!   [`Server::bind_endpoint`]), TLS through [`ServerConfig::tls`]; [`endpoint`](BackgroundServer::endpoint)
+//!   is where clients connect (`unix:///path`, `tls://ip:port`, `ip:port`);
 //! - `drop_connections` ends every connection open at that moment (unacked frames stay
 //!   unacked, as when a peer crashes) and the server keeps accepting;
 //! - shutting down (explicitly or by dropping the handle) stops accepting and ends every
@@ -24,14 +27,13 @@
 //!   [`ShutdownError::TimedOut`], logged on drop) when a handler blocks its runtime.
 //!
 //! ```
-//! use std::net::SocketAddr;
 //! use std::sync::Arc;
-//! use forward::{BackgroundServer, Disposition, Frame, Handler};
+//! use forward::{BackgroundServer, Disposition, Frame, Handler, PeerAddr};
 //!
 //! struct AckAll;
 //! impl Handler for AckAll {
 //!     type Error = std::convert::Infallible;
-//!     async fn handle(&self, _: SocketAddr, _: Frame) -> Result<Disposition, Self::Error> {
+//!     async fn handle(&self, _: PeerAddr, _: Frame) -> Result<Disposition, Self::Error> {
 //!         Ok(Disposition::Ack)
 //!     }
 //! }
@@ -51,7 +53,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::endpoint::Endpoint;
 use crate::limits::ServerConfig;
+use crate::listener::{StdListener, bind_std};
 use crate::server::{Handler, Server, ServerControl};
 use crate::stats::ServerStats;
 
@@ -62,7 +66,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// without waiting; [`SpawnedServer::shutdown`] waits.
 #[derive(Debug)]
 pub struct SpawnedServer {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    endpoint: Endpoint,
     stats: Arc<ServerStats>,
     control: ServerControl,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -77,21 +82,31 @@ impl SpawnedServer {
     /// # Panics
     /// Outside a tokio runtime.
     pub fn spawn<H: Handler>(server: Server, handler: Arc<H>) -> std::io::Result<Self> {
-        let addr = server.local_addr()?;
+        let endpoint = server.local_endpoint()?;
+        let addr = server.local_addr().ok();
         let stats = server.stats();
         let control = ServerControl::new();
         let task = tokio::spawn(server.serve_with_control(handler, control.clone()));
         Ok(Self {
             addr,
+            endpoint,
             stats,
             control,
             task: Some(task),
         })
     }
 
-    /// The bound address.
+    /// The bound TCP address.
+    ///
+    /// # Panics
+    /// For a server on a Unix socket (use [`SpawnedServer::endpoint`]).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addr.expect("a Unix socket server has no TCP address")
+    }
+
+    /// Where clients connect: `ip:port`, `tls://ip:port` or `unix:///path`.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// The server's connection and frame counters.
@@ -215,7 +230,8 @@ type Ready<T, E> = Result<(tokio::runtime::Handle, Arc<ServerStats>, T), StartEr
 /// (bounded wait, see [`BackgroundServer::shutdown`]).
 #[derive(Debug)]
 pub struct BackgroundServer {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    endpoint: Endpoint,
     stats: Arc<ServerStats>,
     control: ServerControl,
     runtime: tokio::runtime::Handle,
@@ -265,7 +281,45 @@ impl BackgroundServer {
         // Bound here, with the standard library, so that a bind error is the caller's
         // and the address is known before any client needs it.
         let listener = std::net::TcpListener::bind(addr).map_err(StartError::Bind)?;
-        let addr = listener.local_addr().map_err(StartError::Bind)?;
+        Self::start_bound(StdListener::Tcp(listener), options, setup)
+    }
+
+    /// As [`BackgroundServer::start_with`], on any [`Endpoint`] (a Unix socket, or TLS with
+    /// [`ServerConfig::tls`] in `options`), as [`Server::bind_endpoint`] binds it.
+    ///
+    /// # Errors
+    /// As [`BackgroundServer::start_with`]; [`StartError::Bind`] also for settings that do
+    /// not fit the endpoint (see [`Server::bind_endpoint`]).
+    pub fn start_endpoint_with<H, T, E, F>(
+        endpoint: &Endpoint,
+        options: BackgroundOptions,
+        setup: F,
+    ) -> Result<(Self, T), StartError<E>>
+    where
+        H: Handler,
+        T: Send + 'static,
+        E: Send + 'static,
+        F: Future<Output = Result<(Arc<H>, T), E>> + Send + 'static,
+    {
+        crate::server::check_endpoint(endpoint, &options.config).map_err(StartError::Bind)?;
+        let listener = bind_std(endpoint).map_err(StartError::Bind)?;
+        Self::start_bound(listener, options, setup)
+    }
+
+    fn start_bound<H, T, E, F>(
+        listener: StdListener,
+        options: BackgroundOptions,
+        setup: F,
+    ) -> Result<(Self, T), StartError<E>>
+    where
+        H: Handler,
+        T: Send + 'static,
+        E: Send + 'static,
+        F: Future<Output = Result<(Arc<H>, T), E>> + Send + 'static,
+    {
+        let (addr, endpoint) = listener
+            .addresses(options.config.tls.is_some())
+            .map_err(StartError::Bind)?;
         let control = ServerControl::new();
         let (ready_tx, ready) = mpsc::sync_channel::<Ready<T, E>>(1);
         let (finished_tx, finished) = mpsc::channel::<()>();
@@ -291,7 +345,7 @@ impl BackgroundServer {
                 };
                 let handle = runtime.handle().clone();
                 runtime.block_on(async move {
-                    let server = match Server::from_std(listener, config) {
+                    let server = match Server::from_bound(listener, config) {
                         Ok(s) => s,
                         Err(e) => {
                             let _ = ready_tx.send(Err(StartError::Bind(e)));
@@ -320,6 +374,7 @@ impl BackgroundServer {
             Ok(Ok((runtime, stats, extra))) => Ok((
                 Self {
                     addr,
+                    endpoint,
                     stats,
                     control,
                     runtime,
@@ -341,9 +396,17 @@ impl BackgroundServer {
         }
     }
 
-    /// The bound address.
+    /// The bound TCP address.
+    ///
+    /// # Panics
+    /// For a server on a Unix socket (use [`BackgroundServer::endpoint`]).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addr.expect("a Unix socket server has no TCP address")
+    }
+
+    /// Where clients connect: `ip:port`, `tls://ip:port` or `unix:///path`.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// The server's connection and frame counters.
@@ -397,7 +460,7 @@ impl BackgroundServer {
 impl Drop for BackgroundServer {
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
-            tracing::warn!(addr = %self.addr, error = %e, "forward server not stopped cleanly");
+            tracing::warn!(endpoint = %self.endpoint, error = %e, "forward server not stopped cleanly");
         }
     }
 }

@@ -56,7 +56,7 @@ pub(crate) struct Guard {
     idle_since: Instant,
     frame_deadline: Option<Instant>,
     log: Arc<RateLog>,
-    peer: Option<std::net::SocketAddr>,
+    peer: Option<crate::peer_addr::PeerAddr>,
 }
 
 impl Guard {
@@ -65,7 +65,7 @@ impl Guard {
         idle_timeout: Duration,
         frame_timeout: Duration,
         log: Arc<RateLog>,
-        peer: Option<std::net::SocketAddr>,
+        peer: Option<crate::peer_addr::PeerAddr>,
     ) -> Self {
         Self {
             charge: Charge::empty(&budget),
@@ -86,7 +86,7 @@ impl Guard {
         if !waited.is_zero() {
             self.log.hit(
                 Reason::MemoryWait,
-                self.peer,
+                self.peer.as_ref(),
                 &format!("waited {waited:?} for {bytes} bytes of the memory budget"),
             );
         }

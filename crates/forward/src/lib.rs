@@ -8,7 +8,8 @@
 //! - `scan.rs`: a frame's end found in linear time as its bytes trickle in;
 //! - `connection.rs`: a socket plus its buffer, yielding frames or acks ([`Connection`],
 //!   [`AckReader`]);
-//! - `server.rs`: a listener that acks a chunk only after its [`Handler`] took it ([`Server`]);
+//! - `server.rs`: a listener (TCP, TLS, Unix) that acks a chunk only after its [`Handler`]
+//!   took it ([`Server`]);
 //! - `limits.rs` and `budget.rs`: what one sender may cost ([`ServerConfig`]: entries per
 //!   frame, connections, idle and frame timeouts, one memory budget for all connections), each
 //!   limit counted in [`ServerStats`] and logged, rate-limited;
@@ -16,6 +17,12 @@
 //!   ([`BackgroundServer`]), with a handle to drop its connections and shut it down.
 //! - `endpoint.rs`: the address syntax of both halves ([`Endpoint`]: `host:port`, `tls://`,
 //!   `unix://`);
+//! - the transport: `stream.rs` (one socket type, [`Stream`]: TCP, Unix, TLS over TCP),
+//!   `listener.rs` (binding any endpoint; a Unix socket file owner-only, a stale one replaced,
+//!   removed on shutdown: [`Server::bind_endpoint`]), `connect.rs` (the client's way in,
+//!   [`connect`]), `tls.rs` (rustls settings from PEM files: [`ServerTls`], [`ClientTls`],
+//!   mutual TLS), `tls_failure.rs` (a TLS error as one line naming the failed check,
+//!   [`TlsFailure`]), `peer_addr.rs` (who a handler's frame came from, [`PeerAddr`]);
 //! - `heartbeat.rs`: the answer to fluentd's UDP heartbeat ([`serve_udp_heartbeat`]); its TCP
 //!   heartbeat, a `nil` between frames, is skipped by `connection.rs`;
 //! - `handshake.rs`: the shared-key / user handshake (HELO, PING, PONG) as a pure codec and
@@ -29,6 +36,7 @@
 mod authenticate;
 mod background;
 mod budget;
+mod connect;
 mod connection;
 mod decode;
 pub mod encode;
@@ -38,18 +46,24 @@ mod handshake;
 mod heartbeat;
 mod hostname;
 mod limits;
+mod listener;
 mod model;
 pub mod msgpack;
+mod peer_addr;
 mod scan;
 mod server;
 mod stats;
+mod stream;
 mod time;
+mod tls;
+mod tls_failure;
 
 pub use background::{
     BackgroundOptions, BackgroundServer, DEFAULT_SHUTDOWN_TIMEOUT, ShutdownError, SpawnedServer,
     StartError,
 };
 pub use budget::SMALL_FRAME_BYTES;
+pub use connect::{ConnectError, connect};
 pub use connection::{AckReader, Connection};
 pub use decode::decoded_cost;
 pub use endpoint::{Endpoint, EndpointError};
@@ -74,9 +88,13 @@ pub use model::{
     Check, Compression, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME, DecodeLimits,
     Entry, Frame, Framing, Mode, Options,
 };
+pub use peer_addr::PeerAddr;
 pub use server::{Disposition, Handler, Server, ServerControl, serve_connection};
 pub use stats::ServerStats;
+pub use stream::Stream;
 pub use time::EventTime;
+pub use tls::{ClientTls, ServerTls, TlsConfigError};
+pub use tls_failure::TlsFailure;
 
 /// Why bytes are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use crate::budget::{SMALL_FRAME_BYTES, decode_ceiling};
 use crate::handshake::{ServerAuth, ServerHandshake};
 use crate::model::{DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORDS_PER_FRAME};
+use crate::peer_addr::PeerAddr;
+use crate::tls::ServerTls;
 
 /// Default most connections open at once; more are closed as soon as they are accepted.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -74,6 +76,11 @@ pub struct ServerConfig {
     /// Longest time from a connection's accept to a valid PING when [`ServerConfig::auth`] is
     /// set; the connection is closed (counted `handshake_timeouts`) when it passes.
     pub handshake_timeout: Duration,
+    /// TLS: `Some` makes every TCP connection start with a TLS handshake (in the connection's
+    /// own task, within `handshake_timeout`; a failure is counted `tls_handshake_failures`),
+    /// and the shared-key handshake, if any, then runs inside TLS. A Unix socket cannot be
+    /// served with TLS (its file permissions are its access control). `None`: plain TCP.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +94,7 @@ impl Default for ServerConfig {
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             auth: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -209,9 +217,10 @@ pub(crate) enum Reason {
     HandshakeFailed,
     HandshakeTimeout,
     JsonWithAuth,
+    TlsHandshake,
 }
 
-const REASONS: usize = 11;
+const REASONS: usize = 12;
 
 impl Reason {
     fn index(self) -> usize {
@@ -231,6 +240,7 @@ impl Reason {
             Reason::HandshakeFailed => "handshake_failed",
             Reason::HandshakeTimeout => "handshake_timeout",
             Reason::JsonWithAuth => "json_with_auth",
+            Reason::TlsHandshake => "tls_handshake",
         }
     }
 }
@@ -244,7 +254,7 @@ pub(crate) struct RateLog {
 impl RateLog {
     /// Logs `detail` for `reason` at warn level unless a line for it was written less than
     /// [`LOG_INTERVAL`] ago (then it only counts it).
-    pub(crate) fn hit(&self, reason: Reason, peer: Option<std::net::SocketAddr>, detail: &str) {
+    pub(crate) fn hit(&self, reason: Reason, peer: Option<&PeerAddr>, detail: &str) {
         let now = Instant::now();
         let suppressed = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());

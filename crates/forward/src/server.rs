@@ -1,4 +1,4 @@
-//! The server half: a TCP listener that decodes frames, hands each to a [`Handler`] and acks
+//! The server half: a listener (TCP, TLS over TCP, or a Unix socket) that decodes frames, hands each to a [`Handler`] and acks
 //! a chunk only after the handler said its entries are safe.
 //!
 //! Invariants: an ack is written only after `Handler::handle` returned
@@ -20,6 +20,12 @@
 //! (`authenticate.rs`): HELO, a valid PING within `handshake_timeout`, PONG; a connection
 //! that fails it is closed and nothing it sent reaches the handler; JSON framing, which has
 //! no handshake, is refused on such a server (closed before the handler sees the frame).
+//! With [`ServerConfig::tls`] set, each TCP connection first passes a TLS handshake, in its
+//! own task (a slow or silent peer never holds up the accept loop), within
+//! `handshake_timeout`; a failure is counted (`tls_handshake_failures`) and logged
+//! rate-limited with one line saying why, and the shared-key handshake then runs inside TLS.
+//! Listening on a Unix socket (`listener.rs`): the file is owner-only, a stale one is
+//! replaced, a live one refused, and it is removed when the server stops.
 //! An accept error (`EMFILE`, `ENFILE`, ...) pauses accepting with a growing backoff (10 ms
 //! to 1 s) instead of spinning, while open connections are served on.
 
@@ -30,15 +36,21 @@ use std::sync::atomic::Ordering;
 
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::watch;
 
 use crate::authenticate::authenticate;
 use crate::budget::Budget;
 use crate::connection::{Connection, Guard};
+use crate::endpoint::Endpoint;
 use crate::limits::{RateLog, Reason, ServerConfig, nofile_soft_limit};
+use crate::listener::{Accepted, Listener, StdListener, bind_std};
 use crate::model::{DecodeLimits, Frame, Framing};
+use crate::peer_addr::PeerAddr;
 use crate::stats::ServerStats;
+use crate::stream::Stream;
+use crate::tls_failure::{TlsFailure, explain_handshake};
 use crate::{ConnectionError, FrameError};
 
 /// What the server should do after a handler took a frame.
@@ -63,7 +75,7 @@ pub trait Handler: Send + Sync + 'static {
     /// Any failure to make the frame's entries safe.
     fn handle(
         &self,
-        peer: SocketAddr,
+        peer: PeerAddr,
         frame: Frame,
     ) -> impl Future<Output = Result<Disposition, Self::Error>> + Send;
 }
@@ -71,7 +83,7 @@ pub trait Handler: Send + Sync + 'static {
 /// A bound forward listener.
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    listener: Listener,
     config: ServerConfig,
     stats: Arc<ServerStats>,
     shared: Arc<Shared>,
@@ -112,7 +124,33 @@ impl Server {
         invalid_config(&config)?;
         let stats = Arc::default();
         Ok(Self {
-            listener: TcpListener::bind(addr).await?,
+            listener: Listener::Tcp(TcpListener::bind(addr).await?),
+            shared: Shared::new(&config, &stats),
+            config,
+            stats,
+        })
+    }
+
+    /// Binds any [`Endpoint`]: TCP (`host:port`, `:port` for every interface), `tls://` (needs
+    /// [`ServerConfig::tls`]; a plain `host:port` with `tls` set speaks TLS as well), or a Unix
+    /// socket (`unix:///path`: created 0600, a stale file replaced, a live one refused).
+    ///
+    /// Must be called inside the tokio runtime that will serve it.
+    ///
+    /// # Errors
+    /// `InvalidInput` if [`ServerConfig::validate`] refuses `config`, for `tls://` without
+    /// TLS settings, or for a Unix socket with them; `AddrInUse` when a server answers on the
+    /// socket file; the bind failure.
+    pub fn bind_endpoint(endpoint: &Endpoint, config: ServerConfig) -> std::io::Result<Self> {
+        check_endpoint(endpoint, &config)?;
+        Self::from_bound(bind_std(endpoint)?, config)
+    }
+
+    pub(crate) fn from_bound(listener: StdListener, config: ServerConfig) -> std::io::Result<Self> {
+        invalid_config(&config)?;
+        let stats = Arc::default();
+        Ok(Self {
+            listener: listener.register()?,
             shared: Shared::new(&config, &stats),
             config,
             stats,
@@ -131,15 +169,7 @@ impl Server {
         listener: std::net::TcpListener,
         config: ServerConfig,
     ) -> std::io::Result<Self> {
-        invalid_config(&config)?;
-        listener.set_nonblocking(true)?;
-        let stats = Arc::default();
-        Ok(Self {
-            listener: TcpListener::from_std(listener)?,
-            shared: Shared::new(&config, &stats),
-            config,
-            stats,
-        })
+        Self::from_bound(StdListener::Tcp(listener), config)
     }
 
     /// The settings this server applies.
@@ -147,12 +177,27 @@ impl Server {
         &self.config
     }
 
-    /// The address actually bound.
+    /// The TCP address actually bound.
+    ///
+    /// # Errors
+    /// As `TcpListener::local_addr`; `Unsupported` for a Unix socket (see
+    /// [`Server::local_endpoint`]).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.tcp_addr().unwrap_or_else(|| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "a Unix socket has no IP address",
+            ))
+        })
+    }
+
+    /// Where clients reach this server: `tls://ip:port` with TLS, `ip:port` without, or
+    /// `unix:///path`.
     ///
     /// # Errors
     /// As `TcpListener::local_addr`.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+    pub fn local_endpoint(&self) -> std::io::Result<Endpoint> {
+        self.listener.endpoint(self.config.tls.is_some())
     }
 
     /// Counters of this server's connections and frames, shared with its tasks.
@@ -232,15 +277,14 @@ impl Server {
                             self.stats.refused_max_connections.fetch_add(1, Ordering::Relaxed);
                             self.shared.log.hit(
                                 Reason::MaxConnections,
-                                Some(peer),
+                                Some(&peer),
                                 &format!("{open} connections open, closing a new one"),
                             );
                             drop(stream);
                             continue;
                         }
-                        let _ = stream.set_nodelay(true);
                         let open = Open::new(self.stats.clone());
-                        let fut = serve_guarded(
+                        let fut = serve_accepted(
                             stream,
                             peer,
                             handler.clone(),
@@ -353,21 +397,95 @@ impl Drop for Open {
 
 /// Serves one connection until the peer closes it, breaks the protocol or a limit of
 /// `config`; its memory budget is its own (a [`Server`] shares one among its connections).
-pub async fn serve_connection<H: Handler>(
-    stream: TcpStream,
-    peer: SocketAddr,
+///
+/// `stream` is used as it is: [`ServerConfig::tls`] is not applied here (pass a TLS stream to
+/// serve one).
+pub async fn serve_connection<H: Handler, S>(
+    stream: S,
+    peer: impl Into<PeerAddr>,
     handler: Arc<H>,
     config: ServerConfig,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let stats: Arc<ServerStats> = Arc::default();
     let shared = Shared::new(&config, &stats);
     let open = Open::new(stats.clone());
+    serve_guarded(stream, peer.into(), handler, config, stats, shared, open).await;
+}
+
+/// Refuses endpoint and TLS settings that do not go together.
+pub(crate) fn check_endpoint(endpoint: &Endpoint, config: &ServerConfig) -> std::io::Result<()> {
+    let refuse = |m: String| Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, m));
+    match endpoint {
+        Endpoint::Tls { .. } if config.tls.is_none() => refuse(format!(
+            "{endpoint}: a tls:// address needs TLS settings (a certificate and its key)"
+        )),
+        Endpoint::Unix(_) if config.tls.is_some() => refuse(format!(
+            "{endpoint}: TLS over a Unix socket is not supported (the socket file's permissions \
+             are its access control); drop the TLS settings or listen on TCP"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A freshly accepted connection: its TLS handshake first (with TLS settings, TCP only),
+/// bounded by the handshake timeout, then the forward protocol.
+async fn serve_accepted<H: Handler>(
+    accepted: Accepted,
+    peer: PeerAddr,
+    handler: Arc<H>,
+    config: ServerConfig,
+    stats: Arc<ServerStats>,
+    shared: Arc<Shared>,
+    open: Open,
+) {
+    let stream = match (accepted, &config.tls) {
+        (Accepted::Unix(s), _) => Stream::Unix(s),
+        (Accepted::Tcp(s), None) => Stream::Tcp(s),
+        (Accepted::Tcp(s), Some(tls)) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.rustls_config());
+            // Kept until the failure is counted, so a peer sees the close only after it.
+            let mut accepting = acceptor.accept(s);
+            let failure = match tokio::time::timeout(config.handshake_timeout, &mut accepting).await
+            {
+                Ok(Ok(tls)) => {
+                    tracing::debug!(%peer, "TLS handshake passed");
+                    return serve_guarded(
+                        Stream::Tls(Box::new(tls.into())),
+                        peer,
+                        handler,
+                        config,
+                        stats,
+                        shared,
+                        open,
+                    )
+                    .await;
+                }
+                Ok(Err(e)) => {
+                    let e = explain_handshake(e);
+                    match TlsFailure::from_io(&e) {
+                        Some(f) => format!("TLS handshake failed: {f}; closing"),
+                        None => format!("TLS handshake failed: {e}; closing"),
+                    }
+                }
+                Err(_) => format!(
+                    "TLS handshake not completed within the handshake timeout of {:?}; closing",
+                    config.handshake_timeout
+                ),
+            };
+            stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            shared.log.hit(Reason::TlsHandshake, Some(&peer), &failure);
+            drop(accepting);
+            return;
+        }
+    };
     serve_guarded(stream, peer, handler, config, stats, shared, open).await;
 }
 
-async fn serve_guarded<H: Handler>(
-    stream: TcpStream,
-    peer: SocketAddr,
+async fn serve_guarded<H: Handler, S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: PeerAddr,
     handler: Arc<H>,
     config: ServerConfig,
     stats: Arc<ServerStats>,
@@ -383,7 +501,7 @@ async fn serve_guarded<H: Handler>(
         config.idle_timeout,
         config.frame_timeout,
         shared.log.clone(),
-        Some(peer),
+        Some(peer.clone()),
     );
     let mut conn = Connection::guarded(stream, limits, guard);
     tracing::debug!(%peer, "forward connection opened");
@@ -392,7 +510,7 @@ async fn serve_guarded<H: Handler>(
             &mut conn,
             auth,
             config.handshake_timeout,
-            peer,
+            &peer,
             &stats,
             &shared.log,
         )
@@ -408,7 +526,7 @@ async fn serve_guarded<H: Handler>(
                 return;
             }
             Err(e) => {
-                closed(&e, peer, &stats, &shared.log);
+                closed(&e, &peer, &stats, &shared.log);
                 return;
             }
         };
@@ -419,14 +537,14 @@ async fn serve_guarded<H: Handler>(
             stats.refused_json_with_auth.fetch_add(1, Ordering::Relaxed);
             shared.log.hit(
                 Reason::JsonWithAuth,
-                Some(peer),
+                Some(&peer),
                 "JSON framing refused: authentication is on; closing",
             );
             return;
         }
         let chunk = frame.options.chunk.clone();
         let framing = frame.framing;
-        let handled = handler.handle(peer, frame).await;
+        let handled = handler.handle(peer.clone(), frame).await;
         // The frame is gone (stored or not): its memory goes back to the budget.
         drop(charge);
         conn.settle();
@@ -445,7 +563,7 @@ async fn serve_guarded<H: Handler>(
                             return;
                         }
                         Err(_) => {
-                            closed(&ConnectionError::FrameTimeout, peer, &stats, &shared.log);
+                            closed(&ConnectionError::FrameTimeout, &peer, &stats, &shared.log);
                             return;
                         }
                     }
@@ -464,7 +582,7 @@ async fn serve_guarded<H: Handler>(
 }
 
 /// Counts and logs why a connection is being closed.
-fn closed(e: &ConnectionError, peer: SocketAddr, stats: &ServerStats, log: &RateLog) {
+fn closed(e: &ConnectionError, peer: &PeerAddr, stats: &ServerStats, log: &RateLog) {
     let limit = match e {
         ConnectionError::IdleTimeout => Some((Reason::IdleTimeout, &stats.closed_idle_timeout)),
         ConnectionError::FrameTimeout => Some((Reason::FrameTimeout, &stats.closed_frame_timeout)),

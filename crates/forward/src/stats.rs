@@ -56,4 +56,8 @@ pub struct ServerStats {
     /// Frames refused for JSON framing on a server with authentication (also counted in
     /// `protocol_errors`).
     pub refused_json_with_auth: AtomicU64,
+    /// TLS handshakes that failed (bad or missing client certificate, a peer that does not
+    /// speak TLS, ...) or did not complete within `handshake_timeout` (reason
+    /// `tls_handshake`).
+    pub tls_handshake_failures: AtomicU64,
 }

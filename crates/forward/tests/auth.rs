@@ -34,7 +34,7 @@ struct Recorder(mpsc::UnboundedSender<Frame>);
 impl Handler for Recorder {
     type Error = std::convert::Infallible;
 
-    async fn handle(&self, _: SocketAddr, frame: Frame) -> Result<Disposition, Self::Error> {
+    async fn handle(&self, _: forward::PeerAddr, frame: Frame) -> Result<Disposition, Self::Error> {
         let _ = self.0.send(frame);
         Ok(Disposition::Ack)
     }

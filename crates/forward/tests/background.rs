@@ -30,7 +30,7 @@ struct Acker {
 impl Handler for Acker {
     type Error = String;
 
-    async fn handle(&self, _peer: SocketAddr, frame: Frame) -> Result<Disposition, String> {
+    async fn handle(&self, _peer: forward::PeerAddr, frame: Frame) -> Result<Disposition, String> {
         if frame.tag == "block" {
             if let Some(entered) = self.entered.lock().unwrap().as_ref() {
                 let _ = entered.send(());

@@ -45,7 +45,7 @@ impl forward::Handler for Counting {
 
     async fn handle(
         &self,
-        _peer: std::net::SocketAddr,
+        _peer: forward::PeerAddr,
         _frame: forward::Frame,
     ) -> Result<forward::Disposition, String> {
         self.0.fetch_add(1, Ordering::Relaxed);

@@ -33,7 +33,7 @@ struct Count {
 
 impl Handler for Count {
     type Error = String;
-    async fn handle(&self, _: SocketAddr, frame: Frame) -> Result<Disposition, String> {
+    async fn handle(&self, _: forward::PeerAddr, frame: Frame) -> Result<Disposition, String> {
         self.frames.fetch_add(1, Ordering::SeqCst);
         self.entries
             .fetch_add(frame.entries.len(), Ordering::SeqCst);
@@ -332,7 +332,7 @@ struct HoldUntilWait {
 
 impl Handler for HoldUntilWait {
     type Error = String;
-    async fn handle(&self, _: SocketAddr, frame: Frame) -> Result<Disposition, String> {
+    async fn handle(&self, _: forward::PeerAddr, frame: Frame) -> Result<Disposition, String> {
         let stats = self.stats.get().expect("set after spawn");
         until(stats, "a connection waiting for memory", |s| {
             s.memory_waits.load(Ordering::SeqCst) > 0

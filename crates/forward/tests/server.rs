@@ -40,7 +40,7 @@ struct TestHandler {
 impl Handler for TestHandler {
     type Error = String;
 
-    async fn handle(&self, _peer: SocketAddr, frame: Frame) -> Result<Disposition, String> {
+    async fn handle(&self, _peer: forward::PeerAddr, frame: Frame) -> Result<Disposition, String> {
         let what = wanted(&frame);
         let tag = frame.tag.clone();
         let _ = self.seen.send(frame);

@@ -151,6 +151,9 @@ pub struct Server {
     pub name: String,
     child: Child,
     pub addr: SocketAddr,
+    /// What the readiness line printed: `127.0.0.1:PORT`, `tls://127.0.0.1:PORT` or
+    /// `unix:///path` (then `addr` is `0.0.0.0:0`).
+    pub endpoint: String,
     lines: Receiver<String>,
     /// stdout lines after the `listening on` line, as received so far
     seen: Vec<String>,
@@ -186,6 +189,7 @@ impl Server {
             name: name.to_string(),
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
+            endpoint: String::new(),
             lines: rx,
             seen: Vec::new(),
             stderr,
@@ -207,9 +211,16 @@ impl Server {
                 )
             }
         };
-        let addr = first
+        let endpoint = first
             .strip_prefix("listening on ")
-            .and_then(|a| a.trim_end().parse::<SocketAddr>().ok())
+            .map(|a| a.trim_end().to_string())
+            .unwrap_or_default();
+        server.endpoint = endpoint.clone();
+        if endpoint.starts_with("unix:///") {
+            return server;
+        }
+        let addr = Some(endpoint.strip_prefix("tls://").unwrap_or(&endpoint))
+            .and_then(|a| a.parse::<SocketAddr>().ok())
             .unwrap_or_else(|| {
                 panic!("{name}: first stdout line must be `listening on 127.0.0.1:PORT`, got {first:?}; stderr:\n{}", server.stderr())
             });

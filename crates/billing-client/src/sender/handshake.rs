@@ -13,15 +13,37 @@ use forward::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// The `kind` of a failure that is TLS's, not the handshake's (with TLS 1.3 a server's refusal
+/// of our client certificate arrives on the first read: here, the HELO's).
+pub(super) const TLS: &str = "tls";
+
 /// Why a handshake failed: the metric's `reason` label and a one-line message.
 #[derive(Debug)]
 pub(super) struct Failed {
     pub(super) kind: &'static str,
     pub(super) message: String,
+    /// With `kind` [`TLS`]: the TLS failure's metric label.
+    pub(super) tls_reason: &'static str,
 }
 
 fn failed(kind: &'static str, message: String) -> Failed {
-    Failed { kind, message }
+    Failed {
+        kind,
+        message,
+        tls_reason: "",
+    }
+}
+
+/// A socket error during the handshake; a TLS failure is reported as such.
+fn io_failed(e: &std::io::Error, doing: &str) -> Failed {
+    match forward::TlsFailure::from_io(e) {
+        Some(tls) => Failed {
+            kind: TLS,
+            message: tls.to_string(),
+            tls_reason: tls.label(),
+        },
+        None => failed("io", format!("handshake failed: {doing}: {e}")),
+    }
 }
 
 /// Runs the handshake on `stream`; `Ok` with the bytes that followed the PONG (ack replies
@@ -41,7 +63,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     stream
         .write_all(&out)
         .await
-        .map_err(|e| failed("io", format!("handshake failed: PING not written: {e}")))?;
+        .map_err(|e| io_failed(&e, "PING not written"))?;
     let pong = read_message(stream, &mut buf, "PONG").await?;
     let pong = parse_pong(&pong).map_err(|e| protocol("PONG", &e))?;
     match handshake.on_pong(&pong) {
@@ -102,7 +124,7 @@ async fn read_message<S: AsyncRead + Unpin>(
         let n = stream
             .read(&mut chunk[..want])
             .await
-            .map_err(|e| failed("io", format!("handshake failed: reading the {what}: {e}")))?;
+            .map_err(|e| io_failed(&e, &format!("reading the {what}")))?;
         if n == 0 {
             return Err(failed(
                 "closed",

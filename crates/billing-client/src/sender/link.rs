@@ -103,13 +103,16 @@ impl Link {
         index: usize,
         timeout: Duration,
         auth: Option<forward::ClientAuth>,
+        tls: Option<forward::ClientTls>,
+        metrics: crate::metrics::Metrics,
         results: UnboundedSender<Opened>,
     ) {
         self.attempt += 1;
         let attempt = self.attempt;
         let endpoint = self.endpoint.clone();
         self.connecting = Some(tokio::spawn(async move {
-            let result = open(&endpoint, timeout, auth.as_ref()).await;
+            let result =
+                Conn::open(&endpoint, tls.as_ref(), timeout, auth.as_ref(), &metrics).await;
             let _ = results.send(Opened {
                 link: index,
                 attempt,
@@ -199,30 +202,6 @@ impl Link {
     }
 }
 
-/// Opens a connection to `endpoint`. The one place that calls [`Conn::open`], so that other
-/// transports plug in here.
-///
-/// # Errors
-/// Why the connection or its handshake failed; a TLS or Unix socket address is refused as a
-/// connect error until those transports exist.
-pub(super) async fn open(
-    endpoint: &Endpoint,
-    timeout: Duration,
-    auth: Option<&forward::ClientAuth>,
-) -> Result<Conn, OpenError> {
-    if endpoint.is_tls() {
-        return Err(OpenError::Connect(format!(
-            "{endpoint}: TLS connections are not supported by this client yet"
-        )));
-    }
-    let Some((host, port)) = endpoint.host_port("127.0.0.1") else {
-        return Err(OpenError::Connect(format!(
-            "{endpoint}: Unix socket connections are not supported by this client yet"
-        )));
-    };
-    Conn::open(host, port, timeout, auth).await
-}
-
 /// The next ack of any connected link, as (link index, ack), or never when none is connected.
 /// Links are polled from `start` on so that a busy one cannot starve the others.
 pub(super) async fn next_ack(links: &mut [Link], start: usize) -> (usize, Ack) {
@@ -286,16 +265,5 @@ mod tests {
         assert_eq!(taken, [["a"], ["b"]]);
         assert!(matches!(l.ack(b"a"), Acked::Unknown));
         assert!(l.oldest_sent().is_none());
-    }
-
-    #[tokio::test]
-    async fn tls_and_unix_addresses_are_refused_until_supported() {
-        for addr in ["tls://h:1", "unix:///tmp/x.sock"] {
-            let e = open(&addr.parse().unwrap(), Duration::from_secs(1), None).await;
-            assert!(
-                matches!(&e, Err(OpenError::Connect(m)) if m.contains(addr)),
-                "{addr}: {e:?}"
-            );
-        }
     }
 }

@@ -25,7 +25,9 @@
 //! With a shared key, a connection counts as made only once its handshake passed
 //! (`handshake.rs`); a failed handshake is a failed connection attempt (counted in
 //! `billing_client_handshake_failures_total`, logged once per streak, retried after the
-//! backoff) and never drops an event.
+//! backoff) and never drops an event. The same holds for TLS (`forward::connect`): a failed
+//! TLS session is counted in `billing_client_tls_failures_total{reason}` and logged once per
+//! streak, as one line naming the check that failed.
 //!
 //! Invariants:
 //! - an event is counted `success` only when every chunk carrying its records was acked
@@ -67,6 +69,8 @@ use policy::Policy;
 
 pub(crate) struct Sender {
     cfg: Config,
+    /// TLS settings (with a CA configured): TCP connections use TLS.
+    tls: Option<forward::ClientTls>,
     /// The handshake's credentials, when the ingester wants one.
     auth: Option<forward::ClientAuth>,
     shared: Arc<Shared>,
@@ -100,6 +104,7 @@ impl Sender {
         cfg: Config,
         endpoints: Vec<forward::Endpoint>,
         auth: Option<forward::ClientAuth>,
+        tls: Option<forward::ClientTls>,
         shared: Arc<Shared>,
         rx: UnboundedReceiver<Command>,
         recovered_below: u64,
@@ -115,6 +120,7 @@ impl Sender {
         let (opened_tx, opened) = unbounded_channel();
         let sender = Self {
             cfg,
+            tls,
             auth,
             shared,
             rx,
@@ -370,8 +376,9 @@ impl Sender {
             };
             if at <= now {
                 let (timeout, auth) = (self.cfg.connect_timeout, self.auth.clone());
+                let (tls, metrics) = (self.tls.clone(), self.shared.metrics.clone());
                 let results = self.opened_tx.clone();
-                self.links[i].start_open(i, timeout, auth, results);
+                self.links[i].start_open(i, timeout, auth, tls, metrics, results);
             } else {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
@@ -412,10 +419,21 @@ impl Sender {
                     OpenError::Connect(reason) => {
                         (Failure::Connect, format!("cannot connect: {reason}"))
                     }
-                    OpenError::Handshake { kind, message } => {
-                        // A failed handshake is a failed connection attempt: the events stay
-                        // queued and go elsewhere or are retried, as for a connect error.
-                        self.shared.metrics.handshake_failure(kind);
+                    OpenError::Handshake { .. } | OpenError::Tls { .. } => {
+                        // A failed handshake (TLS or shared key) is a failed connection
+                        // attempt: the events stay queued and go elsewhere or are retried, as
+                        // for a connect error.
+                        let message = match e {
+                            OpenError::Handshake { kind, message } => {
+                                self.shared.metrics.handshake_failure(kind);
+                                message
+                            }
+                            OpenError::Tls { reason, message } => {
+                                self.shared.metrics.tls_failure(reason);
+                                message
+                            }
+                            OpenError::Connect(message) => message,
+                        };
                         let link = &mut self.links[i];
                         if link.handshake_failure.as_deref() != Some(message.as_str()) {
                             tracing::error!(ingester = %link.label, "billing: {message}");
