@@ -36,9 +36,11 @@
 mod harness;
 pub mod http;
 mod jsonl;
+mod lists;
 pub mod log;
 mod metrics;
 mod postgres;
+mod process;
 mod report;
 mod schema;
 mod sqlite;
@@ -49,6 +51,7 @@ mod quarantine;
 mod store_error;
 mod store_options;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +62,7 @@ use forward::{Disposition, Frame, Handler, Server, ServerConfig};
 
 pub use harness::{BackgroundIngester, IngesterError, IngesterOptions, RunningIngester};
 pub use jsonl::JsonlStore;
+pub use lists::{ConflictRow, MAX_LIST_ROWS, QuarantineRow};
 pub use metrics::{
     CONTENT_TYPE as METRICS_CONTENT_TYPE, IngestMetrics, PREFIX as METRICS_PREFIX,
     encode as encode_metrics,
@@ -66,7 +70,7 @@ pub use metrics::{
 pub use postgres::{DEFAULT_POOL_SIZE, PgStore, PgUrl, PoolStatus};
 pub use report::{
     Format, Granularity, RangeError, Summary, TOTAL_BUCKET, TOTAL_INSTANCE, UsageQuery, UsageRow,
-    totals, write_summary, write_usage,
+    parse_time as parse_report_time, totals, write_summary, write_usage,
 };
 pub use schema::LATEST as SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
@@ -221,12 +225,27 @@ impl StoreOutcome {
     }
 }
 
+/// What a store did with one frame: the outcome counts, and the sums of what it newly stored
+/// per amount type (for `billing_ingest_stored_amount_total{amount_type}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// The counts by outcome.
+    pub outcome: StoreOutcome,
+    /// Per amount type: the exact sum of `amount_value` and the number of the records stored
+    /// (first versions only: duplicates, conflicts and quarantined entries are not in it).
+    /// Empty for a store that does not tell (`jsonl:`, or a [`Store`] with only
+    /// [`Store::store`]).
+    pub amounts: BTreeMap<String, (i128, u64)>,
+}
+
 /// What a database store wrote for one frame; logged once committed.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
     pub outcome: StoreOutcome,
     /// Keys of conflicting arrivals.
     pub conflicts: Vec<String>,
+    /// Stored sums per amount type (see [`Stored::amounts`]).
+    pub amounts: BTreeMap<String, (i128, u64)>,
 }
 
 /// Conflicts logged one line each, at most this many per frame (the rest are counted).
@@ -235,7 +254,7 @@ const MAX_CONFLICT_LINES: usize = 5;
 impl Written {
     /// Logs the conflicts of a committed frame: a few lines, then a count, so that a frame of
     /// conflicting repeats cannot flood the log.
-    pub(crate) fn log(self) -> StoreOutcome {
+    pub(crate) fn log(self) -> Stored {
         for key in self.conflicts.iter().take(MAX_CONFLICT_LINES) {
             tracing::warn!(
                 unique_key = %log::Escaped(key),
@@ -248,7 +267,27 @@ impl Written {
                 "more conflicts in the same frame (kept in conflicts)"
             );
         }
-        self.outcome
+        Stored {
+            outcome: self.outcome,
+            amounts: self.amounts,
+        }
+    }
+
+    /// Adds `records` stored records of `amount_type` summing to `value` (called where their
+    /// rollup was written, inside the frame's transaction).
+    ///
+    /// # Errors
+    /// [`StoreError::Overflow`] for a sum beyond 128 bits.
+    pub(crate) fn add_stored(
+        &mut self,
+        amount_type: &str,
+        value: i128,
+        records: i64,
+    ) -> Result<(), StoreError> {
+        let slot = self.amounts.entry(amount_type.to_string()).or_default();
+        slot.0 = slot.0.checked_add(value).ok_or(StoreError::Overflow)?;
+        slot.1 = slot.1.saturating_add(u64::try_from(records).unwrap_or(0));
+        Ok(())
     }
 }
 
@@ -266,6 +305,24 @@ pub trait Store: Send + Sync + 'static {
         frame: &Frame,
         checked: Checked,
     ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send;
+
+    /// As [`Store::store`], also telling what was stored per amount type ([`Stored`]); the
+    /// ingest handler calls this one. The default calls [`Store::store`] and tells no amounts.
+    ///
+    /// # Errors
+    /// As [`Store::store`].
+    fn store_counted(
+        &self,
+        frame: &Frame,
+        checked: Checked,
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send {
+        async move {
+            Ok(Stored {
+                outcome: self.store(frame, checked).await?,
+                amounts: BTreeMap::new(),
+            })
+        }
+    }
 }
 
 /// Any store a [`StoreUrl`] names, for binaries that pick one at run time.
@@ -344,6 +401,47 @@ impl AnyStore {
     }
 }
 
+impl AnyStore {
+    /// The readiness probe: the store answers a cheap query and is at this build's schema
+    /// version. A `jsonl:` store (an open file, no queries) is always ready. Not bounded in time here
+    /// (a PostgreSQL store waits for a pooled connection): the caller bounds it.
+    ///
+    /// # Errors
+    /// Why the store is not ready: the query's failure, a schema changed under the store
+    /// ([`StoreError::SchemaTooOld`] / [`StoreError::SchemaTooNew`]).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Jsonl(_) => Ok(()),
+            AnyStore::Sqlite(s) => s.ping().await,
+            AnyStore::Postgres(s) => s.ping().await,
+        }
+    }
+
+    /// The newest `limit` rows of `conflicts` (bounded by [`MAX_LIST_ROWS`]).
+    ///
+    /// # Errors
+    /// Query failures; [`StoreError::Unsupported`] for `jsonl:`.
+    pub async fn conflicts(&self, limit: usize) -> Result<Vec<ConflictRow>, StoreError> {
+        match self {
+            AnyStore::Jsonl(_) => Err(NO_JSONL_REPORTS),
+            AnyStore::Sqlite(s) => s.conflicts(limit).await,
+            AnyStore::Postgres(s) => s.conflicts(limit).await,
+        }
+    }
+
+    /// The newest `limit` rows of `quarantine` (bounded by [`MAX_LIST_ROWS`]).
+    ///
+    /// # Errors
+    /// Query failures; [`StoreError::Unsupported`] for `jsonl:`.
+    pub async fn quarantine(&self, limit: usize) -> Result<Vec<QuarantineRow>, StoreError> {
+        match self {
+            AnyStore::Jsonl(_) => Err(NO_JSONL_REPORTS),
+            AnyStore::Sqlite(s) => s.quarantine(limit).await,
+            AnyStore::Postgres(s) => s.quarantine(limit).await,
+        }
+    }
+}
+
 const NO_JSONL_REPORTS: StoreError =
     StoreError::Unsupported("a jsonl: store keeps raw lines only and has no reports");
 
@@ -355,6 +453,14 @@ impl Store for AnyStore {
             AnyStore::Postgres(s) => s.store(frame, checked).await,
         }
     }
+
+    async fn store_counted(&self, frame: &Frame, checked: Checked) -> Result<Stored, StoreError> {
+        match self {
+            AnyStore::Jsonl(s) => s.store_counted(frame, checked).await,
+            AnyStore::Sqlite(s) => s.store_counted(frame, checked).await,
+            AnyStore::Postgres(s) => s.store_counted(frame, checked).await,
+        }
+    }
 }
 
 impl<S: Store> Store for Arc<S> {
@@ -364,6 +470,14 @@ impl<S: Store> Store for Arc<S> {
         checked: Checked,
     ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send {
         (**self).store(frame, checked)
+    }
+
+    fn store_counted(
+        &self,
+        frame: &Frame,
+        checked: Checked,
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send {
+        (**self).store_counted(frame, checked)
     }
 }
 
@@ -385,7 +499,11 @@ impl<S: Store> Handler for Ingest<S> {
         let start = std::time::Instant::now();
         let checked = Checked::frame(&frame, &self.policy, std::time::SystemTime::now());
         let invalid = summarize(&checked.invalid);
-        let result = self.store.store(&frame, checked).await;
+        let result = self.store.store_counted(&frame, checked).await;
+        let result = result.map(|stored| {
+            self.metrics.stored_amounts(&stored.amounts);
+            stored.outcome
+        });
         self.metrics.observe(&result, start.elapsed());
         let outcome = result?;
         // Records the store itself refused (quarantined as store_rejected, logged by it).
