@@ -459,7 +459,7 @@ mod tests {
             "billing_ingest_quarantined_total{reason=\"negative_amount\"} 0",
             "billing_ingest_stored_amount_total{amount_type=\"samples\"} 14",
             "billing_ingest_stored_records_total{amount_type=\"samples\"} 4",
-            "billing_ingest_stored_amount_total{amount_type=\"huge\"} 1.8446744073709552e19",
+            "billing_ingest_stored_amount_total{amount_type=\"huge\"} 18446744073709553000.0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
