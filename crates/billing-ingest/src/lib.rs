@@ -18,9 +18,12 @@
 //! so the client resends the whole chunk, which the unique key then makes harmless.
 //!
 //! Observability: [`serve_with_metrics`] counts every frame's outcome into [`IngestMetrics`]
-//! (records by outcome, commit latency, store errors), exported with the forward server's
-//! connection counters as `billing_ingest_*` Prometheus metrics (`metrics.rs`), served by the
-//! minimal HTTP responder in [`http`].
+//! (records by outcome, stored amounts per type, commit latency and last commit time, store
+//! errors), exported with the forward server's connection counters as `billing_ingest_*`
+//! Prometheus metrics (`metrics.rs`) and the process's `process_*` ones (`process.rs`). The
+//! HTTP surface in [`http`] (axum on hyper) serves them with health and readiness probes, the
+//! usage API (the same JSON as `billing report`) and a server-rendered usage dashboard; the
+//! stores answer its `/conflicts` and `/quarantine` lists and its readiness ping (`lists.rs`).
 //!
 //! In-process: `harness.rs` runs an ingester inside another program (tests, `billing demo`),
 //! as a task on the caller's runtime ([`RunningIngester`]) or on its own thread

@@ -65,6 +65,8 @@ mod linux {
     fn sysconf(name: libc::c_int) -> Option<i64> {
         // SAFETY: sysconf has no preconditions; -1 means unknown.
         let v = unsafe { libc::sysconf(name) };
+        // c_long is 32 bits on some targets, 64 here.
+        #[allow(clippy::useless_conversion)]
         (v > 0).then(|| i64::from(v))
     }
 

@@ -1,5 +1,8 @@
 //! The dashboard's usage chart: an SVG bar chart drawn on the server, one bar per bucket.
 //!
+//! Grid lines and y labels sit at 0, half the maximum (rounded down) and the maximum, each at
+//! its own value's height.
+//!
 //! Why by hand: a bar chart is a few rectangles and labels; a charting library (or any
 //! JavaScript) would be the largest thing on the page. Invariants: the chart has exactly one
 //! `<rect class="bar">` per bucket of the period, empty buckets included (height 0), left to
@@ -50,7 +53,12 @@ pub(crate) fn bar_chart(amount_type: &str, bars: &[(i64, i128)], bucket_secs: i6
         if bucket_secs >= 86_400 { "day" } else { "hour" },
     );
     // Grid lines and y labels at 0, half and the maximum.
-    for (frac, value) in [(0.0, 0_i128), (0.5, max / 2), (1.0, max)] {
+    for value in [0_i128, max / 2, max] {
+        let frac = if max > 0 {
+            value as f64 / max as f64
+        } else {
+            0.0
+        };
         let y = TOP + plot_h * (1.0 - frac);
         let _ = write!(
             out,
