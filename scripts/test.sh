@@ -5,6 +5,7 @@
 #
 # - Python peer: a venv at .venv with tests/peers/requirements.txt installed
 # - Node peers:  npm install in tests/peers (no lock file is written)
+# - Chromium:    Debian's chromium (apt-get, as root) for the dashboard browser test
 # - then: cargo test --workspace --all-targets, with PEER_PYTHON and PEERS_DIR
 #   exported for crates/billing-cli/tests/interop.rs
 # - then (without extra args): every fuzz target for FUZZ_SECONDS (default 15) each
@@ -51,6 +52,14 @@ if [[ "$(cat "$node_stamp" 2>/dev/null || true)" != "$node_want" ]] \
   echo "==> installing Node peer packages"
   (cd "$PEERS_DIR" && npm install --no-package-lock --no-audit --no-fund --loglevel=error)
   echo "$node_want" >"$node_stamp"
+fi
+
+# --- Browser for the dashboard test (crates/billing-cli/tests/dashboard.rs) -----
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "==> installing chromium (Debian package) for the dashboard test"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium >/dev/null
 fi
 
 # --- Structure ---------------------------------------------------------------

@@ -2,12 +2,16 @@
 //! socket for `--listen unix:///path`; for TCP and TLS also UDP on the same port for fluentd's
 //! heartbeat), prints `listening on ENDPOINT` on stdout (`127.0.0.1:24225`,
 //! `tls://127.0.0.1:24225`, `unix:///run/billing.sock`: tests and scripts wait for that line;
-//! with `--metrics-listen`, a second line `metrics on ADDR` follows), then serves until
-//! SIGINT/SIGTERM (a Unix socket file is removed then).
+//! with `--http-listen` (alias `--metrics-listen`), a second line `metrics on ADDR` follows),
+//! then serves until SIGINT/SIGTERM (a Unix socket file is removed then).
+//!
+//! The HTTP listener serves the ingester's HTTP surface ([`billing_ingest::http`]): `/metrics`,
+//! `/healthz`, `/readyz`, `/api/v1/usage`, `/api/v1/summary` and the dashboard at `/`, reading
+//! the same store the ingester writes.
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use billing_ingest::{AnyStore, Checked, IngestMetrics, Store, StoreError, StoreOutcome};
@@ -40,9 +44,17 @@ pub struct IngestArgs {
     pub validation: ValidationArgs,
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Serve Prometheus metrics (billing_ingest_*) at http://ADDR/metrics [default: none].
-    #[arg(long, env = "BILLING_INGEST_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<String>,
+    /// Serve HTTP on ADDR [default: none]: Prometheus metrics at /metrics, /healthz, /readyz,
+    /// the usage API at /api/v1/usage and /api/v1/summary, and a usage dashboard at /.
+    /// --metrics-listen is the same flag (and BILLING_INGEST_METRICS_LISTEN is still read when
+    /// BILLING_INGEST_HTTP_LISTEN is not set).
+    #[arg(
+        long,
+        visible_alias = "metrics-listen",
+        env = "BILLING_INGEST_HTTP_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub http_listen: Option<String>,
     /// Test only: after the N-th committed frame print `committed N` and never ack it, nor
     /// take another frame (so a test can kill the process between commit and ack).
     #[arg(long, hide = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -68,11 +80,16 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open store {url}"))?;
         let server = forward::Server::bind_endpoint(&endpoint, config)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let metrics_listener = match &args.metrics_listen {
+        // The former flag's environment variable, still honoured under the new name's.
+        let http_listen = args
+            .http_listen
+            .clone()
+            .or_else(|| std::env::var("BILLING_INGEST_METRICS_LISTEN").ok().filter(|a| !a.is_empty()));
+        let metrics_listener = match &http_listen {
             Some(a) => Some(
                 tokio::net::TcpListener::bind(a)
                     .await
-                    .with_context(|| format!("cannot listen for metrics on {a}"))?,
+                    .with_context(|| format!("cannot listen for HTTP on {a}"))?,
             ),
             None => None,
         };
@@ -108,12 +125,18 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
             None => tracing::info!(%addr, store = %url, "ingester listening; no authentication (anyone who can connect can write records)"),
         }
         let metrics = IngestMetrics::new();
+        let store = Arc::new(store);
+        // Bound above; /readyz reports it until the forward server stops serving.
+        let forward_bound = Arc::new(AtomicBool::new(true));
         if let Some(listener) = metrics_listener {
-            let registry = metrics.registry(server.stats());
-            tokio::spawn(billing_ingest::http::serve_metrics(
+            let surface = billing_ingest::http::HttpSurface::new(
+                store.clone(),
+                metrics.registry(server.stats()),
+                forward_bound.clone(),
+            );
+            tokio::spawn(billing_ingest::http::serve(
                 listener,
-                billing_ingest::METRICS_CONTENT_TYPE,
-                move || billing_ingest::encode_metrics(&registry),
+                surface,
                 std::future::pending(),
             ));
         }
@@ -129,6 +152,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
             }
             None => serve(server, store, metrics, policy).await,
         }
+        forward_bound.store(false, Ordering::Release);
         tracing::info!("ingester stopped");
         Ok(())
     })
@@ -141,7 +165,7 @@ async fn serve(server: forward::Server, store: impl Store, metrics: IngestMetric
 
 /// `--test-hold-after-commits`: the store that commits, then stops before the ack.
 struct HoldAfter {
-    store: AnyStore,
+    store: Arc<AnyStore>,
     commits: AtomicU64,
     hold_at: u64,
 }

@@ -66,16 +66,10 @@ pub struct ReportArgs {
     pub summary: bool,
 }
 
-/// RFC 3339, or a bare date meaning its midnight UTC.
+/// RFC 3339, or a bare date meaning its midnight UTC (shared with the ingester's
+/// `/api/v1/usage`, so both accept the same bounds).
 fn parse_time(s: &str) -> Result<SystemTime, String> {
-    let is_date = s.len() == 10 && s.as_bytes()[4] == b'-' && s.as_bytes()[7] == b'-';
-    if is_date {
-        return billing_schema::parse_rfc3339(&format!("{s}T00:00:00Z"))
-            .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"));
-    }
-    billing_schema::parse_rfc3339(s).map_err(|_| {
-        format!("{s:?} is not a time: use RFC 3339 (2026-12-01T10:00:00Z) or a date (2026-12-01)")
-    })
+    billing_ingest::parse_report_time(s)
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {

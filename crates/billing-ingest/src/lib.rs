@@ -18,9 +18,12 @@
 //! so the client resends the whole chunk, which the unique key then makes harmless.
 //!
 //! Observability: [`serve_with_metrics`] counts every frame's outcome into [`IngestMetrics`]
-//! (records by outcome, commit latency, store errors), exported with the forward server's
-//! connection counters as `billing_ingest_*` Prometheus metrics (`metrics.rs`), served by the
-//! minimal HTTP responder in [`http`].
+//! (records by outcome, stored amounts per type, commit latency and last commit time, store
+//! errors), exported with the forward server's connection counters as `billing_ingest_*`
+//! Prometheus metrics (`metrics.rs`) and the process's `process_*` ones (`process.rs`). The
+//! HTTP surface in [`http`] (axum on hyper) serves them with health and readiness probes, the
+//! usage API (the same JSON as `billing report`) and a server-rendered usage dashboard; the
+//! stores answer its `/conflicts` and `/quarantine` lists and its readiness ping (`lists.rs`).
 //!
 //! In-process: `harness.rs` runs an ingester inside another program (tests, `billing demo`),
 //! as a task on the caller's runtime ([`RunningIngester`]) or on its own thread
@@ -36,9 +39,11 @@
 mod harness;
 pub mod http;
 mod jsonl;
+mod lists;
 pub mod log;
 mod metrics;
 mod postgres;
+mod process;
 mod report;
 mod schema;
 mod sqlite;
@@ -49,6 +54,7 @@ mod quarantine;
 mod store_error;
 mod store_options;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,6 +64,7 @@ use forward::{Disposition, Frame, Handler, Server, ServerConfig};
 
 pub use harness::{BackgroundIngester, IngesterError, IngesterOptions, RunningIngester};
 pub use jsonl::JsonlStore;
+pub use lists::{ConflictRow, MAX_LIST_ROWS, QuarantineRow};
 pub use metrics::{
     CONTENT_TYPE as METRICS_CONTENT_TYPE, IngestMetrics, PREFIX as METRICS_PREFIX,
     encode as encode_metrics,
@@ -65,7 +72,7 @@ pub use metrics::{
 pub use postgres::{DEFAULT_POOL_SIZE, PgStore, PgUrl, PoolStatus};
 pub use report::{
     Format, Granularity, RangeError, Summary, TOTAL_BUCKET, TOTAL_INSTANCE, UsageQuery, UsageRow,
-    totals, write_summary, write_usage,
+    parse_time as parse_report_time, totals, write_summary, write_usage,
 };
 pub use schema::LATEST as SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
@@ -220,12 +227,27 @@ impl StoreOutcome {
     }
 }
 
+/// What a store did with one frame: the outcome counts, and the sums of what it newly stored
+/// per amount type (for `billing_ingest_stored_amount_total{amount_type}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// The counts by outcome.
+    pub outcome: StoreOutcome,
+    /// Per amount type: the exact sum of `amount_value` and the number of the records stored
+    /// (first versions only: duplicates, conflicts and quarantined entries are not in it).
+    /// Empty for a store that does not tell (`jsonl:`, or a [`Store`] with only
+    /// [`Store::store`]).
+    pub amounts: BTreeMap<String, (i128, u64)>,
+}
+
 /// What a database store wrote for one frame; logged once committed.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
     pub outcome: StoreOutcome,
     /// Keys of conflicting arrivals.
     pub conflicts: Vec<String>,
+    /// Stored sums per amount type (see [`Stored::amounts`]).
+    pub amounts: BTreeMap<String, (i128, u64)>,
 }
 
 /// Conflicts logged one line each, at most this many per frame (the rest are counted).
@@ -234,7 +256,7 @@ const MAX_CONFLICT_LINES: usize = 5;
 impl Written {
     /// Logs the conflicts of a committed frame: a few lines, then a count, so that a frame of
     /// conflicting repeats cannot flood the log.
-    pub(crate) fn log(self) -> StoreOutcome {
+    pub(crate) fn log(self) -> Stored {
         for key in self.conflicts.iter().take(MAX_CONFLICT_LINES) {
             tracing::warn!(
                 unique_key = %log::Escaped(key),
@@ -247,7 +269,27 @@ impl Written {
                 "more conflicts in the same frame (kept in conflicts)"
             );
         }
-        self.outcome
+        Stored {
+            outcome: self.outcome,
+            amounts: self.amounts,
+        }
+    }
+
+    /// Adds `records` stored records of `amount_type` summing to `value` (called where their
+    /// rollup was written, inside the frame's transaction).
+    ///
+    /// # Errors
+    /// [`StoreError::Overflow`] for a sum beyond 128 bits.
+    pub(crate) fn add_stored(
+        &mut self,
+        amount_type: &str,
+        value: i128,
+        records: i64,
+    ) -> Result<(), StoreError> {
+        let slot = self.amounts.entry(amount_type.to_string()).or_default();
+        slot.0 = slot.0.checked_add(value).ok_or(StoreError::Overflow)?;
+        slot.1 = slot.1.saturating_add(u64::try_from(records).unwrap_or(0));
+        Ok(())
     }
 }
 
@@ -265,6 +307,24 @@ pub trait Store: Send + Sync + 'static {
         frame: &Frame,
         checked: Checked,
     ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send;
+
+    /// As [`Store::store`], also telling what was stored per amount type ([`Stored`]); the
+    /// ingest handler calls this one. The default calls [`Store::store`] and tells no amounts.
+    ///
+    /// # Errors
+    /// As [`Store::store`].
+    fn store_counted(
+        &self,
+        frame: &Frame,
+        checked: Checked,
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send {
+        async move {
+            Ok(Stored {
+                outcome: self.store(frame, checked).await?,
+                amounts: BTreeMap::new(),
+            })
+        }
+    }
 }
 
 /// Any store a [`StoreUrl`] names, for binaries that pick one at run time.
@@ -343,6 +403,47 @@ impl AnyStore {
     }
 }
 
+impl AnyStore {
+    /// The readiness probe: the store answers a cheap query and is at this build's schema
+    /// version. A `jsonl:` store (an open file, no queries) is always ready. Not bounded in time here
+    /// (a PostgreSQL store waits for a pooled connection): the caller bounds it.
+    ///
+    /// # Errors
+    /// Why the store is not ready: the query's failure, a schema changed under the store
+    /// ([`StoreError::SchemaTooOld`] / [`StoreError::SchemaTooNew`]).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Jsonl(_) => Ok(()),
+            AnyStore::Sqlite(s) => s.ping().await,
+            AnyStore::Postgres(s) => s.ping().await,
+        }
+    }
+
+    /// The newest `limit` rows of `conflicts` (bounded by [`MAX_LIST_ROWS`]).
+    ///
+    /// # Errors
+    /// Query failures; [`StoreError::Unsupported`] for `jsonl:`.
+    pub async fn conflicts(&self, limit: usize) -> Result<Vec<ConflictRow>, StoreError> {
+        match self {
+            AnyStore::Jsonl(_) => Err(NO_JSONL_REPORTS),
+            AnyStore::Sqlite(s) => s.conflicts(limit).await,
+            AnyStore::Postgres(s) => s.conflicts(limit).await,
+        }
+    }
+
+    /// The newest `limit` rows of `quarantine` (bounded by [`MAX_LIST_ROWS`]).
+    ///
+    /// # Errors
+    /// Query failures; [`StoreError::Unsupported`] for `jsonl:`.
+    pub async fn quarantine(&self, limit: usize) -> Result<Vec<QuarantineRow>, StoreError> {
+        match self {
+            AnyStore::Jsonl(_) => Err(NO_JSONL_REPORTS),
+            AnyStore::Sqlite(s) => s.quarantine(limit).await,
+            AnyStore::Postgres(s) => s.quarantine(limit).await,
+        }
+    }
+}
+
 const NO_JSONL_REPORTS: StoreError =
     StoreError::Unsupported("a jsonl: store keeps raw lines only and has no reports");
 
@@ -354,6 +455,14 @@ impl Store for AnyStore {
             AnyStore::Postgres(s) => s.store(frame, checked).await,
         }
     }
+
+    async fn store_counted(&self, frame: &Frame, checked: Checked) -> Result<Stored, StoreError> {
+        match self {
+            AnyStore::Jsonl(s) => s.store_counted(frame, checked).await,
+            AnyStore::Sqlite(s) => s.store_counted(frame, checked).await,
+            AnyStore::Postgres(s) => s.store_counted(frame, checked).await,
+        }
+    }
 }
 
 impl<S: Store> Store for Arc<S> {
@@ -363,6 +472,14 @@ impl<S: Store> Store for Arc<S> {
         checked: Checked,
     ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send {
         (**self).store(frame, checked)
+    }
+
+    fn store_counted(
+        &self,
+        frame: &Frame,
+        checked: Checked,
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send {
+        (**self).store_counted(frame, checked)
     }
 }
 
@@ -388,7 +505,11 @@ impl<S: Store> Handler for Ingest<S> {
         let start = std::time::Instant::now();
         let checked = Checked::frame(&frame, &self.policy, std::time::SystemTime::now());
         let invalid = summarize(&checked.invalid);
-        let result = self.store.store(&frame, checked).await;
+        let result = self.store.store_counted(&frame, checked).await;
+        let result = result.map(|stored| {
+            self.metrics.stored_amounts(&stored.amounts);
+            stored.outcome
+        });
         self.metrics.observe(&result, start.elapsed());
         let outcome = result?;
         // Records the store itself refused (quarantined as store_rejected, logged by it).

@@ -1,17 +1,29 @@
 //! The ingester's Prometheus metrics, all named `billing_ingest_*`.
 //!
-//! Two sources:
-//! - [`IngestMetrics`]: what the ingest handler counts itself, from each [`Store::store`]
-//!   call: records by outcome, store errors and the commit latency;
+//! Three sources:
+//! - [`IngestMetrics`]: what the ingest handler counts itself, from each
+//!   [`Store::store_counted`] call: records by outcome, stored amounts per amount type, store
+//!   errors, the commit latency and the time of the last commit;
 //! - the forward server's [`ServerStats`] (connections, frames, acks, protocol errors), read
 //!   at scrape time by a collector, so the server keeps plain atomics and knows nothing of
-//!   Prometheus.
+//!   Prometheus;
+//! - the process itself (`process_*`, without the prefix, by the Prometheus convention; see
+//!   `process.rs`): CPU seconds, resident and virtual memory, open and maximum fds, start time.
+//!
+//! Per-amount-type totals are kept exactly (`i128` sums) and exported as counters at scrape
+//! time: the value as an integer while it fits 64 bits, as a float beyond (Prometheus keeps
+//! floats anyway: compare with `billing report` for exact sums). At most
+//! [`MAX_AMOUNT_TYPES`] label values are kept; the amounts of further types are added under
+//! `amount_type="(other)"`, so a sender cannot grow the scrape without bound.
 //!
 //! | metric | type | meaning |
 //! |---|---|---|
 //! | `billing_ingest_records_received_total` | counter | entries in frames whose transaction committed |
 //! | `billing_ingest_records_total{outcome}` | counter | those entries by outcome: `stored`, `duplicate`, `conflict`, `quarantined` (they add up to `received`) |
 //! | `billing_ingest_quarantined_total{reason}` | counter | invalid entries of committed frames by reason (every reason listed from the start, see [`crate::quarantine_reasons`]) |
+//! | `billing_ingest_stored_amount_total{amount_type}` | counter | sum of `amount_value` of the records stored (first versions), by amount type |
+//! | `billing_ingest_stored_records_total{amount_type}` | counter | records stored (first versions), by amount type |
+//! | `billing_ingest_last_commit_timestamp_seconds` | gauge | Unix time of the last successful `store()` call (0: none yet) |
 //! | `billing_ingest_commit_duration_seconds` | histogram | time of each successful `store()` call (validation, transaction, commit) |
 //! | `billing_ingest_store_errors_total` | counter | `store()` calls that failed (chunk not acked, connection closed) |
 //! | `billing_ingest_connections_open` | gauge | forward connections open now |
@@ -23,26 +35,44 @@
 //! | `billing_ingest_limit_hits_total{reason}` | counter | server limits hit: `max_connections`, `idle_timeout`, `frame_timeout`, `too_many_records`, `frame_too_large`, `decoded_too_large`, `accept_error` |
 //! | `billing_ingest_memory_waits_total` | counter | times a connection waited for the memory budget |
 //! | `billing_ingest_memory_bytes` | gauge | bytes of the memory budget in use |
+//! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds` | | the process (Linux; absent elsewhere) |
 //!
-//! [`Store::store`]: crate::Store::store
+//! [`Store::store_counted`]: crate::Store::store_counted
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use forward::ServerStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::process::ProcessCollector;
 use crate::{StoreError, StoreOutcome};
 
 /// The prefix of every metric name.
 pub const PREFIX: &str = "billing_ingest";
+
+/// Amount types counted under their own label; further ones are added under
+/// [`OTHER_AMOUNT_TYPES`].
+pub const MAX_AMOUNT_TYPES: usize = 256;
+
+/// The `amount_type` label of the amounts beyond [`MAX_AMOUNT_TYPES`] types.
+pub const OTHER_AMOUNT_TYPES: &str = "(other)";
+
+/// Exact stored sums and record counts per amount type.
+type AmountTotals = Arc<Mutex<BTreeMap<String, (i128, u64)>>>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AmountTypeLabel {
+    amount_type: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -69,6 +99,10 @@ pub struct IngestMetrics {
     /// Count and total time of the successful calls, for [`IngestMetrics::commits`] (the
     /// histogram's own are not readable).
     commit_totals: Arc<(AtomicU64, AtomicU64)>,
+    /// Stored amounts per type, exact.
+    amounts: AmountTotals,
+    /// Unix seconds of the last successful `store()` call.
+    last_commit: Gauge<f64, AtomicU64>,
 }
 
 impl Default for IngestMetrics {
@@ -100,7 +134,33 @@ impl IngestMetrics {
             // 100 µs .. ~13 s: an fsync-bound commit of one small frame up to a stalled database.
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             commit_totals: Arc::default(),
+            amounts: AmountTotals::default(),
+            last_commit: Gauge::default(),
         }
+    }
+
+    /// Adds a committed frame's stored amounts per type (see [`crate::Stored::amounts`]).
+    pub fn stored_amounts(&self, amounts: &BTreeMap<String, (i128, u64)>) {
+        if amounts.is_empty() {
+            return;
+        }
+        let mut totals = self.amounts.lock().unwrap_or_else(|e| e.into_inner());
+        for (amount_type, &(value, records)) in amounts {
+            let key = if totals.contains_key(amount_type) || totals.len() < MAX_AMOUNT_TYPES {
+                amount_type.clone()
+            } else {
+                OTHER_AMOUNT_TYPES.to_string()
+            };
+            let slot = totals.entry(key).or_default();
+            slot.0 = slot.0.saturating_add(value);
+            slot.1 = slot.1.saturating_add(records);
+        }
+    }
+
+    /// Stored sum and records of `amount_type` so far.
+    pub fn stored_amount(&self, amount_type: &str) -> (i128, u64) {
+        let totals = self.amounts.lock().unwrap_or_else(|e| e.into_inner());
+        totals.get(amount_type).copied().unwrap_or_default()
     }
 
     /// Counts one `store()` call that took `elapsed`.
@@ -116,6 +176,10 @@ impl IngestMetrics {
                 self.commit_totals.0.fetch_add(1, Ordering::Relaxed);
                 let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
                 self.commit_totals.1.fetch_add(nanos, Ordering::Relaxed);
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.last_commit.set(now.as_secs_f64());
             }
             Err(_) => {
                 self.store_errors.inc();
@@ -147,9 +211,11 @@ impl IngestMetrics {
     }
 
     /// A registry holding these metrics and `server`'s counters, every name prefixed
-    /// `billing_ingest_`; encode it with [`encode`].
+    /// `billing_ingest_`, and the `process_*` metrics; encode it with [`encode`].
     pub fn registry(&self, server: Arc<ServerStats>) -> Registry {
-        let mut registry = Registry::with_prefix(PREFIX);
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix(PREFIX);
         registry.register(
             "records_received",
             "Entries received in frames whose transaction committed",
@@ -175,8 +241,14 @@ impl IngestMetrics {
             "Frames the store failed to take (not acked; the client resends)",
             self.store_errors.clone(),
         );
+        registry.register(
+            "last_commit_timestamp_seconds",
+            "Unix time of the last successful store call (0: none yet)",
+            self.last_commit.clone(),
+        );
+        registry.register_collector(Box::new(AmountCollector(self.amounts.clone())));
         registry.register_collector(Box::new(ServerCollector(server)));
-        registry
+        root
     }
 }
 
@@ -190,6 +262,45 @@ pub fn encode(registry: &Registry) -> String {
 
 /// The `Content-Type` of what [`encode`] writes.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Exports the exact stored sums per amount type at scrape time.
+#[derive(Debug)]
+struct AmountCollector(AmountTotals);
+
+impl Collector for AmountCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let totals: Vec<(String, (i128, u64))> = {
+            let t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            t.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        };
+        let mut family = encoder.encode_descriptor(
+            "stored_amount",
+            "Sum of amount_value of the records stored (first versions), by amount type.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (amount_type, (value, _)) in &totals {
+            let label = AmountTypeLabel {
+                amount_type: amount_type.clone(),
+            };
+            match u64::try_from(*value) {
+                Ok(v) => ConstCounter::new(v).encode(family.encode_family(&label)?)?,
+                Err(_) => ConstCounter::new(*value as f64).encode(family.encode_family(&label)?)?,
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "stored_records",
+            "Records stored (first versions), by amount type.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (amount_type, (_, records)) in totals {
+            ConstCounter::new(records)
+                .encode(family.encode_family(&AmountTypeLabel { amount_type })?)?;
+        }
+        Ok(())
+    }
+}
 
 /// Reads a forward server's atomics at scrape time.
 #[derive(Debug)]
@@ -329,6 +440,11 @@ mod tests {
             Duration::from_millis(3),
         );
         m.observe(&Err(StoreError::Closed), Duration::from_millis(1));
+        let mut amounts = BTreeMap::new();
+        amounts.insert("samples".to_string(), (7_i128, 2_u64));
+        m.stored_amounts(&amounts);
+        amounts.insert("huge".to_string(), (i128::from(u64::MAX) + 1, 1));
+        m.stored_amounts(&amounts);
         let text = encode(&m.registry(stats));
         for line in [
             "billing_ingest_records_received_total 5",
@@ -348,11 +464,43 @@ mod tests {
             "billing_ingest_memory_bytes 4096",
             "billing_ingest_quarantined_total{reason=\"too_old\"} 2",
             "billing_ingest_quarantined_total{reason=\"negative_amount\"} 0",
+            "billing_ingest_stored_amount_total{amount_type=\"samples\"} 14",
+            "billing_ingest_stored_records_total{amount_type=\"samples\"} 4",
+            "billing_ingest_stored_amount_total{amount_type=\"huge\"} 18446744073709553000.0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in:\n{text}"
             );
         }
+        let last = text
+            .lines()
+            .find_map(|l| l.strip_prefix("billing_ingest_last_commit_timestamp_seconds "))
+            .expect("last commit time");
+        assert!(last.parse::<f64>().unwrap() > 1.0e9, "{last}");
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+            "process_cpu_seconds_total ",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "missing {name:?} in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn amount_types_beyond_the_bound_are_added_under_other() {
+        let m = IngestMetrics::new();
+        for i in 0..MAX_AMOUNT_TYPES + 3 {
+            let mut a = BTreeMap::new();
+            a.insert(format!("t{i:04}"), (1_i128, 1_u64));
+            m.stored_amounts(&a);
+        }
+        assert_eq!(m.stored_amount(OTHER_AMOUNT_TYPES), (3, 3));
+        assert_eq!(m.stored_amount("t0000"), (1, 1));
     }
 }

@@ -43,12 +43,13 @@ use deadpool_postgres::{
 use forward::Frame;
 use tokio_postgres::NoTls;
 
+use crate::lists::{self, ConflictRow, QuarantineRow};
 use crate::report::{self, HourFilter, Summary, UsageQuery, UsageRow, parse_sum};
 use crate::schema;
 use crate::store_error::is_about_data;
 use crate::store_options::{StoreOptions, UnstoredWarnings};
 use crate::validate::Checked;
-use crate::{Store, StoreError, StoreOutcome};
+use crate::{Store, StoreError, StoreOutcome, Stored};
 
 pub use url::{DEFAULT_POOL_SIZE, PgUrl};
 
@@ -210,6 +211,73 @@ impl PgStore {
         report::roll_up(hourly, query.by)
     }
 
+    /// Checks that the database answers and the store's schema is at this build's version (the
+    /// readiness probe). Waits for a pooled connection like any query: bound it with a timeout.
+    ///
+    /// # Errors
+    /// Connection or query failures (e.g. the schema was dropped);
+    /// [`StoreError::SchemaTooOld`] / [`StoreError::SchemaTooNew`].
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.conn().await?;
+        let version: i64 = client.query_one(schema::CURRENT_VERSION, &[]).await?.get(0);
+        schema::check_readable(version)
+    }
+
+    /// The newest `limit` conflict rows (at most [`MAX_LIST_ROWS`](crate::MAX_LIST_ROWS)).
+    ///
+    /// # Errors
+    /// Query failures.
+    pub async fn conflicts(&self, limit: usize) -> Result<Vec<ConflictRow>, StoreError> {
+        let client = self.conn().await?;
+        let rows = client
+            .query(
+                "SELECT unique_key,
+                        to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                        to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                        count, stored_body, received_body
+                 FROM conflicts ORDER BY last_seen DESC, id DESC LIMIT $1",
+                &[&lists::bounded(limit)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ConflictRow {
+                unique_key: r.get(0),
+                first_seen: r.get(1),
+                last_seen: r.get(2),
+                count: r.get(3),
+                stored_body: r.get(4),
+                received_body: r.get(5),
+            })
+            .collect())
+    }
+
+    /// The newest `limit` quarantine rows (at most [`MAX_LIST_ROWS`](crate::MAX_LIST_ROWS)).
+    ///
+    /// # Errors
+    /// Query failures.
+    pub async fn quarantine(&self, limit: usize) -> Result<Vec<QuarantineRow>, StoreError> {
+        let client = self.conn().await?;
+        let rows = client
+            .query(
+                "SELECT id,
+                        to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                        reason, raw
+                 FROM quarantine ORDER BY id DESC LIMIT $1",
+                &[&lists::bounded(limit)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| QuarantineRow {
+                id: r.get(0),
+                received_at: r.get(1),
+                reason: r.get(2),
+                raw: r.get(3),
+            })
+            .collect())
+    }
+
     /// Totals over every committed frame of every ingester.
     ///
     /// # Errors
@@ -292,6 +360,10 @@ impl Store for PgStore {
     /// Stores the frame in one transaction; when the database refuses a record, redoes it
     /// record by record and quarantines the refused ones (see `postgres/write.rs`).
     async fn store(&self, frame: &Frame, checked: Checked) -> Result<StoreOutcome, StoreError> {
+        Ok(self.store_counted(frame, checked).await?.outcome)
+    }
+
+    async fn store_counted(&self, frame: &Frame, checked: Checked) -> Result<Stored, StoreError> {
         let mut client = self.conn().await?;
         let wrote = match write::fast(&mut client, &checked, &self.options).await {
             Ok(wrote) => wrote,

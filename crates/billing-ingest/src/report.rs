@@ -239,6 +239,24 @@ impl UsageQuery {
     }
 }
 
+/// A report bound as `billing report --from/--to` and `/api/v1/usage?from=&to=` take it:
+/// RFC 3339 (`2026-12-01T10:00:00Z`), or a bare UTC date (`2026-12-01`) meaning its midnight.
+/// Whether it is an hour boundary is [`UsageQuery::check`]'s to say.
+///
+/// # Errors
+/// A message naming both accepted forms.
+pub fn parse_time(s: &str) -> Result<SystemTime, String> {
+    let b = s.as_bytes();
+    let is_date = b.len() == 10 && b[4] == b'-' && b[7] == b'-';
+    if is_date {
+        return billing_schema::parse_rfc3339(&format!("{s}T00:00:00Z"))
+            .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"));
+    }
+    billing_schema::parse_rfc3339(s).map_err(|_| {
+        format!("{s:?} is not a time: use RFC 3339 (2026-12-01T10:00:00Z) or a date (2026-12-01)")
+    })
+}
+
 /// Totals per amount type over `rows` (summing different amount types means nothing), in
 /// amount-type order: the report's totals rows.
 ///

@@ -29,12 +29,13 @@ use std::sync::mpsc;
 use forward::Frame;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
+use crate::lists::{self, ConflictRow, QuarantineRow};
 use crate::quarantine::RawIndex;
 use crate::report::{self, HourFilter, Summary, UsageQuery, UsageRow, parse_sum};
 use crate::store_error::is_about_data;
 use crate::store_options::{StoreOptions, UnstoredWarnings};
 use crate::validate::Checked;
-use crate::{Store, StoreError, StoreOutcome, files, schema};
+use crate::{Store, StoreError, StoreOutcome, Stored, files, schema};
 
 use write::NOW;
 
@@ -169,6 +170,71 @@ impl SqliteStore {
         .await
     }
 
+    /// Checks that the database answers and is at this build's schema version (the
+    /// readiness probe).
+    ///
+    /// # Errors
+    /// Query failures; [`StoreError::SchemaTooOld`] / [`StoreError::SchemaTooNew`] when the
+    /// schema was changed under the store.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|conn| {
+            let version: i64 = conn.query_row(schema::CURRENT_VERSION, [], |r| r.get(0))?;
+            schema::check_readable(version)
+        })
+        .await
+    }
+
+    /// The newest `limit` conflict rows (at most [`MAX_LIST_ROWS`](crate::MAX_LIST_ROWS)).
+    ///
+    /// # Errors
+    /// Query failures.
+    pub async fn conflicts(&self, limit: usize) -> Result<Vec<ConflictRow>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT unique_key, first_seen, last_seen, count, stored_body, received_body
+                 FROM conflicts ORDER BY last_seen DESC, id DESC LIMIT ?1",
+            )?;
+            let rows = stmt
+                .query_map([lists::bounded(limit)], |r| {
+                    Ok(ConflictRow {
+                        unique_key: r.get(0)?,
+                        first_seen: r.get(1)?,
+                        last_seen: r.get(2)?,
+                        count: r.get(3)?,
+                        stored_body: r.get(4)?,
+                        received_body: r.get(5)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// The newest `limit` quarantine rows (at most [`MAX_LIST_ROWS`](crate::MAX_LIST_ROWS)).
+    ///
+    /// # Errors
+    /// Query failures.
+    pub async fn quarantine(&self, limit: usize) -> Result<Vec<QuarantineRow>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, received_at, reason, raw FROM quarantine ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt
+                .query_map([lists::bounded(limit)], |r| {
+                    Ok(QuarantineRow {
+                        id: r.get(0)?,
+                        received_at: r.get(1)?,
+                        reason: r.get(2)?,
+                        raw: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     /// Finishes the queued jobs, then closes the connection and waits for its thread to end
     /// (dropping the store does the same without waiting).
     pub async fn close(self) {
@@ -258,6 +324,10 @@ impl Store for SqliteStore {
     /// Stores the frame in one transaction; when the database refuses a record, redoes it
     /// record by record and quarantines the refused ones (see `sqlite/write.rs`).
     async fn store(&self, frame: &Frame, checked: Checked) -> Result<StoreOutcome, StoreError> {
+        Ok(self.store_counted(frame, checked).await?.outcome)
+    }
+
+    async fn store_counted(&self, frame: &Frame, checked: Checked) -> Result<Stored, StoreError> {
         let options = self.options.clone();
         let first = self
             .call(move |conn| {

@@ -153,6 +153,9 @@ pub(crate) async fn fast(
         classify(&mut w.written, &mut conflicts, r, stored_body);
     }
     upsert_rollups(&tx, &rollups).await?;
+    for ((_, amount_type, _), (value, records)) in &rollups {
+        w.written.add_stored(amount_type, *value, *records)?;
+    }
     write_conflicts(&tx, &conflicts).await?;
     let entries: Vec<&Quarantined> = checked.invalid.iter().collect();
     finish(&tx, &mut w, &entries, options, false).await?;
@@ -235,7 +238,11 @@ pub(crate) async fn one_by_one(
         );
         tx.batch_execute("SAVEPOINT rollup").await?;
         match upsert_rollups(&tx, &one).await {
-            Ok(()) => tx.batch_execute("RELEASE rollup").await?,
+            Ok(()) => {
+                tx.batch_execute("RELEASE rollup").await?;
+                w.written
+                    .add_stored(&r.body.amount_type, r.body.value.into(), 1)?;
+            }
             Err(e) if is_about_data(&e) => {
                 tx.batch_execute("ROLLBACK TO rollup; RELEASE rollup")
                     .await?;

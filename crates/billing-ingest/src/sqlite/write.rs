@@ -77,6 +77,7 @@ pub(crate) fn fast(
     }
     for ((instance, amount_type, hour), (value, records)) in rollups {
         add_rollup(&tx, instance, amount_type, hour, value, records)?;
+        w.written.add_stored(amount_type, value, records)?;
     }
     let entries: Vec<&Quarantined> = checked.invalid.iter().collect();
     finish(&tx, &mut w, &entries, options)?;
@@ -112,6 +113,10 @@ pub(crate) fn one_by_one(
         match attempt {
             Ok(arrival) => {
                 tx.execute_batch("RELEASE record")?;
+                if arrival == Arrival::Stored {
+                    w.written
+                        .add_stored(&r.body.amount_type, r.body.value.into(), 1)?;
+                }
                 tally(&mut w.written, r, arrival);
             }
             Err(e) if is_about_data(&e) => {
