@@ -388,9 +388,6 @@ fn run_go(
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(sink) = args.sink {
-        return crate::bench_load::run(sink, &args);
-    }
     if args.spool {
         crate::bench_spool::run()?;
     }

@@ -148,7 +148,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             // The producer loop retries refused events by design: their warnings are noise here.
             init_logs("error");
-            bench::run(*args)
+            match args.sink {
+                Some(sink) => bench_load::run(sink, &args),
+                None => bench::run(*args),
+            }
         }
         Command::Demo(args) => {
             init_logs("warn");
