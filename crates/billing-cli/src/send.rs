@@ -183,6 +183,7 @@ pub fn run(args: SendArgs) -> ExitCode {
         return fail(2, e.to_string());
     }
     let outcome = client.flush(args.timeout);
+    let last_failure = client.last_failure();
     // Whatever is still unacknowledged is dropped at once: the exit code reports it.
     client.close_within(Duration::ZERO);
     match outcome {
@@ -198,15 +199,27 @@ pub fn run(args: SendArgs) -> ExitCode {
                     .display()
             ),
         ),
-        Err(billing_client::FlushError::Timeout { .. }) => fail(
-            1,
-            format!(
-                "not acknowledged by {ingester} within {}{}{}",
-                billing_client::duration::format(args.timeout),
-                handshake_hint(&metrics),
-                tls_hint(&metrics)
-            ),
-        ),
+        Err(billing_client::FlushError::Timeout { .. }) => {
+            // The cause in words: a handshake or TLS check explained, else the last failure
+            // as the client saw it (refused, DNS, timeout, closed by the ingester, ...).
+            let mut cause = format!("{}{}", handshake_hint(&metrics), tls_hint(&metrics));
+            if cause.is_empty() {
+                cause = match last_failure {
+                    Some(f) => format!(": {f}"),
+                    None => {
+                        ": no answer yet (still connecting, or connected and waiting for the ack)"
+                            .to_string()
+                    }
+                };
+            }
+            fail(
+                1,
+                format!(
+                    "not acknowledged by {ingester} within {}{cause}",
+                    billing_client::duration::format(args.timeout),
+                ),
+            )
+        }
         Err(e) => fail(1, e.to_string()),
     }
 }

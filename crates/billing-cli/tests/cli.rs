@@ -135,7 +135,24 @@ fn send_to_an_unreachable_ingester_exits_1_within_its_timeout() {
     assert_eq!(out.status.code(), Some(1));
     let line = one_line(&out.stderr);
     assert!(
-        line.contains("not acknowledged") && line.contains(&dead),
+        line.contains("not acknowledged") && line.contains(&dead) && line.contains("refused"),
+        "{line}"
+    );
+}
+
+#[test]
+fn send_to_a_host_that_does_not_resolve_says_so_in_its_one_line() {
+    let mut c = Command::new(billing_bin());
+    c.args(["send", "--billing.ingester", "no-such-host.invalid:24225"])
+        .args(["--key", "k", "--instance", "7", "--amount", "samples=1"])
+        .args(["--timeout", "2s", "--billing.retry-delay", "50ms"]);
+    let out = run("billing send", c);
+    assert_eq!(out.status.code(), Some(1));
+    let line = one_line(&out.stderr);
+    assert!(
+        line.contains("no-such-host.invalid")
+            && line.contains("cannot connect")
+            && line.contains("lookup"),
         "{line}"
     );
 }

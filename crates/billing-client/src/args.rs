@@ -181,6 +181,39 @@ pub struct Args {
     pub tls_server_name: Option<String>,
 }
 
+/// [`Config::from_env`] found a `BILLING_*` variable it cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid BILLING_* environment: {0}")]
+pub struct EnvError(String);
+
+impl Config {
+    /// The settings from the `BILLING_*` environment variables (those of [`Args`]: e.g.
+    /// `BILLING_INGESTER`, `BILLING_SPOOL_DIR`), defaults for the rest; for services configured
+    /// by their environment rather than flags. Needs the `clap` feature.
+    ///
+    /// # Errors
+    /// [`EnvError`] naming the variable whose value does not parse.
+    pub fn from_env() -> Result<Config, EnvError> {
+        #[derive(clap::Parser)]
+        struct EnvOnly {
+            #[command(flatten)]
+            billing: Args,
+        }
+        let parsed =
+            <EnvOnly as clap::Parser>::try_parse_from(["billing-client"]).map_err(|e| {
+                let text = e.render().to_string();
+                EnvError(
+                    text.lines()
+                        .next()
+                        .unwrap_or("invalid value")
+                        .trim_start_matches("error: ")
+                        .to_string(),
+                )
+            })?;
+        Ok(parsed.billing.into())
+    }
+}
+
 impl From<Args> for Config {
     fn from(a: Args) -> Self {
         Config {

@@ -23,7 +23,7 @@ use billing_schema::{Amounts, Event, Metadata};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use crate::config::Config;
-use crate::contract::{Command, Queued, Shared};
+use crate::contract::{Command, Queued, Reply, Shared};
 use crate::encode::Records;
 use crate::error::{AddBatchError, AddBatchErrorKind, AddError, FlushError, NewClientError};
 use crate::metrics::{Metrics, Status};
@@ -116,6 +116,8 @@ impl Client {
             metrics,
             spool,
             wake_pending: AtomicBool::new(false),
+            last_failure: std::sync::Mutex::new(None),
+            resolved: Default::default(),
         });
         let (tx, rx) = unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -181,7 +183,7 @@ impl Client {
     /// As [`Client::add_amounts`].
     pub fn add(&self, event: Event) -> Result<(), AddError> {
         if let Err(invalid) = check_event(&event) {
-            self.shared.metrics.track(Status::Invalid, &event.amounts);
+            self.shared.track(Status::Invalid, &event.amounts);
             tracing::warn!(reason = %invalid, "billing: event refused");
             return Err(if invalid.reason == Reason::BlankKey {
                 AddError::BlankKey(Box::new(event))
@@ -202,7 +204,7 @@ impl Client {
         let limit = self.cfg.max_buffered_events;
         if self.shared.buffered.fetch_add(1, Ordering::AcqRel) >= limit {
             self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
-            metrics.track(Status::BufferFull, &event.amounts);
+            self.shared.track(Status::BufferFull, &event.amounts);
             tracing::warn!(unique_key = %event.unique_key, limit, "billing: event dropped: buffer full");
             return Err(AddError::QueueFull {
                 limit,
@@ -213,7 +215,7 @@ impl Client {
         if records.is_empty() {
             // Only zero amounts: nothing to send, as the Go client sent nothing.
             self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
-            metrics.track(Status::Success, &event.amounts);
+            self.shared.track(Status::Success, &event.amounts);
             return Ok(());
         }
         metrics.unacked(1, &event.amounts);
@@ -236,7 +238,7 @@ impl Client {
         let metrics = &self.shared.metrics;
         let records = Records::of(&event, self.cfg.framing);
         if records.is_empty() {
-            metrics.track(Status::Success, &event.amounts);
+            self.shared.track(Status::Success, &event.amounts);
             return Ok(());
         }
         let payload = records.spool_payload(&event);
@@ -251,7 +253,7 @@ impl Client {
                 Ok(())
             }
             Err(source @ spool::SpoolError::Full { .. }) => {
-                metrics.track(Status::SpoolFull, &event.amounts);
+                self.shared.track(Status::SpoolFull, &event.amounts);
                 tracing::warn!(unique_key = %event.unique_key, reason = %source, "billing: event dropped: spool full");
                 Err(AddError::SpoolFull {
                     source,
@@ -259,7 +261,7 @@ impl Client {
                 })
             }
             Err(source) => {
-                metrics.track(Status::SpoolError, &event.amounts);
+                self.shared.track(Status::SpoolError, &event.amounts);
                 tracing::error!(unique_key = %event.unique_key, reason = %source, "billing: event dropped: spool write failed");
                 Err(AddError::Spool {
                     source,
@@ -300,7 +302,7 @@ impl Client {
 
     fn track_refused(&self, status: Status, events: &[Event]) {
         for e in events {
-            self.shared.metrics.track(status, &e.amounts);
+            self.shared.track(status, &e.amounts);
             tracing::warn!(unique_key = %e.unique_key, status = status.as_str(), "billing: event dropped");
         }
     }
@@ -352,7 +354,7 @@ impl Client {
             return Err(AddBatchError::new(AddBatchErrorKind::Closed, events));
         }
         for i in nothing_to_send {
-            metrics.track(Status::Success, &events[i].amounts);
+            self.shared.track(Status::Success, &events[i].amounts);
         }
         Ok(())
     }
@@ -375,7 +377,7 @@ impl Client {
             Ok(_) => {
                 for (e, p) in events.iter().zip(&payloads) {
                     if p.is_none() {
-                        metrics.track(Status::Success, &e.amounts);
+                        self.shared.track(Status::Success, &e.amounts);
                     } else {
                         metrics.unacked(1, &e.amounts);
                         metrics.queued(1);
@@ -407,7 +409,7 @@ impl Client {
     }
 
     fn refuse_closed(&self, event: Event) -> AddError {
-        self.shared.metrics.track(Status::Stopping, &event.amounts);
+        self.shared.track(Status::Stopping, &event.amounts);
         tracing::warn!(unique_key = %event.unique_key, "billing: event dropped: client closed");
         AddError::Closed(Box::new(event))
     }
@@ -422,7 +424,7 @@ impl Client {
         // With a spool, events are numbered by the spool: wait for all below its next number.
         let target = self.shared.spool.as_ref().map(|s| s.next_seq());
         self.tx
-            .send(Command::Flush(target, reply))
+            .send(Command::Flush(target, Reply::Sync(reply)))
             .map_err(|_| FlushError::Closed)?;
         match done.recv_timeout(timeout) {
             Ok(()) => Ok(()),
@@ -433,6 +435,19 @@ impl Client {
         }
     }
 
+    /// Why the latest delivery attempt failed, as one line naming the ingester and the cause
+    /// (`127.0.0.1:24225: cannot connect: Connection refused (os error 111)`, a DNS failure,
+    /// the TLS check that failed, a refused handshake, `no ack within the ack timeout`, ...);
+    /// `None` while no attempt has failed. For a caller that gave up waiting (a `flush`
+    /// timeout) to say why.
+    pub fn last_failure(&self) -> Option<String> {
+        self.shared
+            .last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Events accepted and not yet delivered or dropped.
     pub fn pending(&self) -> usize {
         match &self.shared.spool {
@@ -441,25 +456,90 @@ impl Client {
         }
     }
 
+    /// As [`Client::flush`], for a caller inside a tokio runtime: it awaits the sender instead
+    /// of blocking the worker thread (any runtime flavour; the runtime needs its time driver
+    /// for the timeout).
+    ///
+    /// # Errors
+    /// As [`Client::flush`].
+    pub async fn flush_async(&self, timeout: Duration) -> Result<(), FlushError> {
+        let (reply, mut done) = tokio::sync::mpsc::channel(1);
+        let target = self.shared.spool.as_ref().map(|s| s.next_seq());
+        self.tx
+            .send(Command::Flush(target, Reply::Async(reply)))
+            .map_err(|_| FlushError::Closed)?;
+        match tokio::time::timeout(timeout, done.recv()).await {
+            Ok(Some(())) => Ok(()),
+            Ok(None) => Err(FlushError::Closed),
+            Err(_) => Err(FlushError::Timeout {
+                pending: self.pending(),
+            }),
+        }
+    }
+
     /// Stops intake, delivers what is queued within `close_timeout` (the rest is dropped and
     /// counted `stopping`; with a spool it stays on disk for the next start instead), closes
-    /// the connection and stops the sender thread. Idempotent.
-    pub fn close(&self) {
-        self.close_within(self.cfg.close_timeout);
+    /// the connection and stops the sender thread; returns what this client did with the
+    /// events it was given. Idempotent (a second call reports the same).
+    pub fn close(&self) -> CloseReport {
+        self.close_within(self.cfg.close_timeout)
     }
 
     /// As [`Client::close`] with an explicit bound.
-    pub fn close_within(&self, timeout: Duration) {
+    pub fn close_within(&self, timeout: Duration) -> CloseReport {
         self.shared.closed.store(true, Ordering::Release);
-        let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-            return;
-        };
-        let (reply, done) = std::sync::mpsc::sync_channel(1);
-        let deadline = std::time::Instant::now() + timeout;
-        if self.tx.send(Command::Close(deadline, reply)).is_ok() {
-            let _ = done.recv();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let (reply, done) = std::sync::mpsc::sync_channel(1);
+            let deadline = std::time::Instant::now() + timeout;
+            if self
+                .tx
+                .send(Command::Close(deadline, Reply::Sync(reply)))
+                .is_ok()
+            {
+                let _ = done.recv();
+            }
+            let _ = thread.join();
         }
-        let _ = thread.join();
+        self.report()
+    }
+
+    /// As [`Client::close`], for a caller inside a tokio runtime: delivery within `timeout` is
+    /// awaited, and the sender thread is joined on the runtime's blocking pool, so no worker
+    /// thread is blocked.
+    pub async fn close_async(&self, timeout: Duration) -> CloseReport {
+        self.shared.closed.store(true, Ordering::Release);
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let (reply, mut done) = tokio::sync::mpsc::channel(1);
+            let deadline = std::time::Instant::now() + timeout;
+            if self
+                .tx
+                .send(Command::Close(deadline, Reply::Async(reply)))
+                .is_ok()
+            {
+                // The sender answers by the deadline (it drops what is left then); `None`:
+                // it stopped without answering, which is an answer too.
+                let _ = done.recv().await;
+            }
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        self.report()
+    }
+
+    fn report(&self) -> CloseReport {
+        let count = |s: Status| self.shared.resolved[s.index()].load(Ordering::Relaxed);
+        let dropped = Status::ALL
+            .into_iter()
+            .filter(|s| !matches!(s, Status::Success | Status::Retrying))
+            .map(|s| (s, count(s)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        CloseReport {
+            delivered: count(Status::Success),
+            left_in_spool: self.shared.spool.as_ref().map_or(0, |s| s.stats().records),
+            dropped,
+        }
     }
 
     /// The metrics this client reports into.
@@ -477,8 +557,48 @@ impl std::fmt::Debug for Client {
 }
 
 impl Drop for Client {
+    /// Closes the client as [`Client::close`] does, except inside a tokio runtime: there it
+    /// only asks the sender to deliver what is queued within `close_timeout` and stop, and
+    /// returns at once rather than block a worker (call [`Client::close_async`] to wait).
     fn drop(&mut self) {
-        self.close();
+        if tokio::runtime::Handle::try_current().is_err() {
+            self.close();
+            return;
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        if self
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .is_some()
+        {
+            let (reply, _) = tokio::sync::mpsc::channel(1);
+            let deadline = std::time::Instant::now() + self.cfg.close_timeout;
+            // The thread is detached: it ends by the deadline.
+            let _ = self.tx.send(Command::Close(deadline, Reply::Async(reply)));
+        }
+    }
+}
+
+/// What [`Client::close`] reports: what became of the events this client was given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CloseReport {
+    /// Events acknowledged by the ingester (and events of only zero amounts, which have
+    /// nothing to send).
+    pub delivered: u64,
+    /// With a spool: events left on disk, to be delivered by the next client on the directory.
+    pub left_in_spool: u64,
+    /// Events dropped, by status (`stopping`, `buffer_full`, `spool_full`, `spool_error`,
+    /// `invalid`); only statuses that occurred.
+    pub dropped: Vec<(Status, u64)>,
+}
+
+impl CloseReport {
+    /// All events dropped, whatever the reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().map(|(_, n)| n).sum()
     }
 }
 
@@ -502,7 +622,10 @@ mod tests {
     fn stop_sender_only(client: &Client) {
         let (reply, done) = std::sync::mpsc::sync_channel(1);
         let deadline = std::time::Instant::now();
-        client.tx.send(Command::Close(deadline, reply)).unwrap();
+        client
+            .tx
+            .send(Command::Close(deadline, Reply::Sync(reply)))
+            .unwrap();
         done.recv().unwrap();
         let thread = client.thread.lock().unwrap().take().unwrap();
         thread.join().unwrap();

@@ -12,12 +12,12 @@
 //!   at most one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::SyncSender;
 
 use billing_schema::Amounts;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Status};
 
 /// State shared by the client handle and its sender thread.
 pub(crate) struct Shared {
@@ -28,6 +28,46 @@ pub(crate) struct Shared {
     pub spool: Option<Arc<spool::Spool>>,
     /// Set while a `Wake` is on its way to the sender, so appends send at most one.
     pub wake_pending: AtomicBool,
+    /// Why the latest delivery attempt failed, naming the ingester (written by the sender,
+    /// read by `Client::last_failure`).
+    pub last_failure: std::sync::Mutex<Option<String>>,
+    /// Events resolved by this client, per final status (indexed by [`Status::index`]); what
+    /// `close` reports, whoever else shares the metrics.
+    pub resolved: [AtomicU64; Status::COUNT],
+}
+
+impl Shared {
+    /// Counts an event's amounts under `status` in the metrics and, for a final status, in
+    /// this client's own tally.
+    pub fn track(&self, status: Status, amounts: &Amounts) {
+        self.metrics.track(status, amounts);
+        if status != Status::Retrying {
+            self.resolved[status.index()].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How the sender answers a flush or close: to a blocked thread or to an awaiting task.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// `Client::flush` / `close`: a thread waits on the receiver.
+    Sync(SyncSender<()>),
+    /// `flush_async` / `close_async`: a task awaits the receiver.
+    Async(tokio::sync::mpsc::Sender<()>),
+}
+
+impl Reply {
+    /// Tells the waiter (who may have given up already: then nothing happens).
+    pub fn done(&self) {
+        match self {
+            Reply::Sync(tx) => {
+                let _ = tx.try_send(());
+            }
+            Reply::Async(tx) => {
+                let _ = tx.try_send(());
+            }
+        }
+    }
 }
 
 /// An accepted event, encoded on the caller's thread (see [`crate::encode`]).
@@ -52,9 +92,9 @@ pub(crate) enum Command {
     Events(Vec<Queued>),
     /// Reply once every event below the target is resolved; `None`: below the sender's own
     /// next sequence number (memory mode), `Some`: below this spool sequence number.
-    Flush(Option<u64>, SyncSender<()>),
+    Flush(Option<u64>, Reply),
     /// Deliver what is queued until the deadline, then stop; reply when stopped.
-    Close(std::time::Instant, SyncSender<()>),
+    Close(std::time::Instant, Reply),
     /// New events are in the spool.
     Wake,
 }

@@ -44,9 +44,9 @@ mod spooled;
 pub mod testing;
 
 #[cfg(feature = "clap")]
-pub use args::Args;
+pub use args::{Args, EnvError};
 pub use billing_schema::{AmountType, Amounts, Event, Metadata};
-pub use client::Client;
+pub use client::{Client, CloseReport};
 pub use config::{
     Config, DEFAULT_ACK_TIMEOUT, DEFAULT_BATCH_MAX_RECORDS, DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_INGESTER, DEFAULT_MAX_BUFFERED_EVENTS, DEFAULT_MAX_IN_FLIGHT,

@@ -75,7 +75,18 @@ pub enum Status {
 }
 
 impl Status {
-    const ALL: [Status; 7] = [
+    /// How many statuses there are.
+    pub(crate) const COUNT: usize = 7;
+
+    /// Position in [`Status::ALL`].
+    pub(crate) fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|s| *s == self)
+            .expect("every status is in ALL")
+    }
+
+    pub(crate) const ALL: [Status; Self::COUNT] = [
         Status::Success,
         Status::Retrying,
         Status::Stopping,

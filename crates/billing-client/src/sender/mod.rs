@@ -51,7 +51,6 @@ mod policy;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use billing_schema::Amounts;
@@ -59,7 +58,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::time::Instant;
 
 use crate::config::{Config, IngesterPolicy};
-use crate::contract::{Command, Queued, Shared};
+use crate::contract::{Command, Queued, Reply, Shared};
 use crate::metrics::{Failure, Status};
 use backoff::Backoff;
 use batch::{Batch, Framer, Pending};
@@ -80,8 +79,8 @@ pub(crate) struct Sender {
     backlog: VecDeque<Pending>,
     /// Batches written before and to be written again (their connection failed).
     unsent: VecDeque<Batch>,
-    flushes: Vec<(u64, SyncSender<()>)>,
-    closing: Option<(Instant, Option<SyncSender<()>>)>,
+    flushes: Vec<(u64, Reply)>,
+    closing: Option<(Instant, Option<Reply>)>,
     /// One per ingester, in the configured order (the first is the failover primary).
     links: Vec<Link>,
     policy: Policy,
@@ -227,7 +226,7 @@ impl Sender {
         self.flushes.retain(|(target, reply)| {
             let done = min >= *target;
             if done {
-                let _ = reply.try_send(());
+                reply.done();
             }
             !done
         });
@@ -316,10 +315,10 @@ impl Sender {
         }
         self.drain_after_stop();
         if let Some((_, Some(reply))) = self.closing.take() {
-            let _ = reply.try_send(());
+            reply.done();
         }
         for (_, reply) in self.flushes.drain(..) {
-            let _ = reply.try_send(());
+            reply.done();
         }
     }
 
@@ -337,7 +336,7 @@ impl Sender {
                     Some((d, r)) => {
                         *d = (*d).min(deadline);
                         if let Some(old) = r.replace(reply) {
-                            let _ = old.try_send(());
+                            old.done();
                         }
                     }
                     None => self.closing = Some((deadline, Some(reply))),
@@ -463,11 +462,17 @@ impl Sender {
         let link = &mut self.links[i];
         drop(link.take_conn());
         link.metrics.failure(kind);
+        *self
+            .shared
+            .last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(format!("{}: {reason}", link.label));
         let moved = link.take_inflight();
         let retried: usize = moved.iter().map(|b| b.events.len()).sum();
         for b in &moved {
             for e in &b.events {
-                self.shared.metrics.track(Status::Retrying, &e.amounts);
+                self.shared.track(Status::Retrying, &e.amounts);
             }
             if let Some(first) = b.first_sent {
                 self.shared
@@ -640,7 +645,7 @@ impl Sender {
         if status != Status::Success {
             tracing::warn!(unique_key = %key, status = status.as_str(), "billing: event dropped");
         }
-        metrics.track(status, amounts);
+        self.shared.track(status, amounts);
         metrics.unacked(-1, amounts);
         metrics.queued(-1);
         if self.shared.spool.is_none() {
@@ -711,7 +716,7 @@ impl Sender {
                 Command::Event(e) => vec![e],
                 Command::Events(es) => es,
                 Command::Flush(_, reply) | Command::Close(_, reply) => {
-                    let _ = reply.try_send(());
+                    reply.done();
                     continue;
                 }
                 Command::Wake => continue,
