@@ -367,3 +367,34 @@ fn go_form_flags_are_accepted_as_the_go_client_wrote_them() {
             .any(|r| r["record"]["unique_key"] == "go-2:samples")
     });
 }
+
+#[test]
+fn listen_on_go_form_colon_port_binds_every_interface() {
+    let dir = temp_dir("colon-port");
+    let mut child = Command::new(billing_bin())
+        .args(["ingest", "--listen", ":0", "--store"])
+        .arg(format!("sqlite:{}", dir.path().join("b.db").display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let addr: std::net::SocketAddr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .parse()
+        .unwrap();
+    assert!(
+        addr.ip().is_unspecified(),
+        "{addr}: all interfaces, as Go's :PORT"
+    );
+    assert_ne!(addr.port(), 0);
+}
