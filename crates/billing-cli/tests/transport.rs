@@ -5,6 +5,8 @@
 //! is replaced by the next one.
 
 mod common;
+// One copy for every crate's TLS tests (certificates made with rcgen).
+#[path = "../../../tests/support/pki.rs"]
 mod pki;
 
 use std::os::unix::fs::PermissionsExt;

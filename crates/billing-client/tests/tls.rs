@@ -6,6 +6,8 @@
 //! (flush, a counter reaching a value, polled with a bound), never sleeps as synchronisation.
 
 mod common;
+// One copy for every crate's TLS tests (certificates made with rcgen).
+#[path = "../../../tests/support/pki.rs"]
 mod pki;
 
 use std::path::Path;

@@ -3,6 +3,8 @@
 //! line naming the check that failed. No sleeps: acks and closes are read from the socket;
 //! timeouts only bound a hang.
 
+// One copy for every crate's TLS tests (certificates made with rcgen).
+#[path = "../../../tests/support/pki.rs"]
 mod pki;
 
 use std::sync::Arc;
