@@ -6,6 +6,7 @@ mod bench_load;
 mod bench_spool;
 mod demo;
 mod ingest;
+mod lists_cmd;
 mod report;
 mod send;
 mod server_args;
@@ -69,6 +70,10 @@ enum Command {
     Bench(Box<bench::BenchArgs>),
     /// Inspect or drain a client's disk spool.
     Spool(spool_cmd::SpoolArgs),
+    /// List the conflicts a store kept: keys that arrived again with a different body.
+    Conflicts(Box<lists_cmd::ConflictsArgs>),
+    /// List or show the entries a store quarantined (invalid records), with their reasons.
+    Quarantine(Box<lists_cmd::QuarantineArgs>),
 }
 
 fn init_logs(format: LogFormat, default: &str) {
@@ -152,6 +157,14 @@ fn main() -> ExitCode {
                 Some(sink) => bench_load::run(sink, &args),
                 None => bench::run(*args),
             }
+        }
+        Command::Conflicts(args) => {
+            init_logs("warn");
+            lists_cmd::conflicts(*args)
+        }
+        Command::Quarantine(args) => {
+            init_logs("warn");
+            lists_cmd::quarantine(*args)
         }
         Command::Demo(args) => {
             init_logs("warn");

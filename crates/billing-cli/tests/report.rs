@@ -1,6 +1,7 @@
 //! `billing report` ranges are exact: bounds apply to the usage, not to bucket starts, dates
 //! are accepted, a bound inside an hour or an inverted range is refused with a message that
-//! says what to use instead, and tables and CSV end with a totals row.
+//! says what to use instead, and tables and CSV end with a totals row; `billing conflicts` and
+//! `billing quarantine list|show` show what the store kept aside.
 
 mod common;
 
@@ -99,5 +100,92 @@ fn report_ranges_cover_the_usage_inside_them_and_refuse_what_they_cannot_cover_e
     assert!(
         bad.contains("2026-12-01T10:00:00Z") && bad.contains("date"),
         "{bad}"
+    );
+}
+
+#[test]
+fn conflicts_and_quarantine_are_listed_and_shown_from_the_store() {
+    let dir = temp_dir("lists");
+    let db = dir.path().join("billing.db");
+    let store = format!("sqlite:{}", db.display());
+    let server = ingest_sqlite(&db, "127.0.0.1:0", &["--amount-types", "samples"]);
+    send(server.addr, "k", "samples=1", "2026-11-27T04:10:00Z");
+    // The same key again with another amount: a conflict, not billed.
+    send(server.addr, "k", "samples=2", "2026-11-27T04:10:00Z");
+    // A type outside --amount-types: acked, quarantined.
+    send(server.addr, "q", "node-seconds=3", "2026-11-27T04:10:00Z");
+
+    let list = |args: &[&str]| {
+        let mut c = Command::new(billing_bin());
+        c.args(args).arg("--store").arg(&store);
+        let out = run("billing (lists)", c);
+        assert!(out.status.success(), "{args:?}: {}", out.stderr);
+        out.stdout
+    };
+    let conflicts: serde_json::Value =
+        serde_json::from_str(&list(&["conflicts", "--format", "json"])).unwrap();
+    assert_eq!(conflicts.as_array().unwrap().len(), 1, "{conflicts}");
+    assert_eq!(conflicts[0]["unique_key"], "k:samples");
+    assert_eq!(conflicts[0]["count"], 1);
+    assert!(
+        conflicts[0]["received_body"]
+            .as_str()
+            .unwrap()
+            .contains('2')
+    );
+    let none: serde_json::Value = serde_json::from_str(&list(&[
+        "conflicts",
+        "--key",
+        "other:samples",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(none, serde_json::json!([]));
+    assert!(list(&["conflicts"]).contains("1 conflicting versions"));
+
+    let quarantined: serde_json::Value =
+        serde_json::from_str(&list(&["quarantine", "list", "--format", "json"])).unwrap();
+    assert_eq!(quarantined.as_array().unwrap().len(), 1, "{quarantined}");
+    let reason = quarantined[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("unknown_amount_type"), "{reason}");
+    let csv = list(&[
+        "quarantine",
+        "list",
+        "--reason",
+        "unknown_amount",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert_eq!(
+        list(&[
+            "quarantine",
+            "list",
+            "--reason",
+            "negative",
+            "--format",
+            "csv"
+        ])
+        .lines()
+        .count(),
+        1
+    );
+    let id = quarantined[0]["id"].to_string();
+    let shown: serde_json::Value =
+        serde_json::from_str(&list(&["quarantine", "show", &id])).unwrap();
+    assert_eq!(
+        shown["raw"]["record"]["unique_key"], "q:node-seconds",
+        "{shown}"
+    );
+
+    let mut c = Command::new(billing_bin());
+    c.args(["quarantine", "show", "999999", "--store", &store]);
+    let out = run("billing quarantine show", c);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("no quarantined entry with id 999999"),
+        "{}",
+        out.stderr
     );
 }

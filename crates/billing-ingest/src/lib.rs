@@ -64,7 +64,7 @@ use forward::{Disposition, Frame, Handler, Server, ServerConfig};
 
 pub use harness::{BackgroundIngester, IngesterError, IngesterOptions, RunningIngester};
 pub use jsonl::JsonlStore;
-pub use lists::{ConflictRow, MAX_LIST_ROWS, QuarantineRow};
+pub use lists::{ConflictRow, ListFilter, MAX_LIST_ROWS, QuarantineRow};
 pub use metrics::{
     CONTENT_TYPE as METRICS_CONTENT_TYPE, IngestMetrics, PREFIX as METRICS_PREFIX,
     encode as encode_metrics,
@@ -419,27 +419,27 @@ impl AnyStore {
         }
     }
 
-    /// The newest `limit` rows of `conflicts` (bounded by [`MAX_LIST_ROWS`]).
+    /// The newest rows of `conflicts` that `filter` selects (at most [`MAX_LIST_ROWS`]).
     ///
     /// # Errors
     /// Query failures; [`StoreError::Unsupported`] for `jsonl:`.
-    pub async fn conflicts(&self, limit: usize) -> Result<Vec<ConflictRow>, StoreError> {
+    pub async fn conflicts(&self, filter: &ListFilter) -> Result<Vec<ConflictRow>, StoreError> {
         match self {
             AnyStore::Jsonl(_) => Err(NO_JSONL_REPORTS),
-            AnyStore::Sqlite(s) => s.conflicts(limit).await,
-            AnyStore::Postgres(s) => s.conflicts(limit).await,
+            AnyStore::Sqlite(s) => s.conflicts(filter).await,
+            AnyStore::Postgres(s) => s.conflicts(filter).await,
         }
     }
 
-    /// The newest `limit` rows of `quarantine` (bounded by [`MAX_LIST_ROWS`]).
+    /// The newest rows of `quarantine` that `filter` selects (at most [`MAX_LIST_ROWS`]).
     ///
     /// # Errors
     /// Query failures; [`StoreError::Unsupported`] for `jsonl:`.
-    pub async fn quarantine(&self, limit: usize) -> Result<Vec<QuarantineRow>, StoreError> {
+    pub async fn quarantine(&self, filter: &ListFilter) -> Result<Vec<QuarantineRow>, StoreError> {
         match self {
             AnyStore::Jsonl(_) => Err(NO_JSONL_REPORTS),
-            AnyStore::Sqlite(s) => s.quarantine(limit).await,
-            AnyStore::Postgres(s) => s.quarantine(limit).await,
+            AnyStore::Sqlite(s) => s.quarantine(filter).await,
+            AnyStore::Postgres(s) => s.quarantine(filter).await,
         }
     }
 }

@@ -39,6 +39,51 @@ pub struct QuarantineRow {
     pub raw: String,
 }
 
+/// Which rows a list returns: the newest `limit` (bounded by [`MAX_LIST_ROWS`]) of those
+/// matching every filter that is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListFilter {
+    /// Conflicts: only this `unique_key`.
+    pub key: Option<String>,
+    /// Quarantine: only reasons starting with this (e.g. `amount_type`).
+    pub reason: Option<String>,
+    /// Quarantine: only the row with this id.
+    pub id: Option<i64>,
+    /// Most rows.
+    pub limit: usize,
+}
+
+impl ListFilter {
+    /// The newest `limit` rows, unfiltered.
+    pub fn newest(limit: usize) -> Self {
+        Self {
+            key: None,
+            reason: None,
+            id: None,
+            limit,
+        }
+    }
+
+    /// Only `unique_key` (conflicts).
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Only reasons starting with `reason` (quarantine).
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Only row `id` (quarantine).
+    pub fn id(mut self, id: i64) -> Self {
+        self.id = Some(id);
+        self
+    }
+}
+
 /// `limit` bounded by [`MAX_LIST_ROWS`], as SQL wants it.
 pub(crate) fn bounded(limit: usize) -> i64 {
     limit.min(MAX_LIST_ROWS) as i64

@@ -43,7 +43,7 @@ use deadpool_postgres::{
 use forward::Frame;
 use tokio_postgres::NoTls;
 
-use crate::lists::{self, ConflictRow, QuarantineRow};
+use crate::lists::{self, ConflictRow, ListFilter, QuarantineRow};
 use crate::report::{self, HourFilter, Summary, UsageQuery, UsageRow, parse_sum};
 use crate::schema;
 use crate::store_error::is_about_data;
@@ -223,11 +223,11 @@ impl PgStore {
         schema::check_readable(version)
     }
 
-    /// The newest `limit` conflict rows (at most [`MAX_LIST_ROWS`](crate::MAX_LIST_ROWS)).
+    /// The newest conflict rows `filter` selects (at most [`MAX_LIST_ROWS`](crate::MAX_LIST_ROWS)).
     ///
     /// # Errors
     /// Query failures.
-    pub async fn conflicts(&self, limit: usize) -> Result<Vec<ConflictRow>, StoreError> {
+    pub async fn conflicts(&self, filter: &ListFilter) -> Result<Vec<ConflictRow>, StoreError> {
         let client = self.conn().await?;
         let rows = client
             .query(
@@ -235,8 +235,9 @@ impl PgStore {
                         to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
                         to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
                         count, stored_body, received_body
-                 FROM conflicts ORDER BY last_seen DESC, id DESC LIMIT $1",
-                &[&lists::bounded(limit)],
+                 FROM conflicts WHERE ($2::TEXT IS NULL OR unique_key = $2)
+                 ORDER BY last_seen DESC, id DESC LIMIT $1",
+                &[&lists::bounded(filter.limit), &filter.key],
             )
             .await?;
         Ok(rows
@@ -252,19 +253,22 @@ impl PgStore {
             .collect())
     }
 
-    /// The newest `limit` quarantine rows (at most [`MAX_LIST_ROWS`](crate::MAX_LIST_ROWS)).
+    /// The newest quarantine rows `filter` selects (at most [`MAX_LIST_ROWS`](crate::MAX_LIST_ROWS)).
     ///
     /// # Errors
     /// Query failures.
-    pub async fn quarantine(&self, limit: usize) -> Result<Vec<QuarantineRow>, StoreError> {
+    pub async fn quarantine(&self, filter: &ListFilter) -> Result<Vec<QuarantineRow>, StoreError> {
         let client = self.conn().await?;
         let rows = client
             .query(
                 "SELECT id,
                         to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
                         reason, raw
-                 FROM quarantine ORDER BY id DESC LIMIT $1",
-                &[&lists::bounded(limit)],
+                 FROM quarantine
+                 WHERE ($2::TEXT IS NULL OR starts_with(reason, $2))
+                   AND ($3::BIGINT IS NULL OR id = $3)
+                 ORDER BY id DESC LIMIT $1",
+                &[&lists::bounded(filter.limit), &filter.reason, &filter.id],
             )
             .await?;
         Ok(rows

@@ -29,7 +29,7 @@ use std::sync::mpsc;
 use forward::Frame;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
-use crate::lists::{self, ConflictRow, QuarantineRow};
+use crate::lists::{self, ConflictRow, ListFilter, QuarantineRow};
 use crate::quarantine::RawIndex;
 use crate::report::{self, HourFilter, Summary, UsageQuery, UsageRow, parse_sum};
 use crate::store_error::is_about_data;
@@ -184,44 +184,54 @@ impl SqliteStore {
         .await
     }
 
-    /// The newest `limit` conflict rows (at most [`MAX_LIST_ROWS`](crate::MAX_LIST_ROWS)).
+    /// The newest conflict rows `filter` selects (at most [`MAX_LIST_ROWS`](crate::MAX_LIST_ROWS)).
     ///
     /// # Errors
     /// Query failures.
-    pub async fn conflicts(&self, limit: usize) -> Result<Vec<ConflictRow>, StoreError> {
+    pub async fn conflicts(&self, filter: &ListFilter) -> Result<Vec<ConflictRow>, StoreError> {
+        let filter = filter.clone();
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT unique_key, first_seen, last_seen, count, stored_body, received_body
-                 FROM conflicts ORDER BY last_seen DESC, id DESC LIMIT ?1",
+                 FROM conflicts WHERE (?2 IS NULL OR unique_key = ?2)
+                 ORDER BY last_seen DESC, id DESC LIMIT ?1",
             )?;
             let rows = stmt
-                .query_map([lists::bounded(limit)], |r| {
-                    Ok(ConflictRow {
-                        unique_key: r.get(0)?,
-                        first_seen: r.get(1)?,
-                        last_seen: r.get(2)?,
-                        count: r.get(3)?,
-                        stored_body: r.get(4)?,
-                        received_body: r.get(5)?,
-                    })
-                })?
+                .query_map(
+                    rusqlite::params![lists::bounded(filter.limit), filter.key],
+                    |r| {
+                        Ok(ConflictRow {
+                            unique_key: r.get(0)?,
+                            first_seen: r.get(1)?,
+                            last_seen: r.get(2)?,
+                            count: r.get(3)?,
+                            stored_body: r.get(4)?,
+                            received_body: r.get(5)?,
+                        })
+                    },
+                )?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .await
     }
 
-    /// The newest `limit` quarantine rows (at most [`MAX_LIST_ROWS`](crate::MAX_LIST_ROWS)).
+    /// The newest quarantine rows `filter` selects (at most [`MAX_LIST_ROWS`](crate::MAX_LIST_ROWS)).
     ///
     /// # Errors
     /// Query failures.
-    pub async fn quarantine(&self, limit: usize) -> Result<Vec<QuarantineRow>, StoreError> {
+    pub async fn quarantine(&self, filter: &ListFilter) -> Result<Vec<QuarantineRow>, StoreError> {
+        let filter = filter.clone();
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, received_at, reason, raw FROM quarantine ORDER BY id DESC LIMIT ?1",
+                "SELECT id, received_at, reason, raw FROM quarantine
+                 WHERE (?2 IS NULL OR substr(reason, 1, length(?2)) = ?2)
+                   AND (?3 IS NULL OR id = ?3)
+                 ORDER BY id DESC LIMIT ?1",
             )?;
+            let params = rusqlite::params![lists::bounded(filter.limit), filter.reason, filter.id];
             let rows = stmt
-                .query_map([lists::bounded(limit)], |r| {
+                .query_map(params, |r| {
                     Ok(QuarantineRow {
                         id: r.get(0)?,
                         received_at: r.get(1)?,

@@ -329,7 +329,7 @@ fn limit_of(pairs: &[(String, String)]) -> usize {
 /// `/conflicts`: the newest conflict rows.
 pub(crate) async fn conflicts(s: &HttpSurface, pairs: &[(String, String)]) -> Page {
     let limit = limit_of(pairs);
-    let rows: Vec<ConflictRow> = match s.store.conflicts(limit).await {
+    let rows: Vec<ConflictRow> = match s.store.conflicts(&crate::ListFilter::newest(limit)).await {
         Ok(r) => r,
         Err(e) => return error_page("Conflicts", status_of(&e), &e.to_string(), ""),
     };
@@ -377,7 +377,8 @@ fn raw_key(raw: &str) -> Option<String> {
 /// `/quarantine`: the newest quarantine rows.
 pub(crate) async fn quarantine(s: &HttpSurface, pairs: &[(String, String)]) -> Page {
     let limit = limit_of(pairs);
-    let rows: Vec<QuarantineRow> = match s.store.quarantine(limit).await {
+    let rows: Vec<QuarantineRow> = match s.store.quarantine(&crate::ListFilter::newest(limit)).await
+    {
         Ok(r) => r,
         Err(e) => return error_page("Quarantine", status_of(&e), &e.to_string(), ""),
     };
