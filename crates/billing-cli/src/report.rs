@@ -21,6 +21,9 @@ pub enum By {
     Day,
     /// One bucket per UTC calendar month.
     Month,
+    /// One row per instance and amount type over the whole range (bucket: its first hour
+    /// with usage).
+    Instance,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -54,7 +57,7 @@ pub struct ReportArgs {
     /// Only this amount type, e.g. container-seconds [default: all].
     #[arg(long = "type", value_name = "TYPE")]
     pub amount_type: Option<String>,
-    /// Bucket size (UTC); day and month add up the hourly rollups.
+    /// Bucket size (UTC); day, month and instance add up the hourly rollups.
     #[arg(long, value_enum, default_value = "hour")]
     pub by: By,
     /// Output format.
@@ -90,6 +93,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             By::Hour => Granularity::Hour,
             By::Day => Granularity::Day,
             By::Month => Granularity::Month,
+            By::Instance => Granularity::Instance,
         },
     };
     // Before the store is opened: a range that cannot be reported exactly is the caller's

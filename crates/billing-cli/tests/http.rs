@@ -120,7 +120,7 @@ fn health_readiness_and_the_usage_api_equal_billing_report() {
         ),
         ("?from=2026-11-28&to=2026-11-27", "empty range"),
         ("?to=yesterday", "is not a time"),
-        ("?by=week", "hour, day or month"),
+        ("?by=week", "hour, day, month or instance"),
     ] {
         let r = http_get(http, &format!("/api/v1/usage{query}"));
         assert_eq!(r.status, 400, "{query}: {r:?}");

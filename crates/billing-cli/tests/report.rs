@@ -81,6 +81,24 @@ fn report_ranges_cover_the_usage_inside_them_and_refuse_what_they_cannot_cover_e
         dates.ends_with("i-1,samples,2026-12-01T00:00:00Z,14,3\n(all),samples,total,14,3\n"),
         "{dates}"
     );
+    // One row per instance over the range, named by its first hour with usage.
+    let per_instance = report(
+        &store,
+        &[
+            "--from",
+            "2026-12-01",
+            "--by",
+            "instance",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(
+        per_instance,
+        "instance,amount_type,bucket,value,records\n\
+         i-1,samples,2026-12-01T09:00:00Z,30,4\n\
+         (all),samples,total,30,4\n"
+    );
     // The table has the same totals row.
     let table = report(&store, &["--by", "month"]);
     let last = table.lines().last().unwrap();

@@ -40,6 +40,9 @@ pub enum Granularity {
     Day,
     /// One bucket per calendar month.
     Month,
+    /// One bucket per instance and amount type over the whole range; its `bucket` is the
+    /// first hour with usage in the range.
+    Instance,
 }
 
 /// What a usage report selects.
@@ -128,6 +131,9 @@ fn floor(secs: i64, by: Granularity) -> i64 {
             Ok(dt) => month_start(dt.year(), dt.month()).unwrap_or(secs),
             Err(_) => secs,
         },
+        // One bucket for the whole range: `roll_up` keys it apart and names it by its
+        // first hour.
+        Granularity::Instance => i64::MIN,
     }
 }
 
@@ -150,6 +156,7 @@ fn next(bucket: i64, by: Granularity) -> i64 {
             }
             Err(_) => i64::MAX,
         },
+        Granularity::Instance => i64::MAX,
     }
 }
 
@@ -280,24 +287,30 @@ pub(crate) fn roll_up(
     hourly: impl IntoIterator<Item = UsageRow>,
     by: Granularity,
 ) -> Result<Vec<UsageRow>, StoreError> {
-    let mut buckets: BTreeMap<(String, String, i64), (i128, i64)> = BTreeMap::new();
+    // (value, records, first hour seen)
+    let mut buckets: BTreeMap<(String, String, i64), (i128, i64, i64)> = BTreeMap::new();
     for row in hourly {
         let slot = buckets
             .entry((row.instance, row.amount_type, floor(row.bucket, by)))
-            .or_default();
+            .or_insert((0, 0, i64::MAX));
         slot.0 = slot.0.checked_add(row.value).ok_or(StoreError::Overflow)?;
         slot.1 = slot
             .1
             .checked_add(row.records)
             .ok_or(StoreError::Overflow)?;
+        slot.2 = slot.2.min(row.bucket);
     }
     Ok(buckets
         .into_iter()
         .map(
-            |((instance, amount_type, bucket), (value, records))| UsageRow {
+            |((instance, amount_type, bucket), (value, records, first))| UsageRow {
                 instance,
                 amount_type,
-                bucket,
+                bucket: if by == Granularity::Instance {
+                    first
+                } else {
+                    bucket
+                },
                 value,
                 records,
             },

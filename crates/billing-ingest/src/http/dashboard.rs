@@ -91,11 +91,11 @@ pub(crate) async fn usage(s: &HttpSurface, pairs: &[(String, String)], now: Syst
     };
     let form = form(&filters, default_by);
     let query = match filters.query(default_by) {
-        Ok(q) if q.by == Granularity::Month => {
+        Ok(q) if matches!(q.by, Granularity::Month | Granularity::Instance) => {
             return error_page(
                 "Usage",
                 400,
-                "by: the dashboard charts hour or day buckets (billing report --by month, or /api/v1/usage?by=month, sums months)",
+                "by: the dashboard charts hour or day buckets (billing report --by month or --by instance, or /api/v1/usage?by=month|instance, sums those)",
                 &form,
             );
         }

@@ -64,9 +64,10 @@ impl Filters {
             Some("hour") => Granularity::Hour,
             Some("day") => Granularity::Day,
             Some("month") => Granularity::Month,
+            Some("instance") => Granularity::Instance,
             Some(other) => {
                 return Err(format!(
-                    "by: {other:?} is not a bucket size: use hour, day or month"
+                    "by: {other:?} is not a bucket size: use hour, day, month or instance"
                 ));
             }
         };
@@ -125,7 +126,7 @@ mod tests {
         assert!(
             bad.query(Granularity::Hour)
                 .unwrap_err()
-                .contains("hour, day or month")
+                .contains("hour, day, month or instance")
         );
         let bad = Filters::from_pairs(&pairs(&[("to", "yesterday")]));
         assert!(
