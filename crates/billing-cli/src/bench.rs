@@ -113,6 +113,14 @@ fn positive_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The amount types of bench events, in order: `--types K` takes the first K.
+pub(crate) const TYPES: [AmountType; 4] = [
+    AmountType::CONTAINER_SECONDS,
+    AmountType::NODE_SECONDS,
+    AmountType::WEAVENET_SECONDS,
+    AmountType::SAMPLES,
+];
+
 /// Client settings of the store runs: the client's defaults (the flags try others).
 const STORE_BATCH: usize = billing_client::DEFAULT_BATCH_MAX_RECORDS;
 const STORE_IN_FLIGHT: usize = billing_client::DEFAULT_MAX_IN_FLIGHT;
@@ -179,12 +187,7 @@ fn discard_server() -> anyhow::Result<SocketAddr> {
 
 /// Sends `args.events` events and returns the seconds until all were delivered.
 fn run_client(addr: SocketAddr, args: &BenchArgs, cfg: Config) -> anyhow::Result<f64> {
-    let names = [
-        AmountType::CONTAINER_SECONDS,
-        AmountType::NODE_SECONDS,
-        AmountType::WEAVENET_SECONDS,
-        AmountType::SAMPLES,
-    ];
+    let names = &TYPES;
     let mut cfg = cfg;
     cfg.ingester = addr.to_string();
     let client = Client::with_metrics(cfg, Metrics::new())?;

@@ -26,17 +26,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use billing_client::{AmountType, Amounts, Client, Config, Event, Metrics, Status};
+use billing_client::{Amounts, Client, Config, Event, Metrics, Status};
 use hdrhistogram::Histogram;
 
-use crate::bench::{AckTarget, BenchArgs, BenchFormat, BenchSchema, Sink, StoreTarget};
-
-const TYPES: [AmountType; 4] = [
-    AmountType::CONTAINER_SECONDS,
-    AmountType::NODE_SECONDS,
-    AmountType::WEAVENET_SECONDS,
-    AmountType::SAMPLES,
-];
+use crate::bench::{AckTarget, BenchArgs, BenchFormat, BenchSchema, Sink, StoreTarget, TYPES};
 
 /// What one run measured.
 #[derive(Debug)]

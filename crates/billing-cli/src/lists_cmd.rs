@@ -8,7 +8,7 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
-use billing_ingest::{AnyStore, ConflictRow, ListFilter, QuarantineRow};
+use billing_ingest::{AnyStore, ConflictRow, ListFilter, QuarantineRow, csv_field as csv};
 use serde_json::json;
 
 use crate::report::OutputFormat;
@@ -86,14 +86,6 @@ fn open(store: &StoreArgs) -> anyhow::Result<(tokio::runtime::Runtime, AnyStore)
 /// or the terminal.
 fn one_line(s: &str) -> String {
     s.chars().flat_map(char::escape_debug).collect()
-}
-
-fn csv(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 fn conflict_json(r: &ConflictRow) -> serde_json::Value {

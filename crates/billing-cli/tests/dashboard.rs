@@ -12,8 +12,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,50 +20,6 @@ use common::*;
 use serde_json::Value;
 
 const PERIOD: &str = "from=2026-11-27&to=2026-11-29&by=hour";
-
-fn send(addr: SocketAddr, key: &str, instance: &str, amount: &str, at: &str) {
-    let mut c = Command::new(billing_bin());
-    c.args(["send", "--billing.ingester", &addr.to_string()])
-        .args(["--key", key, "--instance", instance, "--amount", amount])
-        .args(["--at", at, "--timeout", "20s"]);
-    let out = run("billing send", c);
-    assert!(out.status.success(), "send {key}: {}", out.stderr);
-}
-
-/// A Message frame whose record has a string `amount_value` (quarantined); returns on its ack.
-fn send_invalid_record(addr: SocketAddr) {
-    let mut record = vec![0x85];
-    for (k, v) in [
-        ("unique_key", "bad:samples"),
-        ("internal_instance_id", "i-1"),
-        ("amount_type", "samples"),
-        ("amount_value", "lots"),
-        ("occurred_at", "2026-11-27T04:00:00Z"),
-    ] {
-        forward::encode::write_str(&mut record, k.as_bytes());
-        forward::encode::write_str(&mut record, v.as_bytes());
-    }
-    let options = forward::Options {
-        chunk: Some(b"bad-chunk".to_vec()),
-        ..Default::default()
-    };
-    let mut frame = Vec::new();
-    forward::encode::write_message(
-        &mut frame,
-        "billing",
-        forward::EventTime::now(),
-        &record,
-        &options,
-    );
-    let mut want = Vec::new();
-    forward::encode::write_ack(&mut want, b"bad-chunk", forward::Framing::MessagePack);
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(RUN_TIMEOUT)).unwrap();
-    s.write_all(&frame).unwrap();
-    let mut ack = vec![0u8; want.len()];
-    s.read_exact(&mut ack).expect("ack of the invalid record");
-    assert_eq!(ack, want);
-}
 
 /// Debian's Chromium, or a failure that says how to get it.
 fn chromium() -> PathBuf {
@@ -136,12 +91,12 @@ fn the_dashboard_in_chromium_shows_what_billing_report_says() {
     let http: SocketAddr = server.wait_line("metrics on ").parse().unwrap();
     let addr = server.addr;
 
-    send(addr, "a", "i-1", "samples=5", "2026-11-27T04:10:00Z");
-    send(addr, "b", "i-2", "samples=7", "2026-11-27T05:20:00Z");
-    send(addr, "c", "i-2", "samples=4", "2026-11-28T10:00:00Z");
-    send(addr, "d", "i-1", "cpu=3", "2026-11-27T06:00:00Z");
-    send(addr, "e", "i-3", "cpu=30", "2026-11-28T23:59:59Z");
-    send(
+    send_event(addr, "a", "i-1", "samples=5", "2026-11-27T04:10:00Z");
+    send_event(addr, "b", "i-2", "samples=7", "2026-11-27T05:20:00Z");
+    send_event(addr, "c", "i-2", "samples=4", "2026-11-28T10:00:00Z");
+    send_event(addr, "d", "i-1", "cpu=3", "2026-11-27T06:00:00Z");
+    send_event(addr, "e", "i-3", "cpu=30", "2026-11-28T23:59:59Z");
+    send_event(
         addr,
         "f",
         "<script>alert(1)</script>",
@@ -149,11 +104,11 @@ fn the_dashboard_in_chromium_shows_what_billing_report_says() {
         "2026-11-27T07:00:00Z",
     );
     // Outside the period: not in the totals.
-    send(addr, "g", "i-9", "samples=1000", "2026-11-20T00:00:00Z");
+    send_event(addr, "g", "i-9", "samples=1000", "2026-11-20T00:00:00Z");
     // A duplicate, a conflict, a quarantined entry.
-    send(addr, "a", "i-1", "samples=5", "2026-11-27T04:10:00Z");
-    send(addr, "b", "i-2", "samples=8", "2026-11-27T05:20:00Z");
-    send_invalid_record(addr);
+    send_event(addr, "a", "i-1", "samples=5", "2026-11-27T04:10:00Z");
+    send_event(addr, "b", "i-2", "samples=8", "2026-11-27T05:20:00Z");
+    send_invalid_record(addr, "i-1", "2026-11-27T04:00:00Z");
 
     let profile = temp_dir("dashboard-chromium");
     let url = format!("http://{http}/?{PERIOD}");

@@ -18,15 +18,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn send(addr: SocketAddr, key: &str, instance: &str, amount: &str, at: &str) {
-    let mut c = Command::new(billing_bin());
-    c.args(["send", "--billing.ingester", &addr.to_string()])
-        .args(["--key", key, "--instance", instance, "--amount", amount])
-        .args(["--at", at, "--timeout", "20s"]);
-    let out = run("billing send", c);
-    assert!(out.status.success(), "send {key}: {}", out.stderr);
-}
-
 /// An ingester on `db` with its HTTP surface; the HTTP address.
 fn start(db: &Path, flag: &str) -> (Server, SocketAddr) {
     let mut server = ingest_sqlite(db, "127.0.0.1:0", &[flag, "127.0.0.1:0"]);
@@ -53,17 +44,17 @@ fn health_readiness_and_the_usage_api_equal_billing_report() {
     let ready = http_get(http, "/readyz");
     assert_eq!(ready.status, 200, "{ready:?}");
 
-    send(server.addr, "a", "i-1", "samples=5", "2026-11-27T04:10:00Z");
-    send(server.addr, "b", "i-2", "samples=7", "2026-11-27T05:20:00Z");
-    send(server.addr, "c", "i-1", "cpu=3", "2026-11-28T01:00:00Z");
-    send(
+    send_event(server.addr, "a", "i-1", "samples=5", "2026-11-27T04:10:00Z");
+    send_event(server.addr, "b", "i-2", "samples=7", "2026-11-27T05:20:00Z");
+    send_event(server.addr, "c", "i-1", "cpu=3", "2026-11-28T01:00:00Z");
+    send_event(
         server.addr,
         "d",
         "i-2",
         "samples=9223372036854775807",
         "2026-11-28T01:30:00Z",
     );
-    send(
+    send_event(
         server.addr,
         "e",
         "i-2",
@@ -269,7 +260,7 @@ fn record_strings_are_escaped_on_the_dashboard() {
     let db = dir.path().join("billing.db");
     let (server, http) = start(&db, "--http-listen");
     let evil = "<script>alert(1)</script>";
-    send(
+    send_event(
         server.addr,
         "x\"><b>",
         evil,

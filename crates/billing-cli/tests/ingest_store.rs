@@ -43,41 +43,6 @@ fn send(addr: SocketAddr, key: &str, amounts: &[&str]) {
     );
 }
 
-/// A Message frame whose record has a string `amount_value`; returns once it is acked.
-fn send_invalid_record(addr: SocketAddr) {
-    let mut record = vec![0x85];
-    for (k, v) in [
-        ("unique_key", "bad:samples"),
-        ("internal_instance_id", "i-7"),
-        ("amount_type", "samples"),
-        ("amount_value", "lots"),
-        ("occurred_at", AT),
-    ] {
-        forward::encode::write_str(&mut record, k.as_bytes());
-        forward::encode::write_str(&mut record, v.as_bytes());
-    }
-    let options = forward::Options {
-        chunk: Some(b"bad-chunk".to_vec()),
-        ..Default::default()
-    };
-    let mut frame = Vec::new();
-    forward::encode::write_message(
-        &mut frame,
-        "billing",
-        forward::EventTime::now(),
-        &record,
-        &options,
-    );
-    let mut want = Vec::new();
-    forward::encode::write_ack(&mut want, b"bad-chunk", forward::Framing::MessagePack);
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(RUN_TIMEOUT)).unwrap();
-    s.write_all(&frame).unwrap();
-    let mut ack = vec![0u8; want.len()];
-    s.read_exact(&mut ack).expect("ack of the invalid record");
-    assert_eq!(ack, want, "the quarantined record's chunk is acked");
-}
-
 /// Bytes that are not a frame; returns once the ingester closed the connection.
 fn send_garbage(addr: SocketAddr) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -138,7 +103,7 @@ fn metrics_endpoint_counts_each_record_by_store_outcome_and_the_connections() {
     send(addr, "b", &["samples=3"]); // 1 stored
     send(addr, "a", &["samples=5", "node-seconds=7"]); // 2 duplicates
     send(addr, "b", &["samples=4"]); // 1 conflict
-    send_invalid_record(addr); // 1 quarantined
+    send_invalid_record(addr, "i-7", AT); // 1 quarantined
     send_garbage(addr); // 1 protocol error
 
     // Acks and closed connections are counted after the client saw them: poll for those.

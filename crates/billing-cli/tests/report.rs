@@ -5,19 +5,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::Command;
 
 use common::*;
-
-fn send(addr: SocketAddr, key: &str, amount: &str, at: &str) {
-    let mut c = Command::new(billing_bin());
-    c.args(["send", "--billing.ingester", &addr.to_string()])
-        .args(["--key", key, "--instance", "i-1", "--amount", amount])
-        .args(["--at", at, "--timeout", "20s"]);
-    let out = run("billing send", c);
-    assert!(out.status.success(), "send {key}: {}", out.stderr);
-}
 
 fn report_fails(store: &str, args: &[&str]) -> String {
     let mut c = Command::new(billing_bin());
@@ -38,11 +28,17 @@ fn report_ranges_cover_the_usage_inside_them_and_refuse_what_they_cannot_cover_e
     let db = dir.path().join("billing.db");
     let store = format!("sqlite:{}", db.display());
     let server = ingest_sqlite(&db, "127.0.0.1:0", &[]);
-    send(server.addr, "a", "samples=1", "2026-11-30T23:30:00Z");
-    send(server.addr, "b", "samples=2", "2026-12-01T09:59:59Z");
-    send(server.addr, "c", "samples=4", "2026-12-01T10:00:00Z");
-    send(server.addr, "d", "samples=8", "2026-12-01T23:59:00Z");
-    send(server.addr, "e", "samples=16", "2026-12-02T00:00:00Z");
+    send_event(server.addr, "a", "i-1", "samples=1", "2026-11-30T23:30:00Z");
+    send_event(server.addr, "b", "i-1", "samples=2", "2026-12-01T09:59:59Z");
+    send_event(server.addr, "c", "i-1", "samples=4", "2026-12-01T10:00:00Z");
+    send_event(server.addr, "d", "i-1", "samples=8", "2026-12-01T23:59:00Z");
+    send_event(
+        server.addr,
+        "e",
+        "i-1",
+        "samples=16",
+        "2026-12-02T00:00:00Z",
+    );
 
     // The day of 2026-12-01 starts before --from: it holds its usage from 10:00 on.
     let day = report(
@@ -127,11 +123,17 @@ fn conflicts_and_quarantine_are_listed_and_shown_from_the_store() {
     let db = dir.path().join("billing.db");
     let store = format!("sqlite:{}", db.display());
     let server = ingest_sqlite(&db, "127.0.0.1:0", &["--amount-types", "samples"]);
-    send(server.addr, "k", "samples=1", "2026-11-27T04:10:00Z");
+    send_event(server.addr, "k", "i-1", "samples=1", "2026-11-27T04:10:00Z");
     // The same key again with another amount: a conflict, not billed.
-    send(server.addr, "k", "samples=2", "2026-11-27T04:10:00Z");
+    send_event(server.addr, "k", "i-1", "samples=2", "2026-11-27T04:10:00Z");
     // A type outside --amount-types: acked, quarantined.
-    send(server.addr, "q", "node-seconds=3", "2026-11-27T04:10:00Z");
+    send_event(
+        server.addr,
+        "q",
+        "i-1",
+        "node-seconds=3",
+        "2026-11-27T04:10:00Z",
+    );
 
     let list = |args: &[&str]| {
         let mut c = Command::new(billing_bin());

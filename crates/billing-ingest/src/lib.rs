@@ -72,7 +72,7 @@ pub use metrics::{
 pub use postgres::{DEFAULT_POOL_SIZE, PgStore, PgUrl, PoolStatus};
 pub use report::{
     Format, Granularity, RangeError, Summary, TOTAL_BUCKET, TOTAL_INSTANCE, UsageQuery, UsageRow,
-    parse_time as parse_report_time, totals, write_summary, write_usage,
+    csv_field, parse_time as parse_report_time, totals, write_summary, write_usage,
 };
 pub use schema::LATEST as SCHEMA_VERSION;
 pub use sqlite::SqliteStore;

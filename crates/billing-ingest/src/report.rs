@@ -327,7 +327,9 @@ pub(crate) fn parse_sum(text: &str) -> Result<i128, StoreError> {
         .map_err(|_| StoreError::Inconsistent(format!("rollup value {text:?} is not an integer")))
 }
 
-fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+/// `s` as one RFC 4180 CSV field: quoted (quotes doubled) when it holds a comma, a quote or
+/// a line end.
+pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\"")).into()
     } else {

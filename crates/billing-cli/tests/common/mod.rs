@@ -697,3 +697,42 @@ pub fn send_expect_ack(addr: SocketAddr, frame: &[u8], chunk: &str) {
         .unwrap_or_else(|e| panic!("chunk {chunk} not acked: {e}"));
     assert_eq!(ack, want, "chunk {chunk}");
 }
+
+/// `billing send` of one event (`--amount TYPE=N` at `at`) to `addr`, which must be acked.
+pub fn send_event(addr: SocketAddr, key: &str, instance: &str, amount: &str, at: &str) {
+    let mut c = Command::new(billing_bin());
+    c.args(["send", "--billing.ingester", &addr.to_string()])
+        .args(["--key", key, "--instance", instance, "--amount", amount])
+        .args(["--at", at, "--timeout", "20s"]);
+    let out = run("billing send", c);
+    assert!(out.status.success(), "send {key}: {}", out.stderr);
+}
+
+/// A Message frame for `instance` whose record has a string `amount_value` (the ingester
+/// quarantines it); returns once its chunk is acked.
+pub fn send_invalid_record(addr: SocketAddr, instance: &str, at: &str) {
+    let mut record = vec![0x85];
+    for (k, v) in [
+        ("unique_key", "bad:samples"),
+        ("internal_instance_id", instance),
+        ("amount_type", "samples"),
+        ("amount_value", "lots"),
+        ("occurred_at", at),
+    ] {
+        forward::encode::write_str(&mut record, k.as_bytes());
+        forward::encode::write_str(&mut record, v.as_bytes());
+    }
+    let options = forward::Options {
+        chunk: Some(b"bad-chunk".to_vec()),
+        ..Default::default()
+    };
+    let mut frame = Vec::new();
+    forward::encode::write_message(
+        &mut frame,
+        "billing",
+        forward::EventTime::now(),
+        &record,
+        &options,
+    );
+    send_expect_ack(addr, &frame, "bad-chunk");
+}
