@@ -194,7 +194,6 @@ impl Client {
                 }
             });
         }
-        let metrics = &self.shared.metrics;
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(self.refuse_closed(event));
         }
@@ -218,16 +217,35 @@ impl Client {
             self.shared.track(Status::Success, &event.amounts);
             return Ok(());
         }
-        metrics.unacked(1, &event.amounts);
-        metrics.queued(1);
-        match self.tx.send(Command::Event(records.queued(&event))) {
+        // The key and amounts move into the queue (no copy); the sender counts the event into
+        // the per-type gauges when it takes it, once per burst.
+        self.shared.metrics.queued(1);
+        let Event {
+            unique_key,
+            internal_instance_id,
+            occurred_at,
+            amounts,
+            metadata,
+        } = event;
+        match self
+            .tx
+            .send(Command::Event(records.into_queued(unique_key, amounts)))
+        {
             Ok(()) => Ok(()),
-            Err(_) => {
+            Err(refused) => {
                 // The sender stopped after a close that raced with this call.
-                metrics.unacked(-1, &event.amounts);
-                metrics.queued(-1);
+                self.shared.metrics.queued(-1);
                 self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
-                Err(self.refuse_closed(event))
+                let Command::Event(q) = refused.0 else {
+                    unreachable!("an event was sent")
+                };
+                Err(self.refuse_closed(Event {
+                    unique_key: q.key,
+                    internal_instance_id,
+                    occurred_at,
+                    amounts: q.amounts,
+                    metadata,
+                }))
             }
         }
     }
@@ -310,7 +328,6 @@ impl Client {
     /// Memory mode: one admission for the whole batch and one channel message, so the sender
     /// takes all of it or, when it is gone, none of it.
     fn add_batch_to_memory(&self, events: Vec<Event>) -> Result<(), AddBatchError> {
-        let metrics = &self.shared.metrics;
         let encoded: Vec<Records> = events
             .iter()
             .map(|e| Records::of(e, self.cfg.framing))
@@ -335,20 +352,10 @@ impl Client {
                 queued.push(r.queued(e));
             }
         }
-        for q in &queued {
-            metrics.unacked(1, &q.amounts);
-        }
-        metrics.queued(n as i64);
-        if n > 0
-            && let Err(refused) = self.tx.send(Command::Events(queued))
-        {
+        self.shared.metrics.queued(n as i64);
+        if n > 0 && self.tx.send(Command::Events(queued)).is_err() {
             // The sender stopped (a close raced with this call): nothing of the batch is in.
-            if let Command::Events(queued) = refused.0 {
-                for q in &queued {
-                    metrics.unacked(-1, &q.amounts);
-                }
-            }
-            metrics.queued(-(n as i64));
+            self.shared.metrics.queued(-(n as i64));
             self.shared.buffered.fetch_sub(n, Ordering::AcqRel);
             self.track_refused(Status::Stopping, &events);
             return Err(AddBatchError::new(AddBatchErrorKind::Closed, events));

@@ -8,6 +8,10 @@
 //! - Every [`Queued`] event that enters the channel is resolved exactly once by the sender:
 //!   `success` on ack, or dropped as `stopping` (even one that raced with the sender's exit:
 //!   the sender closes the channel and drains it before it stops).
+//! - Memory mode: the handle counts an event into the `queued` gauge (one atomic add) and
+//!   into nothing else; the sender counts it into the `unacked` gauge when it takes it from
+//!   the channel and out of both when it resolves it, per batch (a [`Tally`]), so the caller's
+//!   thread never looks up a labelled series.
 //! - `Shared::wake_pending` is set while a [`Command::Wake`] is on its way, so spool appends send
 //!   at most one.
 
@@ -17,7 +21,7 @@ use std::sync::mpsc::SyncSender;
 
 use billing_schema::Amounts;
 
-use crate::metrics::{Metrics, Status};
+use crate::metrics::{Metrics, Status, Tally};
 
 /// State shared by the client handle and its sender thread.
 pub(crate) struct Shared {
@@ -43,6 +47,14 @@ impl Shared {
         self.metrics.track(status, amounts);
         if status != Status::Retrying {
             self.resolved[status.index()].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// [`Shared::track`] for every event of `tally`.
+    pub fn track_tally(&self, status: Status, tally: &Tally) {
+        self.metrics.track_tally(status, tally);
+        if status != Status::Retrying {
+            self.resolved[status.index()].fetch_add(tally.events, Ordering::Relaxed);
         }
     }
 }

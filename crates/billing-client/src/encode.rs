@@ -9,7 +9,7 @@
 //! nothing).
 
 use billing_schema::record::{RecordRef, TAG};
-use billing_schema::{Event, rfc3339};
+use billing_schema::{Amounts, Event, Rfc3339};
 
 use crate::config::Framing;
 use crate::contract::Queued;
@@ -26,7 +26,7 @@ pub(crate) struct Records {
 impl Records {
     /// Encodes the records of `event` for `framing`.
     pub(crate) fn of(event: &Event, framing: Framing) -> Self {
-        let occurred_at = rfc3339(event.occurred_at);
+        let occurred_at = Rfc3339::new(event.occurred_at);
         let now = forward::EventTime::now();
         let mut units = Vec::with_capacity(160 * event.amounts.len());
         let mut ends = Vec::with_capacity(event.amounts.len());
@@ -39,7 +39,7 @@ impl Records {
                 instance: &event.internal_instance_id,
                 amount_type,
                 value,
-                occurred_at: &occurred_at,
+                occurred_at: occurred_at.as_str(),
                 metadata: &event.metadata,
             };
             if framing == Framing::JsonMessage {
@@ -59,11 +59,16 @@ impl Records {
         self.ends.is_empty()
     }
 
-    /// The records with what the sender needs to count the event.
+    /// The records with what the sender needs to count the event (copied from `event`).
     pub(crate) fn queued(self, event: &Event) -> Queued {
+        self.into_queued(event.unique_key.clone(), event.amounts.clone())
+    }
+
+    /// The records with the event's key and amounts, moved in.
+    pub(crate) fn into_queued(self, key: String, amounts: Amounts) -> Queued {
         Queued {
-            key: event.unique_key.clone(),
-            amounts: event.amounts.clone(),
+            key,
+            amounts,
             units: self.units,
             ends: self.ends,
         }

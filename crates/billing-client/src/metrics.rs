@@ -242,6 +242,63 @@ impl IngesterMetrics {
     }
 }
 
+/// The amounts of many events summed per amount type, so that counting a batch of events looks
+/// each type's series up once instead of once per event (the sender counts per batch).
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    /// Events added.
+    pub events: u64,
+    types: Vec<TypeSum>,
+}
+
+#[derive(Debug)]
+struct TypeSum {
+    amount_type: AmountType,
+    /// Events carrying this type.
+    events: u64,
+    /// Sum of the positive amounts (counters cannot go down: credits are not added).
+    positive: u64,
+    /// Sum of all amounts (the unacked gauge moves by it).
+    signed: i64,
+}
+
+impl Tally {
+    /// Adds one event's amounts.
+    pub(crate) fn add(&mut self, amounts: &billing_schema::Amounts) {
+        self.events += 1;
+        for (t, &v) in amounts {
+            // A handful of types at most: a linear search beats hashing.
+            let sum = match self.types.iter_mut().position(|s| s.amount_type == *t) {
+                Some(i) => &mut self.types[i],
+                None => {
+                    self.types.push(TypeSum {
+                        amount_type: t.clone(),
+                        events: 0,
+                        positive: 0,
+                        signed: 0,
+                    });
+                    self.types.last_mut().expect("just pushed")
+                }
+            };
+            sum.events += 1;
+            sum.positive = sum.positive.saturating_add(u64::try_from(v).unwrap_or(0));
+            sum.signed = sum.signed.saturating_add(v);
+        }
+    }
+
+    /// A tally of `events`' amounts.
+    pub(crate) fn of<'a>(events: impl IntoIterator<Item = &'a billing_schema::Amounts>) -> Self {
+        let mut t = Tally::default();
+        events.into_iter().for_each(|a| t.add(a));
+        t
+    }
+
+    /// Whether no event was added.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+}
+
 /// A set of client metrics; cheap to clone (shared).
 #[derive(Debug, Clone)]
 pub struct Metrics(Arc<Inner>);
@@ -485,6 +542,24 @@ impl Metrics {
     ) {
         for (t, v) in amounts {
             self.per_type(t).unacked.inc_by(delta * *v);
+        }
+    }
+
+    /// [`Metrics::track`] for every event of `tally`, one update per amount type.
+    pub(crate) fn track_tally(&self, status: Status, tally: &Tally) {
+        for s in &tally.types {
+            let p = self.per_type(&s.amount_type);
+            p.events[status.index()].inc_by(s.events);
+            p.amounts[status.index()].inc_by(s.positive);
+        }
+    }
+
+    /// Moves every event of `tally` into (`sign` = 1) or out of (-1) the unacked gauge.
+    pub(crate) fn unacked_tally(&self, sign: i64, tally: &Tally) {
+        for s in &tally.types {
+            self.per_type(&s.amount_type)
+                .unacked
+                .inc_by(sign.saturating_mul(s.signed));
         }
     }
 

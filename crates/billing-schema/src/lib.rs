@@ -23,4 +23,4 @@ mod rfc3339;
 pub mod validate;
 
 pub use event::{AmountType, Amounts, Event, Metadata};
-pub use rfc3339::{parse_rfc3339, rfc3339, rfc3339_secs};
+pub use rfc3339::{Rfc3339, parse_rfc3339, rfc3339, rfc3339_secs};

@@ -59,7 +59,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, IngesterPolicy};
 use crate::contract::{Command, Queued, Reply, Shared};
-use crate::metrics::{Failure, Status};
+use crate::metrics::{Failure, Status, Tally};
 use backoff::Backoff;
 use batch::{Batch, Framer, Pending};
 use conn::{Ack, OpenError};
@@ -95,6 +95,9 @@ pub(crate) struct Sender {
     /// are not yet in this process's gauges.
     recovered_below: u64,
     spool_stats_at: Instant,
+    /// Memory mode: events taken from the channel and not yet in the unacked gauge (counted
+    /// in once per burst, before anything can resolve them).
+    received: Tally,
 }
 
 impl Sender {
@@ -137,6 +140,7 @@ impl Sender {
             cursor: spool::Cursor::new(),
             recovered_below,
             spool_stats_at: Instant::now(),
+            received: Tally::default(),
         };
         sender.update_active();
         sender
@@ -294,6 +298,7 @@ impl Sender {
                             }
                             budget -= 1;
                         }
+                        self.count_received();
                     }
                     None => {
                         self.rx_open = false;
@@ -346,11 +351,21 @@ impl Sender {
     }
 
     fn push(&mut self, event: Queued) {
+        self.received.add(&event.amounts);
         self.backlog.push_back(Pending {
             seq: self.next_seq,
             event,
         });
         self.next_seq += 1;
+    }
+
+    /// Counts the events taken from the channel since the last call into the unacked gauge.
+    fn count_received(&mut self) {
+        if !self.received.is_empty() {
+            self.shared
+                .metrics
+                .unacked_tally(1, &std::mem::take(&mut self.received));
+        }
     }
 
     /// Starts the connection attempts the policy wants now; returns when the next one is due.
@@ -470,10 +485,9 @@ impl Sender {
             Some(format!("{}: {reason}", link.label));
         let moved = link.take_inflight();
         let retried: usize = moved.iter().map(|b| b.events.len()).sum();
+        let retrying = Tally::of(moved.iter().flat_map(|b| &b.events).map(|e| &e.amounts));
+        self.shared.track_tally(Status::Retrying, &retrying);
         for b in &moved {
-            for e in &b.events {
-                self.shared.track(Status::Retrying, &e.amounts);
-            }
             if let Some(first) = b.first_sent {
                 self.shared
                     .metrics
@@ -635,21 +649,33 @@ impl Sender {
                 tracing::warn!(reason = %e, "billing: spool ack not recorded");
             }
         }
-        for e in &batch.events {
-            self.resolve_event(&e.key, &e.amounts, status);
-        }
+        self.resolve_events(batch.events.iter().map(|e| (&e.key, &e.amounts)), status);
     }
 
-    fn resolve_event(&self, key: &str, amounts: &Amounts, status: Status) {
-        let metrics = &self.shared.metrics;
-        if status != Status::Success {
-            tracing::warn!(unique_key = %key, status = status.as_str(), "billing: event dropped");
+    /// Resolves events (memory mode: releases their admission slots), counting them once per
+    /// call.
+    fn resolve_events<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = (&'a String, &'a Amounts)>,
+        status: Status,
+    ) {
+        self.count_received();
+        let mut tally = Tally::default();
+        for (key, amounts) in events {
+            if status != Status::Success {
+                tracing::warn!(unique_key = %key, status = status.as_str(), "billing: event dropped");
+            }
+            tally.add(amounts);
         }
-        self.shared.track(status, amounts);
-        metrics.unacked(-1, amounts);
-        metrics.queued(-1);
+        self.shared.track_tally(status, &tally);
+        self.shared.metrics.unacked_tally(-1, &tally);
+        self.shared
+            .metrics
+            .queued(-i64::try_from(tally.events).unwrap_or(i64::MAX));
         if self.shared.spool.is_none() {
-            self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
+            self.shared
+                .buffered
+                .fetch_sub(tally.events as usize, Ordering::AcqRel);
         }
     }
 
@@ -664,16 +690,19 @@ impl Sender {
             .collect();
         batches.extend(self.unsent.drain(..));
         let mut dropped = 0usize;
-        for b in batches {
+        for b in &batches {
             dropped += b.events.len();
-            for e in &b.events {
-                self.resolve_event(&e.key, &e.amounts, Status::Stopping);
-            }
+            self.resolve_events(
+                b.events.iter().map(|e| (&e.key, &e.amounts)),
+                Status::Stopping,
+            );
         }
-        while let Some(p) = self.backlog.pop_front() {
-            dropped += 1;
-            self.resolve_event(&p.event.key, &p.event.amounts, Status::Stopping);
-        }
+        let backlog = std::mem::take(&mut self.backlog);
+        dropped += backlog.len();
+        self.resolve_events(
+            backlog.iter().map(|p| (&p.event.key, &p.event.amounts)),
+            Status::Stopping,
+        );
         tracing::warn!(dropped, %reason, "billing: events dropped at close");
     }
 }
@@ -683,25 +712,19 @@ impl Sender {
     /// client on this directory; they only leave this process's gauges.
     fn leave_in_spool(&mut self, reason: &str) {
         let metrics = self.shared.metrics.clone();
-        let mut left = 0usize;
         let mut batches: Vec<Batch> = self
             .links
             .iter_mut()
             .flat_map(Link::take_inflight)
             .collect();
         batches.extend(self.unsent.drain(..));
-        for b in batches {
-            for e in &b.events {
-                metrics.unacked(-1, &e.amounts);
-                metrics.queued(-1);
-                left += 1;
-            }
-        }
+        let mut tally = Tally::of(batches.iter().flat_map(|b| &b.events).map(|e| &e.amounts));
         for p in self.backlog.drain(..) {
-            metrics.unacked(-1, &p.event.amounts);
-            metrics.queued(-1);
-            left += 1;
+            tally.add(&p.event.amounts);
         }
+        metrics.unacked_tally(-1, &tally);
+        metrics.queued(-i64::try_from(tally.events).unwrap_or(i64::MAX));
+        let left = tally.events;
         tracing::info!(events = left, %reason, "billing: undelivered events stay in the spool for the next start");
     }
 
@@ -721,10 +744,14 @@ impl Sender {
                 }
                 Command::Wake => continue,
             };
-            for e in events {
-                dropped += 1;
-                self.resolve_event(&e.key, &e.amounts, Status::Stopping);
+            dropped += events.len();
+            for e in &events {
+                self.received.add(&e.amounts);
             }
+            self.resolve_events(
+                events.iter().map(|e| (&e.key, &e.amounts)),
+                Status::Stopping,
+            );
         }
         if dropped > 0 {
             tracing::warn!(
