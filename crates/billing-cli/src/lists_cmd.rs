@@ -1,5 +1,7 @@
 //! `billing conflicts` and `billing quarantine list|show`: what a store kept aside, as tables,
-//! CSV or JSON, without `sqlite3` or `psql`. Read-only: the store is opened for reading only.
+//! CSV or JSON, without `sqlite3` or `psql`. Read-only: the store is opened for reading only
+//! (`billing quarantine release`, which writes, is dispatched from here but lives in
+//! `quarantine_release.rs`).
 //!
 //! Every list is bounded (newest first, at most `billing_ingest::MAX_LIST_ROWS` rows); bodies
 //! and raw entries are printed as stored (JSON text), escaped for the format (CSV quoting, JSON
@@ -11,6 +13,7 @@ use anyhow::Context as _;
 use billing_ingest::{AnyStore, ConflictRow, ListFilter, QuarantineRow, csv_field as csv};
 use serde_json::json;
 
+use crate::quarantine_release::{self, QuarantineReleaseArgs};
 use crate::report::OutputFormat;
 use crate::store_args::{self, StoreArgs};
 
@@ -44,6 +47,18 @@ pub enum QuarantineCommand {
     List(QuarantineListArgs),
     /// Show one quarantined entry in full (JSON).
     Show(QuarantineShowArgs),
+    /// Check quarantined entries again under the current policy (the flags of `billing
+    /// ingest`) and store the ones that now pass, exactly once, taking them out of quarantine.
+    ///
+    /// Each batch of entries is one transaction: a released record is stored (or counted as a
+    /// duplicate or a conflict of its key, as ingest would) and its quarantine row deleted
+    /// together. Entries that still fail stay, with their current reason. Only entries refused
+    /// by a policy rule (unknown_amount_type, negative_amount, too_old, in_future,
+    /// metadata_too_large) or by the store (store_rejected) are checked again: the others are
+    /// about the record itself. Running it twice stores nothing the second time. Counters:
+    /// report --summary's records, duplicates and conflicts grow, `released` counts the
+    /// entries released, `quarantined` (entries that arrived invalid) stays.
+    Release(Box<QuarantineReleaseArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,6 +171,7 @@ pub fn conflicts(args: ConflictsArgs) -> anyhow::Result<()> {
 pub fn quarantine(args: QuarantineArgs) -> anyhow::Result<()> {
     match args.command {
         QuarantineCommand::List(a) => quarantine_list(a),
+        QuarantineCommand::Release(a) => quarantine_release::run(*a),
         QuarantineCommand::Show(a) => {
             let (runtime, store) = open(&a.store)?;
             let rows = runtime.block_on(store.quarantine(&ListFilter::newest(1).id(a.id)))?;

@@ -7,6 +7,7 @@ mod bench_spool;
 mod demo;
 mod ingest;
 mod lists_cmd;
+mod quarantine_release;
 mod report;
 mod send;
 mod server_args;
@@ -59,7 +60,8 @@ enum LogFormat {
 enum Command {
     /// Run an ingester: a forward server that acks each chunk once its records are stored.
     Ingest(Box<ingest::IngestArgs>),
-    /// Print usage per instance, amount type and hour/day/month from a store, or its totals.
+    /// Print usage per instance, amount type and hour/day/month from a store, its totals, or
+    /// one unique key's record, duplicates and conflicts (--key).
     Report(report::ReportArgs),
     /// Send one event through the client library; exit 0 only once it was acknowledged.
     Send(Box<send::SendArgs>),
@@ -72,7 +74,8 @@ enum Command {
     Spool(spool_cmd::SpoolArgs),
     /// List the conflicts a store kept: keys that arrived again with a different body.
     Conflicts(Box<lists_cmd::ConflictsArgs>),
-    /// List or show the entries a store quarantined (invalid records), with their reasons.
+    /// List or show the entries a store quarantined (invalid records), with their reasons, or
+    /// release those that pass the current policy.
     Quarantine(Box<lists_cmd::QuarantineArgs>),
 }
 

@@ -1,5 +1,7 @@
-//! `billing report`: usage per instance, amount type and hour/day/month from a store, or the
-//! store's totals (`--summary`). Read-only: it never creates or migrates a store.
+//! `billing report`: usage per instance, amount type and hour/day/month from a store, the
+//! store's totals (`--summary`), or one unique key's history (`--key`: its record, duplicates
+//! and conflicts; exit 1 when the store does not know the key). Read-only: it never creates
+//! or migrates a store.
 //!
 //! Values are exact sums (128-bit): a day or month of records near `i64::MAX` is printed with
 //! every digit in each format; in JSON as a plain number, which readers that parse numbers
@@ -67,6 +69,12 @@ pub struct ReportArgs {
     /// quarantined, over every ingester and restart.
     #[arg(long, conflicts_with_all = ["from", "to", "instance", "amount_type", "by"])]
     pub summary: bool,
+    /// Show one unique key instead (KEY:TYPE as stored, e.g. order-17:samples): its stored
+    /// record (instance, type, amount, event time, when stored), how many duplicates of it
+    /// arrived, and each conflicting version (body, first and last arrival). Exits 1, with one
+    /// line on stderr, when the store has neither a record nor a conflict for the key.
+    #[arg(long, value_name = "UNIQUE_KEY", conflicts_with_all = ["from", "to", "instance", "amount_type", "by", "summary"])]
+    pub key: Option<String>,
 }
 
 /// RFC 3339, or a bare date meaning its midnight UTC (shared with the ingester's
@@ -105,7 +113,13 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         let store = AnyStore::open_reader(url)
             .await
             .with_context(|| format!("cannot read store {url}"))?;
-        if args.summary {
+        if let Some(key) = &args.key {
+            let report = store.key(key).await?;
+            if !report.found() {
+                anyhow::bail!("{}", not_found(key));
+            }
+            billing_ingest::write_key(&mut out, &report, format)?;
+        } else if args.summary {
             let summary = store.summary().await?;
             billing_ingest::write_summary(&mut out, &summary, format)?;
         } else {
@@ -118,4 +132,14 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     stdout.write_all(&out)?;
     stdout.flush()?;
     Ok(())
+}
+
+/// The one line of `--key` for a key the store does not know.
+fn not_found(key: &str) -> String {
+    let hint = if key.contains(':') {
+        ""
+    } else {
+        " (unique keys are stored as KEY:TYPE, e.g. KEY:samples)"
+    };
+    format!("no record or conflict with unique key {key:?}{hint}")
 }

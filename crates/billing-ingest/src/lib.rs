@@ -23,7 +23,12 @@
 //! Prometheus metrics (`metrics.rs`) and the process's `process_*` ones (`process.rs`). The
 //! HTTP surface in [`http`] (axum on hyper) serves them with health and readiness probes, the
 //! usage API (the same JSON as `billing report`) and a server-rendered usage dashboard; the
-//! stores answer its `/conflicts` and `/quarantine` lists and its readiness ping (`lists.rs`).
+//! stores answer its `/conflicts` and `/quarantine` lists and its readiness ping (`lists.rs`),
+//! and one key's history: record, duplicates, conflicts (`key.rs`).
+//!
+//! Quarantined entries can be released once the policy that refused them changed
+//! (`release.rs`): checked again, stored through the same path as a frame, and taken out of
+//! quarantine in the same transaction.
 //!
 //! In-process: `harness.rs` runs an ingester inside another program (tests, `billing demo`),
 //! as a task on the caller's runtime ([`RunningIngester`]) or on its own thread
@@ -39,11 +44,13 @@
 mod harness;
 pub mod http;
 mod jsonl;
+mod key;
 mod lists;
 pub mod log;
 mod metrics;
 mod postgres;
 mod process;
+mod release;
 mod report;
 mod schema;
 mod sqlite;
@@ -64,12 +71,14 @@ use forward::{Disposition, Frame, Handler, Server, ServerConfig};
 
 pub use harness::{BackgroundIngester, IngesterError, IngesterOptions, RunningIngester};
 pub use jsonl::JsonlStore;
+pub use key::{KeyRecord, KeyReport, write_key};
 pub use lists::{ConflictRow, ListFilter, MAX_LIST_ROWS, QuarantineRow};
 pub use metrics::{
     CONTENT_TYPE as METRICS_CONTENT_TYPE, IngestMetrics, PREFIX as METRICS_PREFIX,
     encode as encode_metrics,
 };
 pub use postgres::{DEFAULT_POOL_SIZE, PgStore, PgUrl, PoolStatus};
+pub use release::{RELEASE_BATCH, ReleaseFilter, Released};
 pub use report::{
     Format, Granularity, RangeError, Summary, TOTAL_BUCKET, TOTAL_INSTANCE, UsageQuery, UsageRow,
     csv_field, parse_time as parse_report_time, totals, write_summary, write_usage,
@@ -440,6 +449,47 @@ impl AnyStore {
             AnyStore::Jsonl(_) => Err(NO_JSONL_REPORTS),
             AnyStore::Sqlite(s) => s.quarantine(filter).await,
             AnyStore::Postgres(s) => s.quarantine(filter).await,
+        }
+    }
+}
+
+impl AnyStore {
+    /// What the store holds for one `unique_key`: its record (with when it was stored and its
+    /// duplicate count) and its conflicting versions; [`KeyReport::found`] tells whether the
+    /// key is known at all.
+    ///
+    /// # Errors
+    /// Query failures; [`StoreError::Unsupported`] for `jsonl:`.
+    pub async fn key(&self, unique_key: &str) -> Result<KeyReport, StoreError> {
+        match self {
+            AnyStore::Jsonl(_) => Err(NO_JSONL_REPORTS),
+            AnyStore::Sqlite(s) => s.key(unique_key).await,
+            AnyStore::Postgres(s) => s.key(unique_key).await,
+        }
+    }
+
+    /// Checks the quarantine rows `filter` selects again under `policy` at `now`, and
+    /// releases those that pass: each is stored as ingest would store it (dedupe, rollups,
+    /// counters) and its row deleted, in one transaction per batch of [`RELEASE_BATCH`] rows;
+    /// the rows that still fail stay, with their current reason. `dry_run` rolls everything
+    /// back and tells what would happen. Open the store for writing ([`AnyStore::open`]).
+    ///
+    /// # Errors
+    /// Query failures (the batch in progress is rolled back; earlier batches stay released);
+    /// [`StoreError::Unsupported`] for `jsonl:`, which keeps no quarantine.
+    pub async fn release(
+        &self,
+        filter: &ReleaseFilter,
+        policy: &Policy,
+        now: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<Released, StoreError> {
+        match self {
+            AnyStore::Jsonl(_) => Err(StoreError::Unsupported(
+                "a jsonl: store keeps raw lines only and has no quarantine",
+            )),
+            AnyStore::Sqlite(s) => s.release(filter, policy, now, dry_run).await,
+            AnyStore::Postgres(s) => s.release(filter, policy, now, dry_run).await,
         }
     }
 }

@@ -34,16 +34,20 @@
 //! Errors: a server error shows its SQLSTATE and message (`StoreError`'s Display, e.g.
 //! `PostgreSQL: 22003 numeric value out of range`), in the log and in quarantine details.
 
+mod release;
 mod url;
 mod write;
 
+use billing_schema::validate::Policy;
 use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod,
 };
 use forward::Frame;
 use tokio_postgres::NoTls;
 
-use crate::lists::{self, ConflictRow, ListFilter, QuarantineRow};
+use crate::key::{KeyRecord, KeyReport};
+use crate::lists::{self, ConflictRow, ListFilter, MAX_LIST_ROWS, QuarantineRow};
+use crate::release::{ReleaseFilter, Released};
 use crate::report::{self, HourFilter, Summary, UsageQuery, UsageRow, parse_sum};
 use crate::schema;
 use crate::store_error::is_about_data;
@@ -292,7 +296,7 @@ impl PgStore {
             .query_one(
                 "SELECT COALESCE(SUM(received), 0)::BIGINT, COALESCE(SUM(stored), 0)::BIGINT,
                         COALESCE(SUM(duplicates), 0)::BIGINT, COALESCE(SUM(conflicts), 0)::BIGINT,
-                        COALESCE(SUM(quarantined), 0)::BIGINT
+                        COALESCE(SUM(quarantined), 0)::BIGINT, COALESCE(SUM(released), 0)::BIGINT
                  FROM counters",
                 &[],
             )
@@ -303,7 +307,62 @@ impl PgStore {
             duplicates: r.get(2),
             conflicts: r.get(3),
             quarantined: r.get(4),
+            released: r.get(5),
         })
+    }
+
+    /// What the store holds for `unique_key`: its record, duplicate count and conflicting
+    /// versions (see [`KeyReport`]).
+    ///
+    /// # Errors
+    /// Query failures.
+    pub async fn key(&self, unique_key: &str) -> Result<KeyReport, StoreError> {
+        let client = self.conn().await?;
+        let row = client
+            .query_opt(
+                "SELECT instance, amount_type, value, occurred_at, metadata,
+                        to_char(stored_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                        duplicates,
+                        to_char(last_duplicate_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
+                 FROM records WHERE unique_key = $1",
+                &[&unique_key],
+            )
+            .await?;
+        drop(client);
+        let record = row.map(|r| {
+            KeyRecord::new(
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+                r.get(7),
+            )
+        });
+        let conflicts = self
+            .conflicts(&ListFilter::newest(MAX_LIST_ROWS).key(unique_key))
+            .await?;
+        Ok(KeyReport::new(unique_key, record, conflicts))
+    }
+
+    /// Releases the quarantine rows `filter` selects that pass `policy` at `now`: stores them
+    /// as ingest would and deletes their rows, one transaction per batch (see
+    /// [`Released`] and `release.rs`); `dry_run` changes nothing and tells what it would do.
+    ///
+    /// # Errors
+    /// Connection or query failures: the batch in progress is rolled back, earlier batches
+    /// stay released.
+    pub async fn release(
+        &self,
+        filter: &ReleaseFilter,
+        policy: &Policy,
+        now: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<Released, StoreError> {
+        let mut client = self.conn().await?;
+        release::release(&mut client, filter, policy, now, dry_run).await
     }
 }
 

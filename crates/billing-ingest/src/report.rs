@@ -93,8 +93,13 @@ pub struct Summary {
     pub duplicates: i64,
     /// Arrivals of a stored key with a different body.
     pub conflicts: i64,
-    /// Invalid entries kept in quarantine.
+    /// Invalid entries that arrived (quarantined; a historical count, which releases leave
+    /// as it is).
     pub quarantined: i64,
+    /// Quarantined entries released later (`billing quarantine release`) and stored or
+    /// counted as duplicates or conflicts: `received = records + duplicates + conflicts +
+    /// quarantined - released`, and `quarantined - released` entries are still invalid.
+    pub released: i64,
 }
 
 /// Output format of reports.
@@ -466,8 +471,8 @@ pub fn write_usage(out: &mut impl Write, rows: &[UsageRow], format: Format) -> i
 
 /// Writes a summary in `format`.
 ///
-/// JSON: `{"received","records","duplicates","conflicts","quarantined"}`. CSV: those names as
-/// a header, then one line of numbers. Table: one `name  number` line each.
+/// JSON: `{"received","records","duplicates","conflicts","quarantined","released"}`. CSV:
+/// those names as a header, then one line of numbers. Table: one `name  number` line each.
 ///
 /// # Errors
 /// The writer's.
@@ -478,6 +483,7 @@ pub fn write_summary(out: &mut impl Write, s: &Summary, format: Format) -> io::R
         ("duplicates", s.duplicates),
         ("conflicts", s.conflicts),
         ("quarantined", s.quarantined),
+        ("released", s.released),
     ];
     match format {
         Format::Json => {

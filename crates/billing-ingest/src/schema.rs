@@ -11,7 +11,7 @@
 //!   this build does not know what the newer tables mean;
 //! - migrations are append-only: a released migration is never edited, a change is a new one.
 //!
-//! Tables (version 1, then changed by version 2 as noted):
+//! Tables (version 1, then changed by versions 2 and 3 as noted):
 //! - `records(unique_key PK, instance, amount_type, value, occurred_at, hour, metadata)`: the
 //!   first version of every valid record; `occurred_at` is canonical UTC RFC 3339, `hour` the
 //!   Unix second starting its UTC hour, `metadata` canonical JSON (see [`crate::validate`]);
@@ -36,11 +36,25 @@
 //! Version 2 also keeps an old database working: its rollups are copied exactly (SQLite:
 //! `CAST(value AS TEXT)` of each 64-bit sum; PostgreSQL: `ALTER ... TYPE NUMERIC`), and its
 //! quarantine rows are counted by the recount that follows the migration at open.
+//!
+//! Version 3 (per-key history, for `billing report --key` and `billing quarantine release`):
+//! - `records` gains `stored_at` (when the record was first stored: SQLite UTC RFC 3339 text
+//!   written by the insert, PostgreSQL `TIMESTAMPTZ DEFAULT now()`; `NULL` for records stored
+//!   before version 3, when it was not kept), `duplicates` (identical repeats of this key,
+//!   `0` for old records: earlier repeats were only counted in `counters`) and
+//!   `last_duplicate_at` (`NULL` until a repeat). A duplicate is one `UPDATE` of its record in
+//!   the frame's transaction, with the `counters` row, so `SUM(records.duplicates)` never
+//!   exceeds `counters.duplicates` (equal on a store created at version 3);
+//! - `counters` gains `released`: quarantined entries that `billing quarantine release`
+//!   took out of quarantine and stored (or found duplicate or conflicting). `quarantined`
+//!   stays the historical count of invalid arrivals, and `quarantine_rows` (the rows now in
+//!   the table) drops by each released row, so over every slot
+//!   `received = stored + duplicates + conflicts + quarantined - released`.
 
 use crate::StoreError;
 
 /// The newest schema version this build knows.
-pub const LATEST: i64 = 2;
+pub const LATEST: i64 = 3;
 
 /// SQLite migrations; entry `i` takes the schema from version `i` to `i + 1`.
 pub(crate) const SQLITE: &[&str] = &[
@@ -104,6 +118,12 @@ ALTER TABLE rollups_v2 RENAME TO rollups;
 CREATE INDEX rollups_hour ON rollups (hour);
 ALTER TABLE counters ADD COLUMN quarantine_rows INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+ALTER TABLE records ADD COLUMN stored_at TEXT;
+ALTER TABLE records ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE records ADD COLUMN last_duplicate_at TEXT;
+ALTER TABLE counters ADD COLUMN released INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// PostgreSQL migrations; entry `i` takes the schema from version `i` to `i + 1`.
@@ -155,6 +175,13 @@ CREATE TABLE counters (
     r#"
 ALTER TABLE rollups ALTER COLUMN value TYPE NUMERIC USING value::numeric;
 ALTER TABLE counters ADD COLUMN quarantine_rows BIGINT NOT NULL DEFAULT 0;
+"#,
+    r#"
+ALTER TABLE records ADD COLUMN stored_at TIMESTAMPTZ;
+ALTER TABLE records ALTER COLUMN stored_at SET DEFAULT now();
+ALTER TABLE records ADD COLUMN duplicates BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE records ADD COLUMN last_duplicate_at TIMESTAMPTZ;
+ALTER TABLE counters ADD COLUMN released BIGINT NOT NULL DEFAULT 0;
 "#,
 ];
 

@@ -21,16 +21,20 @@
 //! Files: a database this store creates is created 0600 before SQLite opens it, and SQLite
 //! gives its `-wal` and `-shm` files the same mode (`files.rs`).
 
+mod release;
 mod write;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+use billing_schema::validate::Policy;
 use forward::Frame;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use crate::lists::{self, ConflictRow, ListFilter, QuarantineRow};
+use crate::key::{KeyRecord, KeyReport};
+use crate::lists::{self, ConflictRow, ListFilter, MAX_LIST_ROWS, QuarantineRow};
 use crate::quarantine::RawIndex;
+use crate::release::{ReleaseFilter, Released};
 use crate::report::{self, HourFilter, Summary, UsageQuery, UsageRow, parse_sum};
 use crate::store_error::is_about_data;
 use crate::store_options::{StoreOptions, UnstoredWarnings};
@@ -153,7 +157,8 @@ impl SqliteStore {
                         CAST(COALESCE(SUM(stored), 0) AS INTEGER),
                         CAST(COALESCE(SUM(duplicates), 0) AS INTEGER),
                         CAST(COALESCE(SUM(conflicts), 0) AS INTEGER),
-                        CAST(COALESCE(SUM(quarantined), 0) AS INTEGER)
+                        CAST(COALESCE(SUM(quarantined), 0) AS INTEGER),
+                        CAST(COALESCE(SUM(released), 0) AS INTEGER)
                  FROM counters",
                 [],
                 |r| {
@@ -163,6 +168,7 @@ impl SqliteStore {
                         duplicates: r.get(2)?,
                         conflicts: r.get(3)?,
                         quarantined: r.get(4)?,
+                        released: r.get(5)?,
                     })
                 },
             )?)
@@ -243,6 +249,60 @@ impl SqliteStore {
             Ok(rows)
         })
         .await
+    }
+
+    /// What the store holds for `unique_key`: its record, duplicate count and conflicting
+    /// versions (see [`KeyReport`]).
+    ///
+    /// # Errors
+    /// Query failures.
+    pub async fn key(&self, unique_key: &str) -> Result<KeyReport, StoreError> {
+        let key = unique_key.to_string();
+        let record = self
+            .call(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT instance, amount_type, value, occurred_at, metadata, stored_at,
+                                duplicates, last_duplicate_at
+                         FROM records WHERE unique_key = ?1",
+                    )?
+                    .query_row([key], |r| {
+                        Ok(KeyRecord::new(
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                            r.get(7)?,
+                        ))
+                    })
+                    .optional()?)
+            })
+            .await?;
+        let conflicts = self
+            .conflicts(&ListFilter::newest(MAX_LIST_ROWS).key(unique_key))
+            .await?;
+        Ok(KeyReport::new(unique_key, record, conflicts))
+    }
+
+    /// Releases the quarantine rows `filter` selects that pass `policy` at `now`: stores them
+    /// as ingest would and deletes their rows, one transaction per batch (see
+    /// [`Released`] and `release.rs`); `dry_run` changes nothing and tells what it would do.
+    ///
+    /// # Errors
+    /// Query failures: the batch in progress is rolled back, earlier batches stay released.
+    pub async fn release(
+        &self,
+        filter: &ReleaseFilter,
+        policy: &Policy,
+        now: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<Released, StoreError> {
+        let (filter, policy) = (filter.clone(), policy.clone());
+        self.call(move |conn| release::release(conn, &filter, &policy, now, dry_run))
+            .await
     }
 
     /// Finishes the queued jobs, then closes the connection and waits for its thread to end

@@ -9,8 +9,9 @@
 //!
 //! How the row count is kept (invariants):
 //! - `counters.quarantine_rows` (summed over its slots) is the number of rows in `quarantine`.
-//!   Every frame adds the rows it wrote to its slot in the same transaction as the rows, so
-//!   the two never disagree after a commit. No frame counts the table itself.
+//!   Every frame adds the rows it wrote to its slot in the same transaction as the rows, and
+//!   every quarantine release batch subtracts the rows it deleted (`release.rs`), so the two
+//!   never disagree after a commit. No frame counts the table itself.
 //! - It is recounted at every writer open (one `COUNT(*)`, in the migration transaction), so
 //!   rows an operator deleted free their room at the ingester's next start.
 //! - A frame reads the sum before writing, and writes at most `max - sum` rows (the first ones

@@ -20,7 +20,8 @@ use std::time::{Duration, SystemTime};
 
 use billing_ingest::{
     AnyStore, BackgroundIngester, Checked, Format, Granularity, IngesterOptions, PgStore, PgUrl,
-    RunningIngester, Store, StoreError, StoreOptions, StoreOutcome, StoreUrl, UsageQuery, UsageRow,
+    ReleaseFilter, Released, RunningIngester, Store, StoreError, StoreOptions, StoreOutcome,
+    StoreUrl, UsageQuery, UsageRow,
 };
 use billing_ingest::{write_summary, write_usage};
 use billing_schema::parse_rfc3339;
@@ -1029,7 +1030,7 @@ async fn report_writes_json_csv_and_table(db: TestDb) {
     write_summary(&mut summary, &store.summary().await.unwrap(), Format::Json).unwrap();
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&summary).unwrap(),
-        serde_json::json!({"received":7,"records":7,"duplicates":0,"conflicts":0,"quarantined":0})
+        serde_json::json!({"received":7,"records":7,"duplicates":0,"conflicts":0,"quarantined":0,"released":0})
     );
 }
 
@@ -1999,6 +2000,9 @@ async fn a_store_of_schema_version_1_is_migrated_keeping_its_rollups_and_quarant
     assert_eq!(db.quarantine_rows().await, (2, 2));
     let s = store.summary().await.unwrap();
     assert_eq!((s.received, s.records, s.quarantined), (3, 1, 2));
+    // Version 3: an old record did not keep when it was stored, nor its duplicates.
+    let old = store.key("old:samples").await.unwrap().record.unwrap();
+    assert_eq!((old.stored_at, old.duplicates), (None, 0));
     // The old bucket now sums past 64 bits.
     let ingester = start_ingester(store.clone()).await;
     ingester
@@ -2147,4 +2151,217 @@ async fn a_record_whose_rollup_the_store_refuses_is_quarantined_and_not_stored(d
     let s = store.summary().await.unwrap();
     assert_eq!((s.received, s.records, s.quarantined), (3, 2, 1));
     ingester.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-key history and quarantine releases (schema version 3)
+// ---------------------------------------------------------------------------------------------
+
+conformance!(
+    sqlite_release,
+    postgres_release: each_key_counts_its_own_duplicates_in_one_chunk_across_chunks_and_record_by_record,
+    policy_refused_records_are_released_once_under_a_wider_policy_and_the_rest_stay,
+    a_store_rejected_record_stays_while_the_store_refuses_it_and_is_released_once_it_accepts,
+);
+
+/// Stores a frame checked under `policy` (not the suite's wide one).
+async fn put_under(s: &AnyStore, policy: &Policy, records: &[Value]) -> StoreOutcome {
+    let f = frame(records);
+    let checked = Checked::frame(&f, policy, SystemTime::now());
+    s.store(&f, checked).await.expect("store")
+}
+
+async fn release_all(s: &AnyStore, policy: &Policy, dry_run: bool) -> Released {
+    s.release(&ReleaseFilter::all(), policy, SystemTime::now(), dry_run)
+        .await
+        .expect("release")
+}
+
+/// `received = records + duplicates + conflicts + quarantined - released`, and the rows the
+/// counters say are in quarantine are there.
+async fn assert_counters_consistent(db: &TestDb, s: &AnyStore) {
+    let t = s.summary().await.unwrap();
+    assert_eq!(
+        t.received,
+        t.records + t.duplicates + t.conflicts + t.quarantined - t.released,
+        "{}: {t:?}",
+        db.backend
+    );
+    let (rows, counted) = db.quarantine_rows().await;
+    assert_eq!(rows, counted, "{}: quarantine_rows", db.backend);
+    assert_eq!(
+        db.int("SELECT COUNT(*) FROM records").await,
+        t.records,
+        "{}",
+        db.backend
+    );
+}
+
+fn reasons(r: &Released) -> Vec<(&str, u64)> {
+    r.still_failing
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect()
+}
+
+async fn each_key_counts_its_own_duplicates_in_one_chunk_across_chunks_and_record_by_record(
+    db: TestDb,
+) {
+    let store = db.open().await;
+    let a = rec("e1", "i-1", "samples", 3, "2026-11-27T04:10:00Z");
+    let a_changed = with(&a, "amount_value", Value::from(9));
+    let b = rec("e2", "i-1", "samples", 4, "2026-11-27T04:10:00Z");
+    let dups = |key: &'static str| {
+        let store = &store;
+        async move {
+            let r = store.key(key).await.unwrap().record.unwrap();
+            assert!(r.stored_at.is_some(), "{key}: {r:?}");
+            (r.duplicates, r.last_duplicate_at.is_some())
+        }
+    };
+    put(
+        &store,
+        &[a.clone(), b.clone(), a.clone(), a_changed.clone()],
+    )
+    .await;
+    assert_eq!(dups("e1:samples").await, (1, true));
+    assert_eq!(dups("e2:samples").await, (0, false));
+    put(
+        &store,
+        &[a_changed.clone(), a.clone(), b.clone(), a.clone()],
+    )
+    .await;
+    assert_eq!(dups("e1:samples").await, (3, true));
+    assert_eq!(dups("e2:samples").await, (1, true));
+    // Record by record (a record of the frame is refused): the same counts.
+    db.reject_key("bad:samples").await;
+    let bad = rec("bad", "i-1", "samples", 1, "2026-11-27T04:10:00Z");
+    assert_eq!(
+        put(&store, &[bad, a.clone(), b.clone(), a]).await,
+        outcome(4, 0, 3, 0, 1)
+    );
+    assert_eq!(dups("e1:samples").await, (5, true));
+    assert_eq!(dups("e2:samples").await, (2, true));
+    let report = store.key("e1:samples").await.unwrap();
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    assert_eq!(report.conflicts[0].count, 2);
+    assert!(!store.key("nope:samples").await.unwrap().found());
+    // Every duplicate counted in the totals is counted on its key.
+    assert_eq!(
+        db.int("SELECT CAST(SUM(duplicates) AS BIGINT) FROM records")
+            .await,
+        store.summary().await.unwrap().duplicates
+    );
+}
+
+async fn policy_refused_records_are_released_once_under_a_wider_policy_and_the_rest_stay(
+    db: TestDb,
+) {
+    let store = db.open().await;
+    // No credits: negative amounts are quarantined.
+    let strict = Policy::default().with_window(Duration::MAX, Duration::MAX);
+    let credit = rec("c1", "i-1", "samples", -5, "2026-11-27T04:10:00Z");
+    let chunk = [
+        rec("s", "i-1", "samples", 3, "2026-11-27T04:20:00Z"),
+        credit.clone(),
+        Value::Nil,
+        credit.clone(),
+        rec("c2", "i-2", "samples", -7, "2026-11-27T05:10:00Z"),
+    ];
+    assert_eq!(
+        put_under(&store, &strict, &chunk).await,
+        outcome(5, 1, 0, 0, 4)
+    );
+    // Under the same policy nothing passes.
+    let same = release_all(&store, &strict, false).await;
+    assert_eq!((same.examined, same.released()), (4, 0));
+    assert_eq!(reasons(&same), [("negative_amount", 3), ("not_a_map", 1)]);
+
+    // A dry run tells what a release would do, and changes nothing.
+    let before = (
+        db.texts("SELECT CAST(id AS TEXT), reason FROM quarantine ORDER BY id")
+            .await,
+        store.summary().await.unwrap(),
+        usage(&store, Granularity::Hour).await,
+    );
+    let dry = release_all(&store, &policy(), true).await;
+    assert!(dry.dry_run);
+    assert_eq!(
+        (dry.examined, dry.stored, dry.duplicates, dry.conflicts),
+        (4, 2, 1, 0)
+    );
+    assert_eq!(reasons(&dry), [("not_a_map", 1)]);
+    let after_dry = (
+        db.texts("SELECT CAST(id AS TEXT), reason FROM quarantine ORDER BY id")
+            .await,
+        store.summary().await.unwrap(),
+        usage(&store, Granularity::Hour).await,
+    );
+    assert_eq!(after_dry, before);
+
+    let done = release_all(&store, &policy(), false).await;
+    assert_eq!(
+        (done.dry_run, done.stored, done.duplicates, done.released()),
+        (false, 2, 1, 3)
+    );
+    assert_eq!(done.amounts["samples"], (-12, 2));
+    assert_eq!(
+        usage(&store, Granularity::Hour).await,
+        vec![
+            row("i-1", "samples", "2026-11-27T04:00:00Z", -2, 2),
+            row("i-2", "samples", "2026-11-27T05:00:00Z", -7, 1),
+        ]
+    );
+    assert_rollups_match_records(&db).await;
+    assert_eq!(db.quarantine_rows().await, (1, 1));
+    let s = store.summary().await.unwrap();
+    assert_eq!(
+        (
+            s.received,
+            s.records,
+            s.duplicates,
+            s.quarantined,
+            s.released
+        ),
+        (5, 3, 1, 4, 3)
+    );
+    assert_counters_consistent(&db, &store).await;
+    let c1 = store.key("c1:samples").await.unwrap().record.unwrap();
+    assert_eq!((c1.value, c1.duplicates), (-5, 1));
+
+    // A second release stores nothing.
+    let again = release_all(&store, &policy(), false).await;
+    assert_eq!((again.examined, again.released()), (1, 0));
+    assert_eq!(store.summary().await.unwrap(), s);
+}
+
+async fn a_store_rejected_record_stays_while_the_store_refuses_it_and_is_released_once_it_accepts(
+    db: TestDb,
+) {
+    let store = db.open().await;
+    db.reject_key("bad:samples").await;
+    let bad = rec("bad", "i-1", "samples", 7, "2026-11-27T04:10:00Z");
+    assert_eq!(put(&store, &[bad]).await, outcome(1, 0, 0, 0, 1));
+    let refused = release_all(&store, &policy(), false).await;
+    assert_eq!(
+        (refused.released(), reasons(&refused)),
+        (0, vec![("store_rejected", 1)])
+    );
+    let kept = db.texts("SELECT reason FROM quarantine").await;
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0][0].starts_with("store_rejected: "), "{kept:?}");
+    assert_counters_consistent(&db, &store).await;
+
+    db.accept_all().await;
+    let done = release_all(&store, &policy(), false).await;
+    assert_eq!((done.stored, done.released()), (1, 1));
+    assert_eq!(db.quarantine_rows().await, (0, 0));
+    assert!(store.key("bad:samples").await.unwrap().found());
+    assert_rollups_match_records(&db).await;
+    assert_counters_consistent(&db, &store).await;
+    assert_eq!(
+        release_all(&store, &policy(), false).await.examined,
+        0,
+        "nothing left to release"
+    );
 }

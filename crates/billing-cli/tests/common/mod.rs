@@ -537,6 +537,16 @@ pub fn ingest_sqlite(db: &Path, listen: &str, extra: &[&str]) -> Server {
     Server::spawn("billing ingest", c)
 }
 
+/// `billing ingest --listen 127.0.0.1:0 --store STORE EXTRA...`, ready, on any store URL (a
+/// PostgreSQL schema of [`PgSchema`], `sqlite:PATH`), with the default validation policy
+/// unless `extra` says otherwise.
+pub fn ingest_store(store: &str, extra: &[&str]) -> Server {
+    let mut c = Command::new(billing_bin());
+    c.args(["ingest", "--listen", "127.0.0.1:0", "--store", store])
+        .args(extra);
+    Server::spawn("billing ingest", c)
+}
+
 /// `billing report --store STORE ARGS...`, which must succeed; its stdout.
 pub fn report(store: &str, args: &[&str]) -> String {
     let mut c = Command::new(billing_bin());
@@ -658,6 +668,43 @@ impl PgSchema {
             base,
             name,
         })
+    }
+}
+
+impl PgSchema {
+    /// As [`PgSchema::new`], also `None` when PostgreSQL does not answer at all: the reason is
+    /// printed, so a skipped test says why.
+    pub fn reachable(label: &str) -> Option<PgSchema> {
+        let Some(schema) = PgSchema::new(label) else {
+            eprintln!("BILLING_TEST_POSTGRES=skip: skipped");
+            return None;
+        };
+        let base = schema.base.clone();
+        let answered = thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                client.simple_query("SELECT 1").await.map(drop)
+            })
+        })
+        .join()
+        .expect("connect thread");
+        match answered {
+            Ok(()) => Some(schema),
+            Err(e) => {
+                eprintln!(
+                    "PostgreSQL at {} is unreachable ({e}): skipped",
+                    schema.base
+                );
+                // Nothing was created: nothing to drop.
+                std::mem::forget(schema);
+                None
+            }
+        }
     }
 }
 

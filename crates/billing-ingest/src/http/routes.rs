@@ -7,6 +7,7 @@
 //! | `GET /readyz` | `200 ready` when the store answers its ping within [`READY_TIMEOUT`] and the forward listener is bound; else `503` and a one-line reason |
 //! | `GET /api/v1/usage?from=&to=&instance=&type=&by=` | the usage report as `billing report --format json` prints it (byte for byte); `400 {"error": "..."}` for a refused range or filter |
 //! | `GET /api/v1/summary` | the store's totals as `billing report --summary --format json` prints them |
+//! | `GET /api/v1/key?key=KEY:TYPE` | one key's record, duplicates and conflicts as `billing report --key K --format json` prints them; `404 {"error": ...}` for a key the store does not know, `400` without `key` |
 //! | `GET /` | the usage dashboard (`dashboard.rs`) |
 //! | `GET /conflicts`, `GET /quarantine` | the newest rows of those tables |
 //!
@@ -44,6 +45,7 @@ pub(crate) fn router(surface: Shared) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/usage", get(usage))
         .route("/api/v1/summary", get(summary))
+        .route("/api/v1/key", get(key))
         .route("/", get(index))
         .route("/conflicts", get(conflicts))
         .route("/quarantine", get(quarantine))
@@ -89,7 +91,7 @@ async fn not_found() -> Response {
     respond(
         404,
         TEXT,
-        "not found: try /, /metrics, /healthz, /readyz, /api/v1/usage, /api/v1/summary\n",
+        "not found: try /, /metrics, /healthz, /readyz, /api/v1/usage, /api/v1/summary, /api/v1/key\n",
     )
 }
 
@@ -152,6 +154,27 @@ async fn summary(State(s): State<Shared>) -> Response {
     };
     let mut out = Vec::new();
     match crate::write_summary(&mut out, &summary, Format::Json) {
+        Ok(()) => respond(200, JSON, String::from_utf8_lossy(&out).into_owned()),
+        Err(e) => json_error(500, &e.to_string()),
+    }
+}
+
+async fn key(State(s): State<Shared>, Query(pairs): Pairs) -> Response {
+    let Some((_, key)) = pairs.iter().find(|(name, _)| name == "key") else {
+        return json_error(400, "missing key: use /api/v1/key?key=KEY:TYPE");
+    };
+    let report = match s.store.key(key).await {
+        Ok(r) => r,
+        Err(e) => return store_error(&e),
+    };
+    if !report.found() {
+        return json_error(
+            404,
+            &format!("no record or conflict with unique key {key:?}"),
+        );
+    }
+    let mut out = Vec::new();
+    match crate::write_key(&mut out, &report, Format::Json) {
         Ok(()) => respond(200, JSON, String::from_utf8_lossy(&out).into_owned()),
         Err(e) => json_error(500, &e.to_string()),
     }

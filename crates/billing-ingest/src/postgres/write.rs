@@ -10,7 +10,9 @@
 //!    first;
 //! 2. every other record (the ones not inserted, and repeats inside the frame) is compared with
 //!    the stored body (read back with one `SELECT ... = ANY($1)`, which at READ COMMITTED sees
-//!    the winner's committed row) and classified as duplicate or conflict;
+//!    the winner's committed row) and classified as duplicate or conflict; each duplicated
+//!    key's row then gets its count (`duplicates`, `last_duplicate_at`: one `UPDATE` per key,
+//!    in key order, only for frames that hold duplicates);
 //! 3. rollups of the inserted records are upserted in one statement, rows sorted by
 //!    `(instance, amount_type, hour)`, values as exact `NUMERIC` sums (sent as decimal text of
 //!    `i128`s); conflicts, quarantine rows (up to the bound, `store_options.rs`) and the
@@ -61,6 +63,9 @@ const UPSERT_ROLLUPS: &str = "INSERT INTO rollups (instance, amount_type, hour, 
 
 const DELETE_RECORD: &str = "DELETE FROM records WHERE unique_key = $1";
 
+const BUMP_DUPLICATES: &str = "UPDATE records
+     SET duplicates = duplicates + $2, last_duplicate_at = now() WHERE unique_key = $1";
+
 const BUMP_CONFLICT: &str = "UPDATE conflicts SET count = count + $3, last_seen = now()
      WHERE unique_key = $1 AND received_body = $2";
 
@@ -87,6 +92,9 @@ type Conflicts<'a> = BTreeMap<(&'a str, String), (String, i64)>;
 
 /// Rollup deltas of a frame by `(instance, amount_type, hour)`.
 type Rollups<'a> = BTreeMap<(&'a str, &'a str, i64), (i128, i64)>;
+
+/// Duplicate arrivals of a frame by key (sorted: the lock order).
+type Duplicates<'a> = BTreeMap<&'a str, i64>;
 
 /// Stores the frame in one go; on failure nothing of it is stored (see the module docs).
 ///
@@ -122,6 +130,7 @@ pub(crate) async fn fast(
 
     let mut rollups = Rollups::new();
     let mut conflicts = Conflicts::new();
+    let mut duplicates = Duplicates::new();
     let mut first_of_key: Option<&Record> = None;
     for r in &valid {
         let is_first = first_of_key.is_none_or(|f| f.unique_key != r.unique_key);
@@ -150,8 +159,15 @@ pub(crate) async fn fast(
                 )));
             }
         };
-        classify(&mut w.written, &mut conflicts, r, stored_body);
+        classify(
+            &mut w.written,
+            &mut conflicts,
+            &mut duplicates,
+            r,
+            stored_body,
+        );
     }
+    write_duplicates(&tx, &duplicates).await?;
     upsert_rollups(&tx, &rollups).await?;
     for ((_, amount_type, _), (value, records)) in &rollups {
         w.written.add_stored(amount_type, *value, *records)?;
@@ -177,21 +193,54 @@ pub(crate) async fn one_by_one(
     w.written.outcome.received = checked.len() as u64;
     let valid = sorted(checked);
     let index = RawIndex::new(frame);
+    let tx = begin_careful(client).await?;
+    let rejected: Vec<Quarantined> = each_in_savepoint(&tx, &valid, &mut w.written)
+        .await?
+        .into_iter()
+        .map(|(i, e)| index.rejected(valid[i], &e))
+        .collect();
+    let entries: Vec<&Quarantined> = checked.invalid.iter().chain(&rejected).collect();
+    finish(&tx, &mut w, &entries, options, true).await?;
+    tx.commit().await?;
+    w.rejected = rejected;
+    Ok(w)
+}
+
+/// A transaction for [`each_in_savepoint`]: READ COMMITTED, deferred constraints checked at
+/// each statement.
+pub(crate) async fn begin_careful(client: &mut Object) -> Result<Transaction<'_>, StoreError> {
     let tx = begin(client).await?;
     tx.batch_execute("SET CONSTRAINTS ALL IMMEDIATE").await?;
+    Ok(tx)
+}
+
+/// Offers `valid` (sorted by key, stably) inside `tx` (from [`begin_careful`]): each record's
+/// insert, then each stored record's rollup, in its own savepoint; then the duplicate counts
+/// and conflicts. Counts every outcome into `w`; returns the records the database refused
+/// (by index into `valid`, in the order refused) with the error. Used by [`one_by_one`] and
+/// by quarantine releases (`postgres/release.rs`).
+///
+/// # Errors
+/// Failures not about one record's data; the caller's transaction must then be abandoned.
+pub(crate) async fn each_in_savepoint(
+    tx: &Transaction<'_>,
+    valid: &[&Record],
+    w: &mut Written,
+) -> Result<Vec<(usize, StoreError)>, StoreError> {
     let mut known: HashMap<&str, Body> = HashMap::new();
-    let mut stored: Vec<&Record> = Vec::new();
-    let mut rejected: Vec<Quarantined> = Vec::new();
+    let mut stored: Vec<usize> = Vec::new();
+    let mut refused: Vec<(usize, StoreError)> = Vec::new();
     let mut conflicts = Conflicts::new();
-    for r in &valid {
+    let mut duplicates = Duplicates::new();
+    for (i, r) in valid.iter().enumerate() {
         if let Some(body) = known.get(r.unique_key.as_str()) {
-            classify(&mut w.written, &mut conflicts, r, body);
+            classify(w, &mut conflicts, &mut duplicates, r, body);
             continue;
         }
         tx.batch_execute("SAVEPOINT record").await?;
         let attempt = async {
-            if insert(&tx, &[r]).await?.is_empty() {
-                let mut found = bodies(&tx, &[r.unique_key.as_str()]).await?;
+            if insert(tx, &[r]).await?.is_empty() {
+                let mut found = bodies(tx, &[r.unique_key.as_str()]).await?;
                 return found.remove(&r.unique_key).map(Some).ok_or_else(|| {
                     StoreError::Inconsistent(format!(
                         "key {:?} was neither inserted nor found",
@@ -205,61 +254,59 @@ pub(crate) async fn one_by_one(
         match attempt {
             Ok(None) => {
                 tx.batch_execute("RELEASE record").await?;
-                w.written.outcome.stored += 1;
+                w.outcome.stored += 1;
                 known.insert(&r.unique_key, r.body.clone());
-                stored.push(r);
+                stored.push(i);
             }
             Ok(Some(body)) => {
                 tx.batch_execute("RELEASE record").await?;
-                classify(&mut w.written, &mut conflicts, r, &body);
+                classify(w, &mut conflicts, &mut duplicates, r, &body);
                 known.insert(&r.unique_key, body);
             }
             Err(e) if is_about_data(&e) => {
                 tx.batch_execute("ROLLBACK TO record; RELEASE record")
                     .await?;
-                rejected.push(index.rejected(r, &e));
+                refused.push((i, e));
             }
             Err(e) => return Err(e),
         }
     }
+    write_duplicates(tx, &duplicates).await?;
     // Rollups in bucket order (the lock order), one record per savepoint.
     stored.sort_by(|a, b| {
+        let (a, b) = (&valid[*a], &valid[*b]);
         (&a.body.instance, &a.body.amount_type, a.hour).cmp(&(
             &b.body.instance,
             &b.body.amount_type,
             b.hour,
         ))
     });
-    for r in stored {
+    for i in stored {
+        let r = valid[i];
         let mut one = Rollups::new();
         one.insert(
             (&r.body.instance, &r.body.amount_type, r.hour),
             (r.body.value.into(), 1),
         );
         tx.batch_execute("SAVEPOINT rollup").await?;
-        match upsert_rollups(&tx, &one).await {
+        match upsert_rollups(tx, &one).await {
             Ok(()) => {
                 tx.batch_execute("RELEASE rollup").await?;
-                w.written
-                    .add_stored(&r.body.amount_type, r.body.value.into(), 1)?;
+                w.add_stored(&r.body.amount_type, r.body.value.into(), 1)?;
             }
             Err(e) if is_about_data(&e) => {
                 tx.batch_execute("ROLLBACK TO rollup; RELEASE rollup")
                     .await?;
                 tx.execute(&tx.prepare_cached(DELETE_RECORD).await?, &[&r.unique_key])
                     .await?;
-                w.written.outcome.stored -= 1;
-                rejected.push(index.rejected(r, &e));
+                w.outcome.stored -= 1;
+                refused.push((i, e));
             }
             Err(e) => return Err(e),
         }
     }
-    write_conflicts(&tx, &conflicts).await?;
-    let entries: Vec<&Quarantined> = checked.invalid.iter().chain(&rejected).collect();
-    finish(&tx, &mut w, &entries, options, true).await?;
-    tx.commit().await?;
-    w.rejected = rejected;
-    Ok(w)
+    write_conflicts(tx, &conflicts).await?;
+    Ok(refused)
 }
 
 /// The valid records sorted by key, stably (wire order among equal keys).
@@ -327,10 +374,18 @@ async fn bodies(tx: &Transaction<'_>, keys: &[&str]) -> Result<HashMap<String, B
     Ok(stored)
 }
 
-/// Counts `r`, an arrival of a stored key, as a duplicate of `stored` or a conflict with it.
-fn classify<'a>(w: &mut Written, conflicts: &mut Conflicts<'a>, r: &'a Record, stored: &Body) {
+/// Counts `r`, an arrival of a stored key, as a duplicate of `stored` (also into
+/// `duplicates`, the per-key counts) or a conflict with it.
+fn classify<'a>(
+    w: &mut Written,
+    conflicts: &mut Conflicts<'a>,
+    duplicates: &mut Duplicates<'a>,
+    r: &'a Record,
+    stored: &Body,
+) {
     if *stored == r.body {
         w.outcome.duplicates += 1;
+        *duplicates.entry(&r.unique_key).or_default() += 1;
     } else {
         w.outcome.conflicts += 1;
         w.conflicts.push(r.unique_key.clone());
@@ -339,6 +394,19 @@ fn classify<'a>(w: &mut Written, conflicts: &mut Conflicts<'a>, r: &'a Record, s
             .or_insert_with(|| (stored.to_json(), 0))
             .1 += 1;
     }
+}
+
+/// Adds each key's duplicates to its record's row, one `UPDATE` per key in key order (the lock
+/// order of `records`); duplicates are rare, so this costs nothing in the common frame.
+async fn write_duplicates(
+    tx: &Transaction<'_>,
+    duplicates: &Duplicates<'_>,
+) -> Result<(), StoreError> {
+    for (key, n) in duplicates {
+        tx.execute(&tx.prepare_cached(BUMP_DUPLICATES).await?, &[key, n])
+            .await?;
+    }
+    Ok(())
 }
 
 async fn upsert_rollups(tx: &Transaction<'_>, rollups: &Rollups<'_>) -> Result<(), StoreError> {

@@ -93,20 +93,44 @@ pub(crate) fn fast(
 pub(crate) fn one_by_one(
     conn: &mut Connection,
     checked: &Checked,
-    raws: Vec<String>,
+    mut raws: Vec<String>,
     options: &StoreOptions,
 ) -> Result<Wrote, StoreError> {
     let mut w = Wrote::default();
     w.written.outcome.received = checked.len() as u64;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut rejected = Vec::new();
-    for (r, raw) in checked.valid.iter().zip(raws) {
+    let valid: Vec<&Record> = checked.valid.iter().collect();
+    let rejected: Vec<Quarantined> = each_in_savepoint(&tx, &valid, &mut w.written)?
+        .into_iter()
+        .map(|(i, e)| quarantine::rejected(std::mem::take(&mut raws[i]), valid[i], &e))
+        .collect();
+    let entries: Vec<&Quarantined> = checked.invalid.iter().chain(&rejected).collect();
+    finish(&tx, &mut w, &entries, options)?;
+    tx.commit()?;
+    w.rejected = rejected;
+    Ok(w)
+}
+
+/// Offers `records` in order inside the open transaction `tx`, each in its own savepoint with
+/// its rollup, counting each outcome into `w`; a record the database refuses (an error about
+/// its data) is rolled back to its savepoint and returned, by index, with the error. Used by
+/// [`one_by_one`] and by quarantine releases (`sqlite/release.rs`).
+///
+/// # Errors
+/// Failures not about one record's data; the caller's transaction must then be abandoned.
+pub(crate) fn each_in_savepoint(
+    tx: &Connection,
+    records: &[&Record],
+    w: &mut Written,
+) -> Result<Vec<(usize, StoreError)>, StoreError> {
+    let mut refused = Vec::new();
+    for (i, r) in records.iter().enumerate() {
         tx.execute_batch("SAVEPOINT record")?;
         let attempt = (|| {
-            let arrival = arrive(&tx, r)?;
+            let arrival = arrive(tx, r)?;
             if arrival == Arrival::Stored {
                 let b = &r.body;
-                add_rollup(&tx, &b.instance, &b.amount_type, r.hour, b.value.into(), 1)?;
+                add_rollup(tx, &b.instance, &b.amount_type, r.hour, b.value.into(), 1)?;
             }
             Ok::<_, StoreError>(arrival)
         })();
@@ -114,23 +138,18 @@ pub(crate) fn one_by_one(
             Ok(arrival) => {
                 tx.execute_batch("RELEASE record")?;
                 if arrival == Arrival::Stored {
-                    w.written
-                        .add_stored(&r.body.amount_type, r.body.value.into(), 1)?;
+                    w.add_stored(&r.body.amount_type, r.body.value.into(), 1)?;
                 }
-                tally(&mut w.written, r, arrival);
+                tally(w, r, arrival);
             }
             Err(e) if is_about_data(&e) => {
                 tx.execute_batch("ROLLBACK TO record; RELEASE record")?;
-                rejected.push(quarantine::rejected(raw, r, &e));
+                refused.push((i, e));
             }
             Err(e) => return Err(e),
         }
     }
-    let entries: Vec<&Quarantined> = checked.invalid.iter().chain(&rejected).collect();
-    finish(&tx, &mut w, &entries, options)?;
-    tx.commit()?;
-    w.rejected = rejected;
-    Ok(w)
+    Ok(refused)
 }
 
 fn tally(w: &mut Written, r: &Record, arrival: Arrival) {
@@ -144,15 +163,16 @@ fn tally(w: &mut Written, r: &Record, arrival: Arrival) {
     }
 }
 
-/// Inserts `r` when its key is new, else compares it with the stored body (and keeps a
-/// conflicting version in `conflicts`).
+/// Inserts `r` when its key is new (with `stored_at`), else compares it with the stored body:
+/// a duplicate is counted on the key's row (`duplicates`, `last_duplicate_at`), a conflicting
+/// version is kept in `conflicts`.
 fn arrive(c: &Connection, r: &Record) -> Result<Arrival, StoreError> {
     let b = &r.body;
     let inserted = c
-        .prepare_cached(
-            "INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (unique_key) DO NOTHING",
-        )?
+        .prepare_cached(&format!(
+            "INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata, stored_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {NOW}) ON CONFLICT (unique_key) DO NOTHING"
+        ))?
         .execute(params![
             r.unique_key,
             b.instance,
@@ -179,6 +199,12 @@ fn arrive(c: &Connection, r: &Record) -> Result<Arrival, StoreError> {
             })
         })?;
     if stored == *b {
+        // Rare (a resent chunk): one UPDATE of the key's row, in the frame's transaction.
+        c.prepare_cached(&format!(
+            "UPDATE records SET duplicates = duplicates + 1, last_duplicate_at = {NOW}
+             WHERE unique_key = ?1"
+        ))?
+        .execute([&r.unique_key])?;
         return Ok(Arrival::Duplicate);
     }
     let received_body = b.to_json();

@@ -587,6 +587,41 @@ mod tests {
     }
 
     #[test]
+    fn only_policy_reasons_can_change_under_another_policy() {
+        let policy: Vec<&str> = Reason::ALL
+            .iter()
+            .filter(|r| r.is_policy())
+            .map(|r| r.as_str())
+            .collect();
+        assert_eq!(
+            policy,
+            [
+                "unknown_amount_type",
+                "negative_amount",
+                "too_old",
+                "in_future",
+                "metadata_too_large"
+            ]
+        );
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_label(r.as_str()), Some(r));
+        }
+        assert_eq!(Reason::from_label("store_rejected"), None);
+        // Every policy refusal passes under the most permissive policy.
+        let open = Policy::default()
+            .with_allow_negative(true)
+            .with_window(Duration::MAX, Duration::MAX)
+            .with_max_metadata_bytes(usize::MAX);
+        let strict = Policy::default()
+            .with_amount_types(Some(["other".to_string()].into()))
+            .with_window(Duration::from_secs(1), Duration::ZERO)
+            .with_max_metadata_bytes(1);
+        let refused = validate(&with(3, Value::from(-5)), &strict, now()).unwrap_err();
+        assert!(refused.reason.is_policy(), "{refused:?}");
+        assert!(validate(&with(3, Value::from(-5)), &open, now()).is_ok());
+    }
+
+    #[test]
     fn every_reason_has_a_distinct_label() {
         let labels: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(labels.len(), Reason::ALL.len());

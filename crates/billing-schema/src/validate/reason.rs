@@ -93,6 +93,28 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// Whether the rule is one of the ingester's [`Policy`](super::Policy) (the *policy* rows
+    /// of the module docs' table: known amount types, credits, the time window, metadata size):
+    /// a record refused for such a reason may pass under another policy, while the other
+    /// reasons are about the record itself and refuse it under every policy.
+    pub fn is_policy(self) -> bool {
+        matches!(
+            self,
+            Reason::UnknownAmountType
+                | Reason::NegativeAmount
+                | Reason::TooOld
+                | Reason::InFuture
+                | Reason::MetadataTooLarge
+        )
+    }
+
+    /// The reason whose label is `label`, if any.
+    pub fn from_label(label: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == label)
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
