@@ -30,8 +30,12 @@ use forward::{Disposition, Frame, Handler};
 pub enum Sink {
     /// The ingester named by --billing.ingester (every --billing.* flag applies).
     External,
-    /// An in-process forward server that acks every frame without storing it.
+    /// An in-process peer that only delimits frames and acks their chunk ids, without decoding
+    /// entries: what the client needs from a peer, so the figure is the client's own.
     Ack,
+    /// An in-process `forward::Server` that decodes every frame in full and acks it, without
+    /// storing it: the ingester's network and decode path without a store.
+    Forward,
     /// An in-process ingester on a SQLite file in a temp dir.
     Sqlite,
     /// An in-process ingester on PostgreSQL (--postgres URL; a schema made for the run).
@@ -139,7 +143,10 @@ impl Handler for AckAll {
     }
 }
 
-/// An in-process forward server that acks every frame, on a 1-worker runtime of its own.
+/// An in-process forward server that acks every frame, on a 1-worker runtime of its own: with
+/// `full_decode`, a `forward::Server` (every frame decoded into values, as the ingester does);
+/// without, a peer that finds each frame's end and its `chunk` option and acks it (the entries
+/// are not decoded: [`forward::chunk_option`]).
 pub(crate) struct AckTarget {
     _runtime: tokio::runtime::Runtime,
     addr: SocketAddr,
@@ -147,15 +154,33 @@ pub(crate) struct AckTarget {
 
 impl AckTarget {
     pub(crate) fn start() -> anyhow::Result<Self> {
+        Self::start_with(true)
+    }
+
+    pub(crate) fn start_with(full_decode: bool) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
         let addr = runtime.block_on(async {
-            let server =
-                forward::Server::bind("127.0.0.1:0", forward::ServerConfig::default()).await?;
-            let addr = server.local_addr()?;
-            tokio::spawn(server.serve(Arc::new(AckAll), std::future::pending()));
+            if full_decode {
+                let server =
+                    forward::Server::bind("127.0.0.1:0", forward::ServerConfig::default()).await?;
+                let addr = server.local_addr()?;
+                tokio::spawn(server.serve(Arc::new(AckAll), std::future::pending()));
+                return anyhow::Ok(addr);
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        if let Err(e) = ack_frames(socket).await {
+                            tracing::warn!(reason = %e, "bench ack sink: connection closed");
+                        }
+                    });
+                }
+            });
             anyhow::Ok(addr)
         })?;
         Ok(Self {
@@ -166,6 +191,47 @@ impl AckTarget {
 
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+/// Acks every frame on `socket` by its chunk id, without decoding entries; all the acks of
+/// the frames that arrived together go out in one write.
+async fn ack_frames(mut socket: tokio::net::TcpStream) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const MAX_FRAME: usize = 64 << 20;
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut acks = Vec::new();
+    loop {
+        if socket.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+        let mut start = 0;
+        while start < buf.len() {
+            let rest = &buf[start..];
+            let n = match forward::check_frame(rest, MAX_FRAME)? {
+                forward::Check::Complete(n) => n,
+                forward::Check::Incomplete => break,
+            };
+            let frame = &rest[..n];
+            let json = frame
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| matches!(b, b'[' | b'{'));
+            if json {
+                // The JSON framing: its options are read by the full parser.
+                if let Some(chunk) = forward::parse_frame(frame, MAX_FRAME)?.options.chunk {
+                    forward::encode::write_ack(&mut acks, &chunk, forward::Framing::Json);
+                }
+            } else if let Some(chunk) = forward::chunk_option(frame)? {
+                forward::encode::write_ack(&mut acks, chunk, forward::Framing::MessagePack);
+            }
+            start += n;
+        }
+        buf.drain(..start);
+        if !acks.is_empty() {
+            socket.write_all(&acks).await?;
+            acks.clear();
+        }
     }
 }
 

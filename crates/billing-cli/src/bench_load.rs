@@ -322,13 +322,14 @@ pub fn run(sink: Sink, args: &BenchArgs) -> anyhow::Result<()> {
             print(&outcome, &format!("external {}", config.ingester), args);
             return Ok(());
         }
-        Sink::Ack => "ack (in-process forward server, no store)",
+        Sink::Ack => "ack (in-process peer: frames delimited and acked, entries not decoded)",
+        Sink::Forward => "forward (in-process forward::Server: frames decoded and acked, no store)",
         Sink::Sqlite => "sqlite (in-process ingester, temp file)",
         Sink::Postgres => "postgres (in-process ingester)",
     };
     let outcome = match sink {
-        Sink::Ack => {
-            let target = AckTarget::start()?;
+        Sink::Ack | Sink::Forward => {
+            let target = AckTarget::start_with(sink == Sink::Forward)?;
             config.ingester = target.addr().to_string();
             run_load(config, args, None)?
         }

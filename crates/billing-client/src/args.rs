@@ -92,6 +92,10 @@ pub struct Args {
     /// Most unacknowledged chunks on one connection.
     #[arg(long = "billing.max-in-flight", env = "BILLING_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT, value_parser = positive, value_name = "N")]
     pub max_in_flight: usize,
+    /// Once the sender took events, how long later ones may wait before it takes them (it is
+    /// woken sooner when half the buffer is waiting); 0: woken for every event.
+    #[arg(long = "billing.linger", env = "BILLING_LINGER", default_value = "1ms", value_parser = go_duration, value_name = "DURATION")]
+    pub linger: Duration,
     /// Directory of the crash-safe disk spool: accepted events survive crashes, restarts and
     /// ingester outages (one process per directory). Unset: events are kept in memory.
     #[arg(
@@ -231,6 +235,7 @@ impl From<Args> for Config {
             framing: a.framing,
             batch_max_records: a.batch_max_records,
             max_in_flight: a.max_in_flight,
+            linger: a.linger,
             spool_dir: a.spool_dir,
             spool_max_bytes: a.spool_max_bytes,
             spool_sync: a.spool_sync,

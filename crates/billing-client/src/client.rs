@@ -36,6 +36,9 @@ pub struct Client {
     shared: Arc<Shared>,
     tx: UnboundedSender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Events waiting in the channel at which a lingering sender is woken: half the buffer,
+    /// at most a chunk, at least one.
+    wake_at: usize,
 }
 
 impl Client {
@@ -116,6 +119,8 @@ impl Client {
             metrics,
             spool,
             wake_pending: AtomicBool::new(false),
+            lingering: AtomicBool::new(false),
+            nudge: tokio::sync::Notify::new(),
             last_failure: std::sync::Mutex::new(None),
             resolved: Default::default(),
         });
@@ -137,11 +142,15 @@ impl Client {
             .name("billing-sender".into())
             .spawn(move || runtime.block_on(sender.run()))
             .map_err(NewClientError::Spawn)?;
+        let wake_at = (config.max_buffered_events / 2)
+            .min(config.batch_max_records)
+            .max(1);
         Ok(Self {
             cfg: config,
             shared,
             tx,
             thread: Mutex::new(Some(thread)),
+            wake_at,
         })
     }
 
@@ -201,7 +210,8 @@ impl Client {
             return self.add_to_spool(spool, event);
         }
         let limit = self.cfg.max_buffered_events;
-        if self.shared.buffered.fetch_add(1, Ordering::AcqRel) >= limit {
+        let buffered = self.shared.buffered.fetch_add(1, Ordering::AcqRel);
+        if buffered >= limit {
             self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
             self.shared.track(Status::BufferFull, &event.amounts);
             tracing::warn!(unique_key = %event.unique_key, limit, "billing: event dropped: buffer full");
@@ -231,7 +241,10 @@ impl Client {
             .tx
             .send(Command::Event(records.into_queued(unique_key, amounts)))
         {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.nudge_if_due(buffered + 1);
+                Ok(())
+            }
             Err(refused) => {
                 // The sender stopped after a close that raced with this call.
                 self.shared.metrics.queued(-1);
@@ -266,7 +279,7 @@ impl Client {
                 metrics.queued(1);
                 if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
                     // A closed sender will find the event in the spool on the next start.
-                    let _ = self.tx.send(Command::Wake);
+                    let _ = self.control(Command::Wake);
                 }
                 Ok(())
             }
@@ -353,7 +366,11 @@ impl Client {
             }
         }
         self.shared.metrics.queued(n as i64);
-        if n > 0 && self.tx.send(Command::Events(queued)).is_err() {
+        let sent = n > 0 && self.tx.send(Command::Events(queued)).is_ok();
+        if sent {
+            self.nudge_if_due(self.shared.buffered.load(Ordering::Relaxed));
+        }
+        if n > 0 && !sent {
             // The sender stopped (a close raced with this call): nothing of the batch is in.
             self.shared.metrics.queued(-(n as i64));
             self.shared.buffered.fetch_sub(n, Ordering::AcqRel);
@@ -391,7 +408,7 @@ impl Client {
                     }
                 }
                 if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
-                    let _ = self.tx.send(Command::Wake);
+                    let _ = self.control(Command::Wake);
                 }
                 Ok(())
             }
@@ -421,6 +438,25 @@ impl Client {
         AddError::Closed(Box::new(event))
     }
 
+    /// Sends a command that must not wait for the sender's linger (flush, close, spool
+    /// wake-ups): the sender is nudged at once.
+    fn control(&self, cmd: Command) -> Result<(), tokio::sync::mpsc::error::SendError<Command>> {
+        let sent = self.tx.send(cmd);
+        self.shared.nudge.notify_one();
+        sent
+    }
+
+    /// After an event entered the channel: while the sender lingers it is woken only once
+    /// `wake_at` events wait, so a steady stream of `add`s costs no thread wake-up each.
+    fn nudge_if_due(&self, buffered: usize) {
+        if buffered >= self.wake_at
+            && self.shared.lingering.load(Ordering::Relaxed)
+            && self.shared.lingering.swap(false, Ordering::AcqRel)
+        {
+            self.shared.nudge.notify_one();
+        }
+    }
+
     /// Waits until every event accepted before this call is delivered or dropped.
     ///
     /// # Errors
@@ -430,8 +466,7 @@ impl Client {
         let (reply, done) = std::sync::mpsc::sync_channel(1);
         // With a spool, events are numbered by the spool: wait for all below its next number.
         let target = self.shared.spool.as_ref().map(|s| s.next_seq());
-        self.tx
-            .send(Command::Flush(target, Reply::Sync(reply)))
+        self.control(Command::Flush(target, Reply::Sync(reply)))
             .map_err(|_| FlushError::Closed)?;
         match done.recv_timeout(timeout) {
             Ok(()) => Ok(()),
@@ -472,8 +507,7 @@ impl Client {
     pub async fn flush_async(&self, timeout: Duration) -> Result<(), FlushError> {
         let (reply, mut done) = tokio::sync::mpsc::channel(1);
         let target = self.shared.spool.as_ref().map(|s| s.next_seq());
-        self.tx
-            .send(Command::Flush(target, Reply::Async(reply)))
+        self.control(Command::Flush(target, Reply::Async(reply)))
             .map_err(|_| FlushError::Closed)?;
         match tokio::time::timeout(timeout, done.recv()).await {
             Ok(Some(())) => Ok(()),
@@ -500,8 +534,7 @@ impl Client {
             let (reply, done) = std::sync::mpsc::sync_channel(1);
             let deadline = std::time::Instant::now() + timeout;
             if self
-                .tx
-                .send(Command::Close(deadline, Reply::Sync(reply)))
+                .control(Command::Close(deadline, Reply::Sync(reply)))
                 .is_ok()
             {
                 let _ = done.recv();
@@ -521,8 +554,7 @@ impl Client {
             let (reply, mut done) = tokio::sync::mpsc::channel(1);
             let deadline = std::time::Instant::now() + timeout;
             if self
-                .tx
-                .send(Command::Close(deadline, Reply::Async(reply)))
+                .control(Command::Close(deadline, Reply::Async(reply)))
                 .is_ok()
             {
                 // The sender answers by the deadline (it drops what is left then); `None`:
@@ -583,7 +615,7 @@ impl Drop for Client {
             let (reply, _) = tokio::sync::mpsc::channel(1);
             let deadline = std::time::Instant::now() + self.cfg.close_timeout;
             // The thread is detached: it ends by the deadline.
-            let _ = self.tx.send(Command::Close(deadline, Reply::Async(reply)));
+            let _ = self.control(Command::Close(deadline, Reply::Async(reply)));
         }
     }
 }

@@ -31,6 +31,9 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_BATCH_MAX_RECORDS: usize = 4096;
 /// Default most unacknowledged chunks on a connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+/// Default linger: once the sender took events, how long later events may wait before it
+/// looks again (1 ms; see [`Config::linger`]).
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(1);
 /// Default bound of the spool's files on disk (1 GiB).
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 /// Default longest time an accepted event waits in the page cache before an fsync, in the
@@ -147,6 +150,12 @@ pub struct Config {
     pub batch_max_records: usize,
     /// Most unacknowledged chunks on one connection.
     pub max_in_flight: usize,
+    /// Once the sender took events, it takes the next ones after at most this long (or as soon
+    /// as half the buffer, capped at a chunk, is waiting) instead of being woken for each: the
+    /// caller's `add` then never pays a thread wake-up while events keep coming, and chunks
+    /// fill up. The first event after a quiet spell still wakes the sender at once. Zero: wake
+    /// the sender for every event (lowest delivery latency, highest cost per `add`).
+    pub linger: Duration,
     /// Keep accepted events in this directory until acknowledged, so they survive crashes
     /// and restarts (`None`: in memory only, as the Go client).
     pub spool_dir: Option<std::path::PathBuf>,
@@ -202,6 +211,7 @@ impl Default for Config {
             framing: Framing::PackedForward,
             batch_max_records: DEFAULT_BATCH_MAX_RECORDS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            linger: DEFAULT_LINGER,
             spool_dir: None,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             spool_sync: SpoolSync::Fsync,

@@ -12,6 +12,11 @@
 //!   into nothing else; the sender counts it into the `unacked` gauge when it takes it from
 //!   the channel and out of both when it resolves it, per batch (a [`Tally`]), so the caller's
 //!   thread never looks up a labelled series.
+//! - Linger: while `Shared::lingering` is set the sender does not watch the channel, so a
+//!   send wakes no thread; it looks at the channel when its linger ends, or at once when
+//!   notified through `Shared::nudge`: by the handle that clears the flag once enough events
+//!   wait, and by every control command (flush, close, spool wake). No event waits longer
+//!   than the linger.
 //! - `Shared::wake_pending` is set while a [`Command::Wake`] is on its way, so spool appends send
 //!   at most one.
 
@@ -32,6 +37,12 @@ pub(crate) struct Shared {
     pub spool: Option<Arc<spool::Spool>>,
     /// Set while a `Wake` is on its way to the sender, so appends send at most one.
     pub wake_pending: AtomicBool,
+    /// Set while the sender lingers: it does not watch the channel but looks at it when its
+    /// linger ends or when `nudge` is notified (by whoever clears this flag, or by a control
+    /// command).
+    pub lingering: AtomicBool,
+    /// Ends the sender's linger early.
+    pub nudge: tokio::sync::Notify,
     /// Why the latest delivery attempt failed, naming the ingester (written by the sender,
     /// read by `Client::last_failure`).
     pub last_failure: std::sync::Mutex<Option<String>>,

@@ -256,3 +256,61 @@ fn without_acks_success_means_written() {
     assert!(ingester.wait_for_records(1, PATIENCE));
     assert_eq!(ingester.frames().1, 0, "nothing was acked");
 }
+
+/// Linger (`Config::linger`): while the sender lingers, events wake it only once half the
+/// buffer waits. With an hour-long linger, the later events below are delivered only because
+/// of that wake-up (or the flush): nothing else would look at the channel within the test.
+#[test]
+fn a_lingering_sender_is_woken_once_half_the_buffer_waits() {
+    let ingester = TestIngester::start().unwrap();
+    let (client, metrics) = client_for(&ingester, |c| {
+        c.linger = Duration::from_secs(3600);
+        c.max_buffered_events = 8;
+    });
+    let add = |key: &str| {
+        client
+            .add_amounts(key, "1", now(), amounts(&[(&SAMPLES, 1)]), meta(&[]))
+            .unwrap()
+    };
+    // The first event after a quiet spell wakes the sender at once.
+    add("first");
+    assert!(ingester.wait_for_records(1, PATIENCE), "first event sent");
+    // The sender lingers now; four waiting events (half of 8) wake it.
+    for i in 0..4 {
+        add(&format!("next-{i}"));
+    }
+    assert!(
+        ingester.wait_for_records(5, PATIENCE),
+        "half the buffer waiting must wake a lingering sender: {:?}",
+        unique_keys(&ingester)
+    );
+    client.flush(PATIENCE).unwrap();
+    assert_eq!(metrics.events_total(Status::Success, &SAMPLES), 5);
+}
+
+#[test]
+fn flush_and_close_do_not_wait_for_the_linger() {
+    let ingester = TestIngester::start().unwrap();
+    let (client, metrics) = client_for(&ingester, |c| c.linger = Duration::from_secs(3600));
+    for i in 0..3 {
+        client
+            .add_amounts(
+                format!("l-{i}"),
+                "1",
+                now(),
+                amounts(&[(&SAMPLES, 2)]),
+                meta(&[]),
+            )
+            .unwrap();
+    }
+    client
+        .flush(PATIENCE)
+        .expect("a flush nudges the lingering sender");
+    assert_eq!(metrics.events_total(Status::Success, &SAMPLES), 3);
+    client
+        .add_amounts("l-last", "1", now(), amounts(&[(&SAMPLES, 2)]), meta(&[]))
+        .unwrap();
+    let report = client.close_within(PATIENCE);
+    assert_eq!(report.delivered, 4, "{report:?}");
+    assert_eq!(report.dropped_total(), 0, "{report:?}");
+}

@@ -194,6 +194,44 @@ pub(crate) fn plan_packed(mut raw: &[u8], max_records: usize) -> Result<usize, F
         .saturating_add(largest_pair))
 }
 
+/// The `chunk` option of a MessagePack frame delimited by [`crate::frame::check`], read without
+/// decoding its entries: the options map is the frame's last element (Message: 4 elements,
+/// Forward and PackedForward: 3). `None` when the frame has no options or no chunk (or is
+/// JSON, whose options this does not read). What a peer that only acks needs; a server that
+/// stores entries gets the chunk from [`crate::frame::parse`] instead.
+///
+/// # Errors
+/// [`FrameError::MessagePack`] when the frame is cut or not MessagePack.
+pub fn chunk_option(frame: &[u8]) -> Result<Option<&[u8]>, FrameError> {
+    let Some((Header::Array(items), mut pos)) = read_header(frame, 0)? else {
+        return Ok(None);
+    };
+    if !(3..=4).contains(&items) {
+        return Ok(None);
+    }
+    for _ in 0..items - 1 {
+        pos = skip(frame, pos)?;
+    }
+    let Some((Header::Map(n), mut p)) = read_header(frame, pos)? else {
+        return Ok(None);
+    };
+    let mut chunk = None;
+    for _ in 0..n {
+        let key = str_at(frame, p)?;
+        p = skip(frame, p)?;
+        if key == Some(&b"chunk"[..]) {
+            chunk = match read_header(frame, p)? {
+                Some((Header::Str(len) | Header::Bin(len), at)) => {
+                    frame.get(at..at.saturating_add(len))
+                }
+                _ => None,
+            };
+        }
+        p = skip(frame, p)?;
+    }
+    Ok(chunk)
+}
+
 /// Whether the Message-mode time at `body` is the v1.5 `[EventTime, {metadata}]` form.
 fn is_v15_time(frame: &[u8], second: Header, body: usize) -> Result<bool, FrameError> {
     if second != Header::Array(2) {

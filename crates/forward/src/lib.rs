@@ -65,7 +65,7 @@ pub use background::{
 pub use budget::SMALL_FRAME_BYTES;
 pub use connect::{ConnectError, connect};
 pub use connection::{AckReader, Connection};
-pub use decode::decoded_cost;
+pub use decode::{chunk_option, decoded_cost};
 pub use endpoint::{Endpoint, EndpointError};
 pub use frame::{
     check as check_frame, check_reply, json_to_value, parse as parse_frame, parse_ack,

@@ -240,6 +240,16 @@ proptest! {
     }
 
     #[test]
+    fn the_chunk_read_without_decoding_is_the_decoded_chunk(case in mp_case()) {
+        let n = frame_len(&case);
+        let decoded = parse_frame(&case.bytes[..n], MAX).unwrap();
+        prop_assert_eq!(
+            forward::chunk_option(&case.bytes[..n]).unwrap().map(<[u8]>::to_vec),
+            decoded.options.chunk
+        );
+    }
+
+    #[test]
     fn every_prefix_of_a_frame_is_incomplete(case in any_case()) {
         let n = frame_len(&case);
         for cut in 0..n {

@@ -98,6 +98,8 @@ pub(crate) struct Sender {
     /// Memory mode: events taken from the channel and not yet in the unacked gauge (counted
     /// in once per burst, before anything can resolve them).
     received: Tally,
+    /// While set, the sender lingers until then (see `Shared::lingering`).
+    linger_until: Option<Instant>,
 }
 
 impl Sender {
@@ -141,6 +143,7 @@ impl Sender {
             recovered_below,
             spool_stats_at: Instant::now(),
             received: Tally::default(),
+            linger_until: None,
         };
         sender.update_active();
         sender
@@ -286,27 +289,20 @@ impl Sender {
                     self.on_ack(i, ack);
                 }
                 Some(opened) = self.opened.recv() => self.on_opened(opened).await,
-                cmd = self.rx.recv(), if self.rx_open => match cmd {
+                cmd = self.rx.recv(), if self.rx_open && self.linger_until.is_none() => match cmd {
                     Some(cmd) => {
                         self.on_command(cmd);
-                        // Take what else is waiting so that chunks fill up under load.
-                        let mut budget = self.cfg.batch_max_records * self.capacity();
-                        while budget > 0 {
-                            match self.rx.try_recv() {
-                                Ok(cmd) => self.on_command(cmd),
-                                Err(_) => break,
-                            }
-                            budget -= 1;
-                        }
-                        self.count_received();
+                        self.take_waiting();
+                        self.start_linger();
                     }
-                    None => {
-                        self.rx_open = false;
-                        if self.closing.is_none() {
-                            self.closing = Some((Instant::now() + self.cfg.close_timeout, None));
-                        }
-                    }
+                    None => self.on_channel_closed(),
                 },
+                _ = sleep_until(self.linger_until), if self.linger_until.is_some() => {
+                    self.end_linger();
+                }
+                _ = self.shared.nudge.notified(), if self.linger_until.is_some() => {
+                    self.end_linger();
+                }
                 _ = sleep_until(ack_deadline), if ack_deadline.is_some() && self.cfg.require_ack => {
                     self.on_ack_timeouts();
                 }
@@ -324,6 +320,57 @@ impl Sender {
         }
         for (_, reply) in self.flushes.drain(..) {
             reply.done();
+        }
+    }
+
+    /// Takes what else waits in the channel (so that chunks fill up under load), up to what
+    /// every chunk in flight can carry; returns whether there was anything.
+    fn take_waiting(&mut self) -> bool {
+        let mut budget = self.cfg.batch_max_records * self.capacity();
+        let mut took = false;
+        while budget > 0 {
+            match self.rx.try_recv() {
+                Ok(cmd) => {
+                    self.on_command(cmd);
+                    took = true;
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    self.on_channel_closed();
+                    break;
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+            }
+            budget -= 1;
+        }
+        self.count_received();
+        took
+    }
+
+    /// Starts a linger (see `Shared::lingering`), unless lingering is off.
+    fn start_linger(&mut self) {
+        if self.cfg.linger.is_zero() || !self.rx_open {
+            return;
+        }
+        self.linger_until = Some(Instant::now() + self.cfg.linger);
+        self.shared.lingering.store(true, Ordering::Release);
+    }
+
+    /// The linger ended (its time passed or the sender was nudged): takes what waits; lingers
+    /// again if there was something, else watches the channel again.
+    fn end_linger(&mut self) {
+        self.shared.lingering.store(false, Ordering::Release);
+        self.linger_until = None;
+        if self.take_waiting() {
+            self.start_linger();
+        }
+    }
+
+    /// Every handle is gone: nothing more can arrive.
+    fn on_channel_closed(&mut self) {
+        self.rx_open = false;
+        self.linger_until = None;
+        if self.closing.is_none() {
+            self.closing = Some((Instant::now() + self.cfg.close_timeout, None));
         }
     }
 
