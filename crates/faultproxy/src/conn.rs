@@ -395,7 +395,7 @@ async fn to_server(
         let every = faults.borrow().duplicate_frames;
         if let Some(every) = every
             && is_array
-            && index % every.max(1) == 0
+            && index.is_multiple_of(every.max(1))
         {
             add(&shared.counters.frames_duplicated, 1);
             forward(tx, &v.pending[..n], None).await?;
