@@ -319,7 +319,6 @@ fn failover_to_a_standby_on_one_postgres_with_acks_lost_and_a_partition_on_the_p
         metrics.ingester_acks(&p_label) > 0,
         "the primary took the traffic"
     );
-    assert_eq!(metrics.ingester_acks(&s_label), 0);
 
     // Acks lost on the primary: the client times out and the standby takes over.
     proxy.set_faults(Faults::drop_acks());

@@ -41,6 +41,11 @@ fn pg_bin() -> Option<PathBuf> {
     found.pop().map(|(_, bin)| bin)
 }
 
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -65,15 +70,10 @@ impl PrivatePg {
             assert!(out.status.success(), "chown: {out:?}");
         }
         let data = dir.path().join("data");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pg = PrivatePg {
+        let mut pg = PrivatePg {
             bin,
             data,
-            port,
+            port: 0,
             dir,
             as_postgres,
         };
@@ -92,12 +92,30 @@ impl PrivatePg {
                 "UTF8",
             ],
         );
-        pg.pg_ctl("start");
-        pg
+        // A free port now may be taken by the time the server binds it: a few tries.
+        let mut failures = Vec::new();
+        while failures.len() < 3 {
+            pg.port = free_port();
+            match pg.try_pg_ctl("start") {
+                Ok(()) => return pg,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!(
+            "the private cluster did not start:\n{}",
+            failures.join("\n")
+        );
     }
 
     /// Runs one of the cluster's binaries (as `postgres` when we are root); it must succeed.
     fn run(&self, tool: &str, args: &[&str]) {
+        if let Err(e) = self.try_run(tool, args) {
+            panic!("{e}");
+        }
+    }
+
+    /// Runs one of the cluster's binaries; why it failed, with the server's log.
+    fn try_run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
         let exe = self.bin.join(tool);
         let mut c = if self.as_postgres {
             let mut c = Command::new("runuser");
@@ -107,19 +125,28 @@ impl PrivatePg {
             Command::new(&exe)
         };
         c.args(args).current_dir(self.dir.path());
-        let out = c.output().unwrap_or_else(|e| panic!("run {tool}: {e}"));
-        assert!(
-            out.status.success(),
+        let out = c.output().map_err(|e| format!("run {tool}: {e}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
             "{tool} {args:?} failed ({}):\n{}\n{}\nserver log:\n{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
             self.log()
-        );
+        ))
     }
 
-    /// `pg_ctl ACTION` (start, stop, restart), waiting for it to complete.
+    /// `pg_ctl ACTION` (start, stop, restart), waiting for it to complete; it must succeed.
     fn pg_ctl(&self, action: &str) {
+        if let Err(e) = self.try_pg_ctl(action) {
+            panic!("{e}");
+        }
+    }
+
+    /// `pg_ctl ACTION`, waiting for it to complete.
+    fn try_pg_ctl(&self, action: &str) -> Result<(), String> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
             self.port,
@@ -128,12 +155,12 @@ impl PrivatePg {
         let data = self.data.to_str().unwrap();
         let log = self.log_path();
         let log = log.to_str().unwrap();
-        self.run(
+        self.try_run(
             "pg_ctl",
             &[
                 "-D", data, "-l", log, "-w", "-t", "60", "-m", "fast", "-o", &options, action,
             ],
-        );
+        )
     }
 
     fn log_path(&self) -> PathBuf {

@@ -45,6 +45,8 @@
 //! Modules: `faults.rs` (what can be switched on), `stats.rs` (counters), `shared.rs` (state
 //! of the handle and the connections), `conn.rs` (one connection's pumps).
 
+#![warn(missing_docs)]
+
 mod conn;
 mod faults;
 mod shared;
