@@ -314,3 +314,61 @@ fn flush_and_close_do_not_wait_for_the_linger() {
     assert_eq!(report.delivered, 4, "{report:?}");
     assert_eq!(report.dropped_total(), 0, "{report:?}");
 }
+
+/// Issue 12 (found by `billing-cli/tests/kill_ingest.rs` through the fault proxy): a write that
+/// fails while the sender writes chunks (here a write timeout: the peer accepted but never
+/// reads) must schedule the reconnect after the backoff by itself. It used to be scheduled only
+/// when something else woke the sender (a new event, a flush or close request), so a client
+/// that stopped adding events kept them queued for ever.
+#[test]
+fn a_failed_write_reconnects_after_the_backoff_without_a_new_event() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Accepts, never reads: the client's writes fill the socket buffers and time out.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    std::thread::spawn({
+        let (accepted, held) = (accepted.clone(), held.clone());
+        move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                held.lock().unwrap().push(conn);
+                accepted.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let mut config = billing_client::Config::default();
+    config.ingester = addr.to_string();
+    config.write_timeout = Duration::from_millis(200);
+    config.retry_delay = Duration::from_millis(10);
+    config.retry_delay_max = Duration::from_millis(10);
+    config.close_timeout = Duration::from_millis(100);
+    config.max_buffered_events = 10_000;
+    let client = billing_client::Client::new(config).unwrap();
+    // Far more than the loopback socket buffers hold: 2000 events of ~30 KB, in one call so
+    // that nothing else reaches the sender after they did.
+    let big = "x".repeat(30_000);
+    let events = (0..2000)
+        .map(|i| billing_client::Event {
+            unique_key: format!("w-{i}"),
+            internal_instance_id: "7".into(),
+            occurred_at: now(),
+            amounts: amounts(&[(&SAMPLES, 1)]),
+            metadata: meta(&[("blob", &big)]),
+        })
+        .collect();
+    client.add_batch(events).unwrap();
+    // No call into the client from here on: the sender must reconnect on its own.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while accepted.load(Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reconnect after the write failed ({} connection(s), last failure {:?})",
+            accepted.load(Ordering::SeqCst),
+            client.last_failure()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

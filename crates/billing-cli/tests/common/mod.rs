@@ -4,6 +4,8 @@
 //! Everything here uses real processes and real sockets on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod ledger;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

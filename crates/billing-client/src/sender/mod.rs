@@ -270,6 +270,13 @@ impl Sender {
             self.pump().await;
             self.complete_flushes();
             self.close_idle().await;
+            // A write that failed in `pump` put its link in backoff after `open_at` was
+            // computed: its reconnect must be on the timer too, or nothing but a new command
+            // would wake the sender to make it.
+            let open_at = match (open_at, self.start_opens()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let ack_deadline = self
                 .links
                 .iter()
