@@ -746,6 +746,13 @@ impl Server {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Panics (with its stderr) if the process is no longer running.
+    pub fn assert_running(&mut self) {
+        if let Some(st) = self.exited() {
+            panic!("{} exited ({st}); stderr:\n{}", self.name, self.stderr());
+        }
+    }
 }
 
 /// `VmRSS` of a live process, in KiB, from `/proc/PID/status`.
