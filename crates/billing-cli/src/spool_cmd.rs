@@ -82,7 +82,7 @@ fn load_event(
         return (key, "torture".into(), SystemTime::now(), amounts);
     };
     let mut amounts: Amounts = [(AmountType::SAMPLES, (i % 7) as i64 + 1)].into();
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         amounts.insert(AmountType::NODE_SECONDS, (i % 5) as i64 + 1);
     }
     let time = at + Duration::from_secs((i * 37) % 7200);

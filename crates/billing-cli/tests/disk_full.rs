@@ -132,7 +132,7 @@ fn event(prefix: &str, base: i64, i: u64) -> (Event, Vec<Accepted>) {
     let at = base + ((i * 13) % 7200) as i64;
     let instance = format!("{prefix}-i{}", i % 4);
     let mut amounts: Amounts = [(AmountType::CONTAINER_SECONDS, (i % 11) as i64 + 1)].into();
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         amounts.insert(AmountType::SAMPLES, (i % 5) as i64 + 1);
     }
     let records = amounts

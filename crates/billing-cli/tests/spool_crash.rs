@@ -59,7 +59,7 @@ fn load_records(at: i64, i: u64) -> Vec<Accepted> {
         at: time,
         value: (i % 7) as i128 + 1,
     }];
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         out.push(Accepted {
             instance,
             amount_type: "node-seconds".into(),
