@@ -6,11 +6,13 @@
 //! Besides "no panic", it asserts what the connection relies on:
 //! - a complete frame's length is within the buffer and the limit;
 //! - a MessagePack frame `check` delimited never fails in the MessagePack decoder;
-//! - the outcome does not depend on how the stream was cut into reads.
+//! - the outcome does not depend on how the stream was cut into reads;
+//! - within an entry limit (`parse_with`, the server's path) no frame has more entries, and a
+//!   frame that parses has an up-front cost (`decoded_cost`).
 #![no_main]
 
 use forward::FrameError;
-use forward::{Check, check_frame, parse_frame};
+use forward::{Check, DecodeLimits, check_frame, decoded_cost, parse_frame, parse_frame_with};
 use libfuzzer_sys::fuzz_target;
 
 /// What a connection would have seen: each frame (or its parse error), then how it ended.
@@ -74,4 +76,16 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole, chunked, "outcome depends on the read size {read}");
     // parse alone on bytes check never saw must not panic either
     let _ = parse_frame(stream, max);
+    // Within an entry limit (the server's path), and the cost the server charges up front:
+    // what parses within the limits has a cost (decoded_cost refuses only what parse_with
+    // would refuse before decoding) and never more entries than the limit.
+    let limits = DecodeLimits {
+        max_frame_bytes: max,
+        max_records: 1 + usize::from(*read_sel % 8),
+    };
+    let cost = decoded_cost(stream, &limits);
+    if let Ok(frame) = parse_frame_with(stream, &limits) {
+        assert!(frame.entries.len() <= limits.max_records);
+        assert!(cost.is_ok(), "parsed within {limits:?}, but decoded_cost said {cost:?}");
+    }
 });

@@ -64,6 +64,12 @@ pub struct BenchArgs {
     /// unsaturated) [default: as fast as possible].
     #[arg(long, value_name = "EVENTS_PER_S", value_parser = positive_rate)]
     pub rate: Option<f64>,
+    /// Load generator: pace with --rate as if the run had started at this Unix time (seconds),
+    /// so a load generator restarted after a crash re-adds the events it is behind on at once
+    /// (with --key-prefix the store counts them as duplicates) and then keeps the rate
+    /// [default: pacing starts now].
+    #[arg(long, value_name = "UNIX_SECONDS", requires = "rate")]
+    pub rate_since: Option<u64>,
     /// Load generator: keys PREFIX-i and amounts, instances and times a pure function of i,
     /// so a rerun the same UTC day re-adds the same events (the store dedupes them)
     /// [default: keys unique to the run].

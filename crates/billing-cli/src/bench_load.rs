@@ -115,17 +115,17 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
 
-/// Adds events `from, from + step, ...` below `events`, paced to `rate` events/s if given.
+/// Adds events `from, from + step, ...` below `events`, paced to `rate` events/s from `start`
+/// if given.
 fn produce(
     client: &Client,
     generator: &Generator,
     run: &str,
     (from, step, events): (u64, u64, u64),
-    rate: Option<f64>,
+    (rate, start): (Option<f64>, Instant),
     added: &AtomicU64,
 ) -> anyhow::Result<Histogram<u64>> {
     let mut latency = new_histogram();
-    let start = Instant::now();
     let mut n = 0u64;
     let mut i = from;
     while i < events {
@@ -176,6 +176,15 @@ fn run_load(
     let generator = Generator::new(args.key_prefix.clone(), types);
     let run = format!("bench-{}-{}", std::process::id(), fastrand::u64(..));
     let rate = args.rate.map(|r| r / producers as f64);
+    // `--rate-since`: the schedule started that long ago (never in the future).
+    let behind = args.rate_since.map_or(Duration::ZERO, |since| {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH + Duration::from_secs(since))
+            .unwrap_or_default()
+    });
+    let paced_from = Instant::now()
+        .checked_sub(behind)
+        .unwrap_or_else(Instant::now);
     let added = Arc::new(AtomicU64::new(0));
     let bar = progress(events);
     let start = Instant::now();
@@ -193,7 +202,7 @@ fn run_load(
                         &generator,
                         &run,
                         (p, producers, events),
-                        rate,
+                        (rate, paced_from),
                         &added,
                     )
                 })

@@ -38,10 +38,18 @@ pub struct SendArgs {
 }
 
 /// Why nothing was acknowledged, when the handshake is the reason (`billing send` logs
-/// nothing else, so this is the one line that says it).
-fn handshake_hint(metrics: &Metrics) -> String {
+/// nothing else, so this is the one line that says it). `last_failure` tells a refusal for
+/// our hostname (the ingester's own: fluentd's loop check) from one for the key or user.
+fn handshake_hint(metrics: &Metrics, last_failure: Option<&str>) -> String {
+    let same_hostname = last_failure.is_some_and(|f| f.contains("same hostname"));
+    let refused = if same_hostname {
+        "the ingester refused our hostname, which is its own (set --billing.hostname, or the \
+         ingester's --hostname)"
+    } else {
+        "the ingester refused our shared key (or user)"
+    };
     let reasons = [
-        ("refused", "the ingester refused our shared key (or user)"),
+        ("refused", refused),
         (
             "digest_mismatch",
             "the ingester does not know the shared key",
@@ -202,7 +210,11 @@ pub fn run(args: SendArgs) -> ExitCode {
         Err(billing_client::FlushError::Timeout { .. }) => {
             // The cause in words: a handshake or TLS check explained, else the last failure
             // as the client saw it (refused, DNS, timeout, closed by the ingester, ...).
-            let mut cause = format!("{}{}", handshake_hint(&metrics), tls_hint(&metrics));
+            let mut cause = format!(
+                "{}{}",
+                handshake_hint(&metrics, last_failure.as_deref()),
+                tls_hint(&metrics)
+            );
             if cause.is_empty() {
                 cause = match last_failure {
                     Some(f) => format!(": {f}"),

@@ -29,7 +29,7 @@ pub enum SpoolCommand {
     /// cannot be done within --timeout.
     Drain(Box<DrainArgs>),
     /// Add events K-0..K-(N-1) to a spool, printing each key whose add returned Ok (for crash
-    /// tests).
+    /// tests); with --at, each event is a pure function of its index (see `LoadArgs::at`).
     #[command(hide = true)]
     Load(Box<LoadArgs>),
 }
@@ -61,6 +61,32 @@ pub struct LoadArgs {
     /// Keys to add.
     #[arg(long)]
     pub count: u64,
+    /// Make event `i` a pure function of `i` and this time (RFC 3339), so a restarted loader
+    /// re-adds an event with the same body (a duplicate, never a conflict): instance
+    /// `torture-{i % 3}`, `occurred_at` = AT + `(i * 37) % 7200` s, `samples` = `i % 7 + 1`,
+    /// and for even `i` also `node-seconds` = `i % 5 + 1` [default: instance `torture`,
+    /// `samples` = 1, the time of the add].
+    #[arg(long, value_parser = billing_schema::parse_rfc3339, value_name = "RFC3339")]
+    pub at: Option<SystemTime>,
+}
+
+/// Event `i` of `billing spool load` (key, instance, time, amounts); see [`LoadArgs::at`].
+fn load_event(
+    prefix: &str,
+    at: Option<SystemTime>,
+    i: u64,
+) -> (String, String, SystemTime, Amounts) {
+    let key = format!("{prefix}-{i}");
+    let Some(at) = at else {
+        let amounts: Amounts = [(AmountType::SAMPLES, 1)].into();
+        return (key, "torture".into(), SystemTime::now(), amounts);
+    };
+    let mut amounts: Amounts = [(AmountType::SAMPLES, (i % 7) as i64 + 1)].into();
+    if i.is_multiple_of(2) {
+        amounts.insert(AmountType::NODE_SECONDS, (i % 5) as i64 + 1);
+    }
+    let time = at + Duration::from_secs((i * 37) % 7200);
+    (key, format!("torture-{}", i % 3), time, amounts)
 }
 
 pub fn run(args: SpoolArgs) -> ExitCode {
@@ -169,15 +195,8 @@ fn load(a: LoadArgs) -> ExitCode {
     };
     let mut out = std::io::stdout().lock();
     for i in a.from..a.from + a.count {
-        let key = format!("{}-{i}", a.prefix);
-        let amounts: Amounts = [(AmountType::SAMPLES, 1)].into();
-        match client.add_amounts(
-            key.clone(),
-            "torture",
-            SystemTime::now(),
-            amounts,
-            Default::default(),
-        ) {
+        let (key, instance, time, amounts) = load_event(&a.prefix, a.at, i);
+        match client.add_amounts(key.clone(), instance, time, amounts, Default::default()) {
             Ok(()) => {
                 // Printed only after Ok: every printed key must reach the ingester.
                 if writeln!(out, "{key}").and_then(|_| out.flush()).is_err() {

@@ -117,7 +117,10 @@
 //! * A failed write (`ENOSPC`, `EIO`, possibly after part of it reached the file) fails that
 //!   call with [`SpoolError::Write`]; the file is cut back to where the call started. If even
 //!   that fails, the segment is closed and writing continues in a new one. Nothing accepted
-//!   before is affected, and appends work again once space returns.
+//!   before is affected, and appends work again once space returns. After `ENOSPC` the segment
+//!   is also closed, so that it is deleted as soon as its records are acknowledged: a backlog
+//!   that filled a disk smaller than `max_bytes` gives its space back once delivered (an active
+//!   segment is kept until the spool is half full).
 //! * A failed `fdatasync` is not retried: the page cache is not trusted after it. Every record
 //!   written to that segment since its last successful fsync is discarded: their appends fail
 //!   with [`SpoolError::Sync`] (`Fsync` mode; in `Interval` mode they were in the window of loss

@@ -5,13 +5,15 @@
 //! * A call's records are encoded and written with one `pwrite` at the end of the active
 //!   segment under the state lock, so records land in seq order and a batch is all or none.
 //! * Seqs are assigned before the write and never reused: a failed write still advances
-//!   `next_seq` (leaving a gap), and the file is cut back to where the call started.
+//!   `next_seq` (leaving a gap), and the file is cut back to where the call started. After
+//!   `ENOSPC` the segment is closed, so that it is deleted once its records are acknowledged.
 //! * A new segment's directory entry is fsynced before any record goes into it (its header
 //!   becomes durable with the first fsync of its records), so a durable record is never in a
 //!   file that vanishes at a crash.
 //! * In `Fsync` mode `Ok` is returned only once the flusher has fsynced past the call's bytes;
 //!   if that fsync failed, the call fails with [`SpoolError::Sync`].
 
+use std::io;
 use std::ops::Range;
 use std::sync::MutexGuard;
 use std::time::Instant;
@@ -100,12 +102,24 @@ impl Inner {
                     "spool: could not cut a failed write off the segment; closing it");
                 seg.sealed = true;
             }
+            // Disk full: close the segment too. A closed segment is deleted as soon as all its
+            // records are acknowledged, while an active one is kept until the spool passes
+            // half of `max_bytes`, which a disk smaller than that never lets it reach: the
+            // space the delivered backlog holds would never come back.
+            let disk_full = e.kind() == io::ErrorKind::StorageFull;
+            if disk_full {
+                seg.sealed = true;
+            }
             let sealed = seg.sealed;
             st.next_seq = first + n;
             if sealed {
                 st.active = None;
             }
             st.scratch = buf;
+            if disk_full {
+                // Its records may all be acknowledged already: then its space comes back now.
+                self.reclaim(&mut st, false);
+            }
             warn!(segment = %path.display(), error = %e, records = n, "spool: write failed");
             return Err(SpoolError::Write { path, source: e });
         }

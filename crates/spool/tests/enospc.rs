@@ -138,3 +138,46 @@ fn partial_write_and_failed_truncate() {
     assert_eq!(got.last().unwrap(), &(q, b"next".to_vec()));
     assert_eq!(got.len(), 6);
 }
+
+/// The spool's own backlog fills the disk (the file system is smaller than `max_bytes`, the
+/// receiver is away): appends fail with `ENOSPC`. Then the receiver acknowledges everything.
+/// The space the acknowledged records hold must come back without a restart: the next append
+/// succeeds. (A fully acknowledged *active* segment used to be kept until the spool passed half
+/// of `max_bytes`, which a disk smaller than that never reaches: every append failed with
+/// `ENOSPC` until the process restarted.)
+#[test]
+fn disk_filled_by_the_backlog_frees_itself_once_acknowledged() {
+    let fs = SimFs::new();
+    let (s, _) = open_sim(&fs, one_segment_opts()); // 64 MiB max, 8 MiB segments
+    let capacity = 64 * 1024;
+    fs.faults(|f| f.capacity = Some(capacity));
+    let mut accepted = Vec::new();
+    let full = loop {
+        match s.append(&payload(accepted.len() as u64)) {
+            Ok(q) => accepted.push(q),
+            Err(e) => break e,
+        }
+        assert!(accepted.len() < 10_000, "the capacity is never reached");
+    };
+    assert_eq!(
+        full.io_kind(),
+        Some(std::io::ErrorKind::StorageFull),
+        "{full}"
+    );
+    assert!(accepted.len() > 10);
+    // Still full while nothing is acknowledged.
+    assert!(s.append(&payload(accepted.len() as u64)).is_err());
+    // Delivered: everything acknowledged. No restart, the disk is as small as before.
+    let got = drain(&s);
+    assert_eq!(seqs(&got), accepted);
+    s.ack(&accepted).unwrap();
+    let q = s
+        .append(b"after the backlog was delivered")
+        .expect("space held by acknowledged records comes back");
+    // And again a whole disk's worth: the space is really free.
+    for i in 0..accepted.len() as u64 / 2 {
+        s.append(&payload(i)).unwrap();
+    }
+    assert!(q > *accepted.last().unwrap());
+    assert!(fs.used() <= capacity);
+}

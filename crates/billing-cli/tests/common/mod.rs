@@ -785,3 +785,141 @@ pub fn send_invalid_record(addr: SocketAddr, instance: &str, at: &str) {
     );
     send_expect_ack(addr, &frame, "bad-chunk");
 }
+
+// ---------------------------------------------------------------------------
+// Processes by pid, exact reconciliation
+// ---------------------------------------------------------------------------
+
+impl Server {
+    /// The process id (for `/proc/PID/...`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Panics (with its stderr) if the process is no longer running.
+    pub fn assert_running(&mut self) {
+        if let Some(st) = self.exited() {
+            panic!("{} exited ({st}); stderr:\n{}", self.name, self.stderr());
+        }
+    }
+}
+
+/// `VmRSS` of a live process, in KiB, from `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
+}
+
+/// Open file descriptors of a live process (`/proc/PID/fd`).
+pub fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("list /proc/{pid}/fd: {e}"))
+        .count()
+}
+
+/// Polls `cond` every POLL_INTERVAL until it holds; panics with `what` after `deadline`.
+pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !cond() {
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// One record a client accepted: what the store must hold for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub instance: String,
+    pub amount_type: String,
+    /// `occurred_at`, Unix seconds.
+    pub at: i64,
+    pub value: i128,
+}
+
+/// Expected `billing report --format json` rows (hourly) of `records`: `(instance, type,
+/// bucket) -> (value, records)`.
+pub fn hourly(
+    records: &[Accepted],
+) -> std::collections::BTreeMap<(String, String, String), (i128, u64)> {
+    let mut rows = std::collections::BTreeMap::new();
+    for r in records {
+        let hour = r.at.div_euclid(3600) * 3600;
+        let row = rows
+            .entry((
+                r.instance.clone(),
+                r.amount_type.clone(),
+                billing_schema::rfc3339_secs(hour),
+            ))
+            .or_insert((0i128, 0u64));
+        row.0 += r.value;
+        row.1 += 1;
+    }
+    rows
+}
+
+/// The exact reconciliation every reliability scenario ends with: the store's hourly usage
+/// (`billing report --format json`, the whole range) equals, row for row, the records the
+/// client accepted (`accepted`: one entry per distinct record); the summary holds exactly that
+/// many records, no conflicts and nothing quarantined, and every record received beyond them is
+/// a duplicate. Returns the summary.
+pub fn reconcile(store: &str, accepted: &[Accepted]) -> Value {
+    let want = hourly(accepted);
+    let out = report(store, &["--format", "json"]);
+    let rows: Vec<Value> =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("report is not JSON ({e}): {out}"));
+    let mut got = std::collections::BTreeMap::new();
+    for r in &rows {
+        let s = |k: &str| {
+            r[k].as_str()
+                .unwrap_or_else(|| panic!("{k} in {r}"))
+                .to_string()
+        };
+        // Exact: the value as written, every digit.
+        let value: i128 = r["value"]
+            .to_string()
+            .parse()
+            .unwrap_or_else(|e| panic!("{r}: {e}"));
+        let records = r["records"].as_u64().unwrap_or_else(|| panic!("{r}"));
+        let prev = got.insert(
+            (s("instance"), s("amount_type"), s("bucket")),
+            (value, records),
+        );
+        assert!(prev.is_none(), "row twice in the report: {r}");
+    }
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .collect();
+    let extra: Vec<_> = got.iter().filter(|(k, _)| !want.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "stored usage differs from what the client accepted:\n  expected but not stored as such ({}): {:?}\n  stored, not expected ({}): {:?}\n  (stored rows for the expected keys: {:?})",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        extra.len(),
+        &extra[..extra.len().min(10)],
+        missing
+            .iter()
+            .take(10)
+            .map(|(k, _)| got.get(*k))
+            .collect::<Vec<_>>()
+    );
+    let s = summary(store);
+    assert_eq!(s["records"], accepted.len() as u64, "records stored: {s}");
+    assert_eq!(s["conflicts"], 0, "{s}");
+    assert_eq!(s["quarantined"], 0, "{s}");
+    assert_eq!(
+        s["received"].as_u64().unwrap(),
+        s["records"].as_u64().unwrap() + s["duplicates"].as_u64().unwrap(),
+        "{s}"
+    );
+    s
+}
