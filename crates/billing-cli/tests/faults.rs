@@ -42,7 +42,7 @@ impl Scenario {
     fn sqlite(name: &str, ack_timeout: Duration) -> Scenario {
         let dir = temp_dir(name);
         let store = format!("sqlite:{}", dir.path().join("billing.db").display());
-        let ingester = ingest_store(&store, "127.0.0.1:0");
+        let ingester = ingest_store_at(&store, "127.0.0.1:0", &["--metrics-listen", "127.0.0.1:0"]);
         let proxy = FaultProxy::start(ingester.addr).unwrap();
         let label = proxy.addr().to_string();
         let metrics = Metrics::new();
@@ -98,7 +98,7 @@ fn acks_lost_after_commit_are_resent_and_deduped_to_exact_totals() {
     t.flush();
     t.proxy.set_faults(Faults::drop_acks());
     t.add(200);
-    wait_until("the client's ack timeout", || {
+    wait_until("the client's ack timeout", POLL_DEADLINE, || {
         t.failures("ack_timeout") >= 1
     });
     let dropped = t.proxy.stats().acks_dropped;
@@ -121,7 +121,7 @@ fn acks_delayed_past_the_ack_timeout_are_resent_and_deduped_to_exact_totals() {
     t.proxy
         .set_faults(Faults::delay_acks(Duration::from_millis(1500)));
     t.add(200);
-    wait_until("the client's ack timeout", || {
+    wait_until("the client's ack timeout", POLL_DEADLINE, || {
         t.failures("ack_timeout") >= 1
     });
     t.proxy
@@ -158,7 +158,7 @@ fn bench_expected(events: u64, types: &[&str]) -> BTreeMap<(String, String, i64)
 fn chunks_duplicated_by_the_network_are_stored_once_and_counted_as_duplicates() {
     let dir = temp_dir("dup-frames");
     let store = format!("sqlite:{}", dir.path().join("billing.db").display());
-    let _ingester = ingest_store(&store, "127.0.0.1:0");
+    let _ingester = ingest_store_at(&store, "127.0.0.1:0", &["--metrics-listen", "127.0.0.1:0"]);
     let proxy = FaultProxy::start(_ingester.addr).unwrap();
     proxy.set_faults(Faults::duplicate_frames(1));
     let events = 3000u64;
@@ -227,7 +227,7 @@ fn a_partition_then_its_heal_loses_nothing_and_stores_nothing_twice() {
     t.proxy.set_faults(Faults::partition());
     t.add(200);
     // About two seconds of partition, measured in the client's own give-ups.
-    wait_until("three ack timeouts in the partition", || {
+    wait_until("three ack timeouts in the partition", POLL_DEADLINE, || {
         t.failures("ack_timeout") >= 3
     });
     let p = t.proxy.stats();
@@ -286,8 +286,16 @@ fn failover_to_a_standby_on_one_postgres_with_acks_lost_and_a_partition_on_the_p
     let Some(schema) = PgSchema::new("faults_failover") else {
         return eprintln!("BILLING_TEST_POSTGRES=skip: skipped");
     };
-    let primary = ingest_store(&schema.url, "127.0.0.1:0");
-    let standby = ingest_store(&schema.url, "127.0.0.1:0");
+    let primary = ingest_store_at(
+        &schema.url,
+        "127.0.0.1:0",
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let standby = ingest_store_at(
+        &schema.url,
+        "127.0.0.1:0",
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
     let proxy = FaultProxy::start(primary.addr).unwrap();
     let (p_label, s_label) = (proxy.addr().to_string(), standby.addr.to_string());
     let mut config = client_config(&format!("{p_label},{s_label}"), Duration::from_millis(500));
@@ -323,7 +331,7 @@ fn failover_to_a_standby_on_one_postgres_with_acks_lost_and_a_partition_on_the_p
     // Acks lost on the primary: the client times out and the standby takes over.
     proxy.set_faults(Faults::drop_acks());
     ledger.add(&client, 200);
-    wait_until("acks from the standby", || {
+    wait_until("acks from the standby", POLL_DEADLINE, || {
         metrics.ingester_failures(&p_label, "ack_timeout") >= 1
             && metrics.ingester_acks(&s_label) > 0
     });
@@ -339,6 +347,7 @@ fn failover_to_a_standby_on_one_postgres_with_acks_lost_and_a_partition_on_the_p
     ledger.add(&client, 200);
     wait_until(
         "a timeout on the partitioned primary and standby acks",
+        POLL_DEADLINE,
         || {
             metrics.ingester_failures(&p_label, "ack_timeout") > timeouts
                 && metrics.ingester_acks(&s_label) > standby_acks

@@ -31,7 +31,7 @@ fn state(client: &Client, proxy: &FaultProxy) -> String {
 }
 
 fn killed_and_restarted_ten_times(store: &str, label: &str) {
-    let mut ingester = ingest_store(store, "127.0.0.1:0");
+    let mut ingester = ingest_store_at(store, "127.0.0.1:0", &["--metrics-listen", "127.0.0.1:0"]);
     let listen = ingester.addr.to_string();
     let proxy = FaultProxy::start(ingester.addr).unwrap();
     let metrics = Metrics::new();
@@ -52,7 +52,7 @@ fn killed_and_restarted_ten_times(store: &str, label: &str) {
         ingester.kill();
         // The client keeps going while the ingester is down.
         ledger.add(&client, PER_PHASE);
-        ingester = ingest_store(store, &listen);
+        ingester = ingest_store_at(store, &listen, &["--metrics-listen", "127.0.0.1:0"]);
         proxy.heal();
         // Delivered to the new process before the next kill (no ack could count meanwhile:
         // the old process is dead and acks were dropped until the heal).

@@ -206,7 +206,7 @@ fn postgres_stopped_and_restarted_mid_stream_loses_nothing_and_counts_nothing_tw
     }
     let pg = PrivatePg::start();
     let store = pg.url("billing_restart");
-    let mut ingester = ingest_store(&store, "127.0.0.1:0");
+    let mut ingester = ingest_store_at(&store, "127.0.0.1:0", &["--metrics-listen", "127.0.0.1:0"]);
     let metrics = Metrics::new();
     let config = client_config(&ingester.addr.to_string(), Duration::from_secs(5));
     let client = Client::with_metrics(config, metrics.clone()).unwrap();
@@ -224,9 +224,11 @@ fn postgres_stopped_and_restarted_mid_stream_loses_nothing_and_counts_nothing_tw
     let errors = ingest_metric(&mut ingester, "billing_ingest_store_errors_total");
     pg.pg_ctl("stop");
     ledger.add(&client, 200);
-    wait_until("a failed commit while PostgreSQL is down", || {
-        ingest_metric(&mut ingester, "billing_ingest_store_errors_total") > errors
-    });
+    wait_until(
+        "a failed commit while PostgreSQL is down",
+        POLL_DEADLINE,
+        || ingest_metric(&mut ingester, "billing_ingest_store_errors_total") > errors,
+    );
     pg.pg_ctl("start");
     flush(&client);
 

@@ -266,12 +266,7 @@ pub fn retried(metrics: &Metrics) -> u64 {
     metrics.events_total(Status::Retrying, &TYPES[0])
 }
 
-/// Polls `done` until it holds, bounded by `super::POLL_DEADLINE` (the test fails then).
-pub fn wait_until(what: &str, done: impl FnMut() -> bool) {
-    wait_until_with(what, done, String::new);
-}
-
-/// As [`wait_until`]; a timeout's message ends with `state()`.
+/// As `common::wait_until` (for [`super::POLL_DEADLINE`]); a timeout's message ends with `state()`.
 pub fn wait_until_with(what: &str, mut done: impl FnMut() -> bool, state: impl Fn() -> String) {
     let deadline = std::time::Instant::now() + super::POLL_DEADLINE;
     while !done() {
@@ -283,14 +278,6 @@ pub fn wait_until_with(what: &str, mut done: impl FnMut() -> bool, state: impl F
         );
         std::thread::sleep(super::POLL_INTERVAL);
     }
-}
-
-/// `billing ingest --listen LISTEN --store STORE --metrics-listen 127.0.0.1:0`, ready.
-pub fn ingest_store(store: &str, listen: &str) -> super::Server {
-    let mut c = std::process::Command::new(super::billing_bin());
-    c.args(["ingest", "--listen", listen, "--store", store])
-        .args(["--metrics-listen", "127.0.0.1:0"]);
-    super::Server::spawn("billing ingest", c)
 }
 
 /// The value of sample `name` on the ingester's `/metrics` now (0 when absent).

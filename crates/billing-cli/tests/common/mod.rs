@@ -543,8 +543,14 @@ pub fn ingest_sqlite(db: &Path, listen: &str, extra: &[&str]) -> Server {
 /// PostgreSQL schema of [`PgSchema`], `sqlite:PATH`), with the default validation policy
 /// unless `extra` says otherwise.
 pub fn ingest_store(store: &str, extra: &[&str]) -> Server {
+    ingest_store_at(store, "127.0.0.1:0", extra)
+}
+
+/// `billing ingest --listen LISTEN --store STORE EXTRA...` (a fixed `LISTEN` lets a test
+/// restart it on the same port).
+pub fn ingest_store_at(store: &str, listen: &str, extra: &[&str]) -> Server {
     let mut c = Command::new(billing_bin());
-    c.args(["ingest", "--listen", "127.0.0.1:0", "--store", store])
+    c.args(["ingest", "--listen", listen, "--store", store])
         .args(extra);
     Server::spawn("billing ingest", c)
 }
