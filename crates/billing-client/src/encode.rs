@@ -28,7 +28,16 @@ impl Records {
     pub(crate) fn of(event: &Event, framing: Framing) -> Self {
         let occurred_at = Rfc3339::new(event.occurred_at);
         let now = forward::EventTime::now();
-        let mut units = Vec::with_capacity(160 * event.amounts.len());
+        // One allocation: the fixed part of a record (field names, time, entry head) is under
+        // 160 bytes; the caller's strings come on top, once per record.
+        let strings = event.unique_key.len()
+            + event.internal_instance_id.len()
+            + event
+                .metadata
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 10)
+                .sum::<usize>();
+        let mut units = Vec::with_capacity((160 + strings) * event.amounts.len());
         let mut ends = Vec::with_capacity(event.amounts.len());
         for (amount_type, &value) in &event.amounts {
             if value == 0 {
