@@ -28,6 +28,17 @@ pub struct ServerArgs {
         value_name = "N"
     )]
     pub max_connections: usize,
+    /// Most frames of one connection being stored at once: the next frames are read and
+    /// decoded while earlier ones are stored, and acked in the order they came (1: one at a
+    /// time).
+    #[arg(
+        long,
+        env = "BILLING_INGEST_FRAMES_IN_FLIGHT",
+        default_value_t = forward::DEFAULT_FRAMES_IN_FLIGHT,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+        value_name = "N"
+    )]
+    pub frames_in_flight: usize,
     /// Close a connection that sends no frame for this long (Go duration, e.g. 5m).
     #[arg(
         long,
@@ -148,6 +159,7 @@ impl ServerArgs {
             memory_limit: self.memory_limit,
             max_connections: self.max_connections,
             idle_timeout: self.idle_timeout,
+            frames_in_flight: self.frames_in_flight,
             frame_timeout: self.frame_timeout,
             auth: self.auth()?,
             handshake_timeout: self.handshake_timeout,
@@ -318,6 +330,7 @@ mod tests {
         assert_eq!(c.memory_limit, d.memory_limit);
         assert_eq!(c.max_connections, d.max_connections);
         assert_eq!(c.idle_timeout, d.idle_timeout);
+        assert_eq!(c.frames_in_flight, d.frames_in_flight);
         assert_eq!(c.frame_timeout, d.frame_timeout);
         assert_eq!(c.handshake_timeout, forward::DEFAULT_HANDSHAKE_TIMEOUT);
         assert!(c.auth.is_none());

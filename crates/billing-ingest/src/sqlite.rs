@@ -3,8 +3,11 @@
 //! Why a dedicated thread: rusqlite is synchronous and a connection is not `Sync`. The store
 //! owns one connection on one named thread (`billing-sqlite`) and sends it jobs over a channel;
 //! async callers validate their frame on their own task, then await the job's reply. Frames are
-//! written one at a time, each in its own `BEGIN IMMEDIATE` transaction with cached prepared
-//! statements, so a frame costs one commit (one WAL fsync), not one per record.
+//! written in `BEGIN IMMEDIATE` transactions with cached prepared statements; the frames that
+//! queued up while the previous commit ran are committed together (group commit, each frame
+//! in its own savepoint: one refused frame is rolled back alone), so a frame costs at most one
+//! commit (one WAL fsync), not one per record, and under load much less. Replies (and so
+//! acks) go out only after the commit that holds the frame.
 //!
 //! Durability: `journal_mode=WAL`, `synchronous=FULL`: a commit returns only after the WAL is
 //! fsynced, so an acked chunk survives a crash of the ingester or the machine. `busy_timeout`
@@ -33,7 +36,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 use crate::key::{KeyRecord, KeyReport};
 use crate::lists::{self, ConflictRow, ListFilter, MAX_LIST_ROWS, QuarantineRow};
-use crate::quarantine::RawIndex;
+use crate::quarantine::{RawIndex, Wrote};
 use crate::release::{ReleaseFilter, Released};
 use crate::report::{self, HourFilter, Summary, UsageQuery, UsageRow, parse_sum};
 use crate::store_error::is_about_data;
@@ -43,7 +46,107 @@ use crate::{Store, StoreError, StoreOutcome, Stored, files, schema};
 
 use write::NOW;
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Work for the store's thread.
+enum Job {
+    /// Anything run on the connection (reports, lists, migrations' checks, releases).
+    Call(Box<dyn FnOnce(&mut Connection) + Send>),
+    /// A frame to store: writes waiting together are committed together (see [`group_commit`]).
+    Write(WriteJob),
+}
+
+/// A frame to store and where its outcome goes: on a failure about its data, the frame comes
+/// back with the error so that the caller can store it record by record.
+struct WriteJob {
+    checked: Checked,
+    options: StoreOptions,
+    reply: tokio::sync::oneshot::Sender<Result<Wrote, (StoreError, Checked, StoreOptions)>>,
+}
+
+/// Most frames committed in one transaction.
+const MAX_GROUP: usize = 64;
+
+/// Runs jobs in order; a write takes every write queued behind it (up to [`MAX_GROUP`], and
+/// not past another kind of job) into one transaction, so frames that arrive while a commit
+/// is under way share the next commit's fsync. Each frame's reply goes out only after the
+/// commit that holds it: an ack still follows a durable commit.
+fn run_jobs(conn: &mut Connection, queue: &mpsc::Receiver<Job>) {
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        match job {
+            Job::Call(f) => f(conn),
+            Job::Write(first) => {
+                let mut group = vec![first];
+                while group.len() < MAX_GROUP {
+                    match queue.try_recv() {
+                        Ok(Job::Write(w)) => group.push(w),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                group_commit(conn, group);
+            }
+        }
+    }
+}
+
+/// Stores `group` (see [`run_jobs`]) and answers each frame.
+fn group_commit(conn: &mut Connection, group: Vec<WriteJob>) {
+    if group.len() == 1 {
+        let WriteJob {
+            checked,
+            options,
+            reply,
+        } = group.into_iter().next().expect("one");
+        let _ = reply.send(match write::fast(conn, &checked, &options) {
+            Ok(wrote) => Ok(wrote),
+            Err(e) => Err((e, checked, options)),
+        });
+        return;
+    }
+    let frames: Vec<(&Checked, &StoreOptions)> =
+        group.iter().map(|w| (&w.checked, &w.options)).collect();
+    match write::fast_group(conn, &frames) {
+        Ok(results) => {
+            for (job, result) in group.into_iter().zip(results) {
+                let _ = job.reply.send(match result {
+                    Ok(wrote) => Ok(wrote),
+                    Err(e) => Err((e, job.checked, job.options)),
+                });
+            }
+        }
+        Err(e) => {
+            let text = e.to_string();
+            tracing::debug!(frames = group.len(), error = %text, "group commit failed");
+            for job in group {
+                let _ = job
+                    .reply
+                    .send(Err((replicate(&e), job.checked, job.options)));
+            }
+        }
+    }
+}
+
+/// The same error again, for each frame of a failed group (errors are not `Clone`): SQLite's
+/// code and message are kept, so a full disk still reads as one.
+fn replicate(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(code, message)) => {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(*code, message.clone()))
+        }
+        StoreError::Io(io) => StoreError::Io(std::io::Error::new(io.kind(), io.to_string())),
+        other => StoreError::Io(std::io::Error::other(other.to_string())),
+    }
+}
 
 /// A SQLite database file, written from a dedicated thread.
 #[derive(Debug)]
@@ -102,9 +205,7 @@ impl SqliteStore {
                         return;
                     }
                 };
-                for job in queue {
-                    job(&mut conn);
-                }
+                run_jobs(&mut conn, &queue);
             })?;
         opened.await.map_err(|_| StoreError::Closed)??;
         Ok(Self {
@@ -128,11 +229,28 @@ impl SqliteStore {
     ) -> Result<R, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(Box::new(move |conn| {
+            .send(Job::Call(Box::new(move |conn| {
                 let _ = reply.send(f(conn));
-            }))
+            })))
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores a frame on the store's thread, in a group commit with the frames queued with it.
+    async fn write(
+        &self,
+        checked: Checked,
+        options: StoreOptions,
+    ) -> Result<Result<Wrote, (StoreError, Checked, StoreOptions)>, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job::Write(WriteJob {
+                checked,
+                options,
+                reply,
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)
     }
 
     /// Hourly rows rolled up as `query` asks, sorted by instance, type and bucket.
@@ -399,14 +517,7 @@ impl Store for SqliteStore {
 
     async fn store_counted(&self, frame: &Frame, checked: Checked) -> Result<Stored, StoreError> {
         let options = self.options.clone();
-        let first = self
-            .call(move |conn| {
-                Ok(match write::fast(conn, &checked, &options) {
-                    Ok(wrote) => Ok(wrote),
-                    Err(e) => Err((e, checked, options)),
-                })
-            })
-            .await?;
+        let first = self.write(checked, options).await?;
         let wrote = match first {
             Ok(wrote) => wrote,
             Err((e, checked, options)) if is_about_data(&e) => {

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::budget::{Budget, Charge, Lane, READ_CHUNK, SMALL_FRAME_BYTES, buffer_cap};
@@ -57,6 +59,9 @@ pub(crate) struct Guard {
     frame_deadline: Option<Instant>,
     log: Arc<RateLog>,
     peer: Option<crate::peer_addr::PeerAddr>,
+    /// Frames read and not yet answered (the server handles several while it reads on): a
+    /// connection with frames being handled is not idle, its client is waiting for acks.
+    pending: Arc<AtomicUsize>,
 }
 
 impl Guard {
@@ -77,7 +82,14 @@ impl Guard {
             frame_deadline: None,
             log,
             peer,
+            pending: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The count of this connection's frames read and not yet answered: the server raises it
+    /// for each frame it takes and lowers it once the frame is answered.
+    pub(crate) fn pending(&self) -> Arc<AtomicUsize> {
+        self.pending.clone()
     }
 
     /// Charges `bytes`, logging a wait; returns the charge and the time waited.
@@ -99,7 +111,7 @@ fn charged_part(capacity: usize) -> usize {
     capacity.saturating_sub(SMALL_FRAME_BYTES)
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<S: AsyncRead + Unpin> Connection<S> {
     /// Wraps a connected stream; frames larger than `max_frame` bytes are refused, and the
     /// number of entries is not limited.
     pub fn new(stream: S, max_frame: usize) -> Self {
@@ -237,18 +249,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             self.buf.reserve_exact(target - len);
         }
-        let read = self.stream.read_buf(&mut self.buf);
-        let n = match &self.guard {
-            None => read.await,
-            Some(g) => {
-                let (deadline, timeout) = match g.frame_deadline.filter(|_| in_frame) {
-                    Some(d) => (d, ConnectionError::FrameTimeout),
-                    None => (g.idle_since + g.idle_timeout, ConnectionError::IdleTimeout),
-                };
-                match tokio::time::timeout_at(deadline.into(), read).await {
-                    Ok(r) => r,
-                    Err(_) => return Err(timeout),
+        let n = loop {
+            let read = self.stream.read_buf(&mut self.buf);
+            let Some(g) = &mut self.guard else {
+                break read.await;
+            };
+            let (deadline, timeout) = match g.frame_deadline.filter(|_| in_frame) {
+                Some(d) => (d, ConnectionError::FrameTimeout),
+                None => (g.idle_since + g.idle_timeout, ConnectionError::IdleTimeout),
+            };
+            match tokio::time::timeout_at(deadline.into(), read).await {
+                Ok(r) => break r,
+                // Its client waits for the acks of frames still being handled: not idle.
+                Err(_)
+                    if matches!(timeout, ConnectionError::IdleTimeout)
+                        && g.pending.load(Ordering::Acquire) > 0 =>
+                {
+                    g.idle_since = Instant::now();
                 }
+                Err(_) => return Err(timeout),
             }
         }
         .map_err(ConnectionError::Io)?;
@@ -373,14 +392,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Writes `bytes` (a handshake message) to the peer.
-    ///
-    /// # Errors
-    /// Socket errors.
-    pub(crate) async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await
-    }
-
     /// After a frame was handled (and its charge dropped): the idle clock starts again, and
     /// the reserve token is given back once none of this connection's memory comes from the
     /// reserve.
@@ -393,20 +404,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Answers `{"ack": chunk}` in the given framing.
-    ///
-    /// # Errors
-    /// Socket errors.
-    pub async fn write_ack(&mut self, chunk: &[u8], framing: Framing) -> std::io::Result<()> {
-        let mut out = Vec::with_capacity(chunk.len() + 8);
-        crate::encode::write_ack(&mut out, chunk, framing);
-        self.stream.write_all(&out).await
+    /// A server connection's count of frames read and not yet answered (see `Guard`).
+    pub(crate) fn pending(&self) -> Option<Arc<AtomicUsize>> {
+        self.guard.as_ref().map(Guard::pending)
     }
 
     /// The underlying stream.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.stream
     }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Writes `bytes` (a handshake message) to the peer.
+    ///
+    /// # Errors
+    /// Socket errors.
+    pub(crate) async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Answers `{"ack": chunk}` in the given framing.
+    ///
+    /// # Errors
+    /// Socket errors.
+    pub async fn write_ack(&mut self, chunk: &[u8], framing: Framing) -> std::io::Result<()> {
+        write_ack_to(&mut self.stream, chunk, framing).await
+    }
+
+    /// Splits a server connection into its reading half, which keeps the buffer, the scanner
+    /// and the budget's charges, and the write half for acks: the server then reads (and
+    /// decodes) the next frames while earlier ones are handled.
+    pub(crate) fn split(self) -> (Connection<ReadHalf<S>>, WriteHalf<S>) {
+        let (read, write) = tokio::io::split(self.stream);
+        let reader = Connection {
+            stream: read,
+            buf: self.buf,
+            start: self.start,
+            scanner: self.scanner,
+            limits: self.limits,
+            guard: self.guard,
+        };
+        (reader, write)
+    }
+}
+
+/// Writes `{"ack": chunk}` in the given framing to `out`.
+///
+/// # Errors
+/// Socket errors.
+pub(crate) async fn write_ack_to<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    chunk: &[u8],
+    framing: Framing,
+) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity(chunk.len() + 8);
+    crate::encode::write_ack(&mut bytes, chunk, framing);
+    out.write_all(&bytes).await
 }
 
 /// Reads acks sent back to a client (the client's read half).

@@ -35,6 +35,10 @@ pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// peer that never answers the HELO would hold a connection slot until the idle timeout).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default most frames of one connection being handled at once: the server reads and decodes
+/// the next frames while earlier ones are stored, and acks them in order.
+pub const DEFAULT_FRAMES_IN_FLIGHT: usize = 8;
+
 /// Default memory budget of the whole server (partial frames buffered, frames being decoded
 /// or handled), in bytes.
 pub const DEFAULT_MEMORY_LIMIT: usize = 512 * 1024 * 1024;
@@ -65,8 +69,13 @@ pub struct ServerConfig {
     /// Most connections open at once (further capped by the open-file limit, see
     /// [`NOFILE_HEADROOM`]).
     pub max_connections: usize,
-    /// Longest time without a frame before the connection is closed.
+    /// Longest time without a frame before the connection is closed (a connection whose
+    /// frames are being handled is not idle).
     pub idle_timeout: Duration,
+    /// Most frames of one connection handed to the handler and not yet answered: the server
+    /// reads and decodes the next frames while earlier ones are handled (concurrently, each in
+    /// its own task), and answers them in the order they came. 1: one frame at a time.
+    pub frames_in_flight: usize,
     /// Longest time to send one frame once its first byte arrived (and to read one ack).
     pub frame_timeout: Duration,
     /// Shared key (and optional user) authentication: `Some` makes every connection start with
@@ -91,6 +100,7 @@ impl Default for ServerConfig {
             memory_limit: DEFAULT_MEMORY_LIMIT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            frames_in_flight: DEFAULT_FRAMES_IN_FLIGHT,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             auth: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -125,6 +135,9 @@ impl ServerConfig {
         }
         if self.max_connections == 0 {
             return err("max_connections must be at least 1".into());
+        }
+        if self.frames_in_flight == 0 {
+            return err("frames_in_flight must be at least 1".into());
         }
         if self.idle_timeout.is_zero()
             || self.frame_timeout.is_zero()

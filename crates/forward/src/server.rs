@@ -29,10 +29,13 @@
 //! An accept error (`EMFILE`, `ENFILE`, ...) pauses accepting with a growing backoff (10 ms
 //! to 1 s) instead of spinning, while open connections are served on.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 
 use std::time::Duration;
 
@@ -42,7 +45,7 @@ use tokio::sync::watch;
 
 use crate::authenticate::authenticate;
 use crate::budget::Budget;
-use crate::connection::{Connection, Guard};
+use crate::connection::{Connection, Guard, write_ack_to};
 use crate::endpoint::Endpoint;
 use crate::limits::{RateLog, Reason, ServerConfig, nofile_soft_limit};
 use crate::listener::{Accepted, Listener, StdListener, bind_std};
@@ -518,65 +521,184 @@ async fn serve_guarded<H: Handler, S: AsyncRead + AsyncWrite + Unpin>(
     {
         return;
     }
+    answer_frames(conn, peer, handler, &config, &stats, &shared).await;
+}
+
+/// A frame handed to the handler, waiting to be answered in its turn.
+struct Taken<F, E> {
+    /// The handler's future, until it completed.
+    handling: Option<Pin<Box<F>>>,
+    handled: Option<Result<Disposition, E>>,
+    chunk: Option<Vec<u8>>,
+    framing: Framing,
+}
+
+/// Reads the next frame on `reader`, handing the reader back with it (so the read can go on
+/// while acks are written on the other half).
+async fn read_next<R: AsyncRead + Unpin>(
+    mut reader: Connection<R>,
+) -> (
+    Connection<R>,
+    Result<Option<(Frame, crate::budget::Charge)>, ConnectionError>,
+) {
+    reader.settle();
+    let read = reader.read_guarded().await;
+    (reader, read)
+}
+
+/// The handler's work on one frame; the frame's memory goes back to the budget as soon as it
+/// is done (stored or not).
+async fn handle_frame<H: Handler>(
+    handler: Arc<H>,
+    peer: PeerAddr,
+    frame: Frame,
+    charge: crate::budget::Charge,
+) -> Result<Disposition, H::Error> {
+    let handled = handler.handle(peer, frame).await;
+    drop(charge);
+    handled
+}
+
+/// Polls every frame being handled, in the order they came (so each handler starts its work
+/// in frame order); ready once the oldest is handled.
+fn poll_handling<F, E>(answers: &mut VecDeque<Taken<F, E>>, cx: &mut Context<'_>) -> Poll<()>
+where
+    F: Future<Output = Result<Disposition, E>>,
+{
+    for t in answers.iter_mut() {
+        if let Some(f) = &mut t.handling
+            && let Poll::Ready(r) = f.as_mut().poll(cx)
+        {
+            t.handled = Some(r);
+            t.handling = None;
+        }
+    }
+    match answers.front() {
+        Some(t) if t.handled.is_some() => Poll::Ready(()),
+        _ => Poll::Pending,
+    }
+}
+
+/// The frame loop: frames are read and decoded while up to `frames_in_flight` earlier ones
+/// are handled (concurrently, started in frame order, all in this connection's task);
+/// answers (acks) go out in the order the frames came. When the peer stops sending (end of
+/// stream, a bad frame, a timeout), the frames already taken are still answered before the
+/// connection closes.
+async fn answer_frames<H: Handler, S: AsyncRead + AsyncWrite + Unpin>(
+    conn: Connection<S>,
+    peer: PeerAddr,
+    handler: Arc<H>,
+    config: &ServerConfig,
+    stats: &ServerStats,
+    shared: &Shared,
+) {
+    let pending = conn.pending().expect("a guarded connection");
+    let (reader, mut writer) = conn.split();
+    let depth = config.frames_in_flight.max(1);
+    let mut answers = VecDeque::with_capacity(depth);
+    let mut reading = Box::pin(read_next(reader));
+    let mut reading_on = true;
+    let mut parked = None;
     loop {
-        let (frame, charge) = match conn.read_guarded().await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
-                tracing::debug!(%peer, "forward connection closed by peer");
-                return;
-            }
-            Err(e) => {
-                closed(&e, &peer, &stats, &shared.log);
-                return;
-            }
-        };
-        stats.frames.fetch_add(1, Ordering::Relaxed);
-        if config.auth.is_some() && frame.framing == Framing::Json {
-            // As fluentd: JSON framing has no handshake, so a server with one refuses it.
-            stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-            stats.refused_json_with_auth.fetch_add(1, Ordering::Relaxed);
-            shared.log.hit(
-                Reason::JsonWithAuth,
-                Some(&peer),
-                "JSON framing refused: authentication is on; closing",
-            );
+        if answers.len() < depth
+            && let Some(r) = parked.take()
+        {
+            reading.set(read_next(r));
+            reading_on = true;
+        }
+        if answers.is_empty() && !reading_on {
             return;
         }
-        let chunk = frame.options.chunk.clone();
-        let framing = frame.framing;
-        let handled = handler.handle(peer.clone(), frame).await;
-        // The frame is gone (stored or not): its memory goes back to the budget.
-        drop(charge);
-        conn.settle();
-        match handled {
-            Ok(Disposition::Ack) => {
-                if let Some(chunk) = chunk {
-                    match tokio::time::timeout(
-                        config.frame_timeout,
-                        conn.write_ack(&chunk, framing),
-                    )
-                    .await
-                    {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::warn!(%peer, reason = %e, "closing forward connection: ack not written");
-                            return;
-                        }
-                        Err(_) => {
-                            closed(&ConnectionError::FrameTimeout, &peer, &stats, &shared.log);
-                            return;
-                        }
-                    }
-                    stats.acks.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            biased;
+            () = std::future::poll_fn(|cx| poll_handling(&mut answers, cx)), if !answers.is_empty() => {
+                let taken: Taken<_, H::Error> = answers.pop_front().expect("not empty");
+                let handled = taken.handled.expect("handled");
+                let keep = answer(handled, taken.chunk, taken.framing, &mut writer, &peer, config, stats, shared).await;
+                pending.fetch_sub(1, Ordering::AcqRel);
+                if !keep {
+                    return;
                 }
             }
-            Ok(Disposition::Withhold) => {}
-            Ok(Disposition::Close) => return,
-            Err(e) => {
-                stats.handler_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%peer, reason = %e, "closing forward connection without ack: frame not stored");
-                return;
+            (reader, read) = &mut reading, if reading_on => {
+                reading_on = false;
+                let (frame, charge) = match read {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => {
+                        tracing::debug!(%peer, "forward connection closed by peer");
+                        continue;
+                    }
+                    Err(e) => {
+                        closed(&e, &peer, stats, &shared.log);
+                        continue;
+                    }
+                };
+                stats.frames.fetch_add(1, Ordering::Relaxed);
+                if config.auth.is_some() && frame.framing == Framing::Json {
+                    // As fluentd: JSON framing has no handshake, so a server with one refuses it.
+                    stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    stats.refused_json_with_auth.fetch_add(1, Ordering::Relaxed);
+                    shared.log.hit(
+                        Reason::JsonWithAuth,
+                        Some(&peer),
+                        "JSON framing refused: authentication is on; closing",
+                    );
+                    return;
+                }
+                let chunk = frame.options.chunk.clone();
+                let framing = frame.framing;
+                pending.fetch_add(1, Ordering::AcqRel);
+                answers.push_back(Taken {
+                    handling: Some(Box::pin(handle_frame(handler.clone(), peer.clone(), frame, charge))),
+                    handled: None,
+                    chunk,
+                    framing,
+                });
+                parked = Some(reader);
             }
+        }
+    }
+}
+
+/// Answers one handled frame; `false` when the connection must close.
+#[allow(clippy::too_many_arguments)]
+async fn answer<E: std::fmt::Display, W: AsyncWrite + Unpin>(
+    handled: Result<Disposition, E>,
+    chunk: Option<Vec<u8>>,
+    framing: Framing,
+    writer: &mut W,
+    peer: &PeerAddr,
+    config: &ServerConfig,
+    stats: &ServerStats,
+    shared: &Shared,
+) -> bool {
+    match handled {
+        Ok(Disposition::Ack) => {
+            let Some(chunk) = chunk else {
+                return true;
+            };
+            let write = write_ack_to(writer, &chunk, framing);
+            match tokio::time::timeout(config.frame_timeout, write).await {
+                Ok(Ok(())) => {
+                    stats.acks.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, reason = %e, "closing forward connection: ack not written");
+                    false
+                }
+                Err(_) => {
+                    closed(&ConnectionError::FrameTimeout, peer, stats, &shared.log);
+                    false
+                }
+            }
+        }
+        Ok(Disposition::Withhold) => true,
+        Ok(Disposition::Close) => false,
+        Err(e) => {
+            stats.handler_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, reason = %e, "closing forward connection without ack: frame not stored");
+            false
         }
     }
 }

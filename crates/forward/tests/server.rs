@@ -72,9 +72,11 @@ struct Running {
 }
 
 async fn start(gates: Vec<oneshot::Receiver<()>>) -> Running {
-    let server = Server::bind("127.0.0.1:0", ServerConfig::default())
-        .await
-        .unwrap();
+    start_with(gates, ServerConfig::default()).await
+}
+
+async fn start_with(gates: Vec<oneshot::Receiver<()>>, config: ServerConfig) -> Running {
+    let server = Server::bind("127.0.0.1:0", config).await.unwrap();
     let addr = server.local_addr().unwrap();
     let (tx, seen) = mpsc::unbounded_channel();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -188,7 +190,13 @@ async fn a_handler_error_closes_the_connection_without_an_ack() {
 
 #[tokio::test]
 async fn close_disposition_closes_without_an_ack_and_reads_no_further_frame() {
-    let mut srv = start(vec![]).await;
+    // One frame at a time: with several in flight, the next frame may already be taken (and
+    // handled) when the first one's answer closes the connection; it is never acked either.
+    let config = ServerConfig {
+        frames_in_flight: 1,
+        ..ServerConfig::default()
+    };
+    let mut srv = start_with(vec![], config).await;
     let (rd, mut wr) = TcpStream::connect(srv.addr).await.unwrap().into_split();
     let mut both = message("first", "close", Some("c1"));
     both.extend(message("second", "ack", Some("c2")));
@@ -202,6 +210,43 @@ async fn close_disposition_closes_without_an_ack_and_reads_no_further_frame() {
         Err(mpsc::error::TryRecvError::Empty)
     ));
     srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_frames_are_handled_while_an_earlier_one_is_and_acks_keep_the_frames_order() {
+    let (release, gate) = oneshot::channel();
+    let mut srv = start(vec![gate]).await;
+    let (rd, mut wr) = TcpStream::connect(srv.addr).await.unwrap().into_split();
+    let mut both = message("slow", "gate", Some("first"));
+    both.extend(message("fast", "ack", Some("second")));
+    wr.write_all(&both).await.unwrap();
+    assert_eq!(srv.seen.recv().await.unwrap().tag, "slow");
+    // Read ahead: the second frame reaches the handler while the first is still held.
+    assert_eq!(srv.seen.recv().await.unwrap().tag, "fast");
+    while !srv
+        .log
+        .lock()
+        .unwrap()
+        .contains(&"handled fast".to_string())
+    {
+        tokio::task::yield_now().await;
+    }
+    let mut r = AckReader::new(rd);
+    let first = tokio::spawn(async move {
+        let ack = r.read_ack().await.unwrap();
+        (r, ack)
+    });
+    tokio::task::yield_now().await;
+    assert!(
+        !first.is_finished(),
+        "no ack before the first frame is answered"
+    );
+    release.send(()).unwrap();
+    let (mut r, ack) = first.await.unwrap();
+    assert_eq!(ack, Some(b"first".to_vec()), "acks in the frames' order");
+    assert_eq!(r.read_ack().await.unwrap(), Some(b"second".to_vec()));
+    srv.shutdown().await;
+    drop(wr);
 }
 
 #[tokio::test]

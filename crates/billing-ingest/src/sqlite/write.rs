@@ -54,15 +54,62 @@ pub(crate) fn fast(
     checked: &Checked,
     options: &StoreOptions,
 ) -> Result<Wrote, StoreError> {
+    if checked.is_empty() {
+        return fast_in(conn, checked, options);
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let w = fast_in(&tx, checked, options)?;
+    tx.commit()?;
+    Ok(w)
+}
+
+/// Several frames in one transaction (group commit: one WAL fsync for all of them), each
+/// in its own savepoint, so that one frame the database refuses (an error about its data) is
+/// rolled back alone and reported in its place while the others are committed. `Err`: the
+/// group failed as a whole (nothing of it is stored).
+///
+/// # Errors
+/// Failures not about one frame's data, and the commit's.
+pub(crate) fn fast_group(
+    conn: &mut Connection,
+    frames: &[(&Checked, &StoreOptions)],
+) -> Result<Vec<Result<Wrote, StoreError>>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(frames.len());
+    for (checked, options) in frames {
+        tx.execute_batch("SAVEPOINT frame")?;
+        match fast_in(&tx, checked, options) {
+            Ok(w) => {
+                tx.execute_batch("RELEASE frame")?;
+                results.push(Ok(w));
+            }
+            Err(e) if is_about_data(&e) => {
+                tx.execute_batch("ROLLBACK TO frame; RELEASE frame")?;
+                results.push(Err(e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+/// [`fast`]'s work inside the caller's open transaction.
+fn fast_in(
+    tx: &Connection,
+    checked: &Checked,
+    options: &StoreOptions,
+) -> Result<Wrote, StoreError> {
     let mut w = Wrote::default();
     w.written.outcome.received = checked.len() as u64;
     if checked.is_empty() {
         return Ok(w);
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut rollups: BTreeMap<(&str, &str, i64), (i128, i64)> = BTreeMap::new();
+    let mut insert = tx.prepare_cached(INSERT_RECORD)?;
+    let now = write_time(tx)?;
     for r in &checked.valid {
-        let arrival = arrive(&tx, r)?;
+        let arrival = arrive_with(tx, &mut insert, r, &now)?;
         if arrival == Arrival::Stored {
             let slot = rollups
                 .entry((&r.body.instance, &r.body.amount_type, r.hour))
@@ -76,12 +123,11 @@ pub(crate) fn fast(
         tally(&mut w.written, r, arrival);
     }
     for ((instance, amount_type, hour), (value, records)) in rollups {
-        add_rollup(&tx, instance, amount_type, hour, value, records)?;
+        add_rollup(tx, instance, amount_type, hour, value, records)?;
         w.written.add_stored(amount_type, value, records)?;
     }
     let entries: Vec<&Quarantined> = checked.invalid.iter().collect();
-    finish(&tx, &mut w, &entries, options)?;
-    tx.commit()?;
+    finish(tx, &mut w, &entries, options)?;
     Ok(w)
 }
 
@@ -166,22 +212,41 @@ fn tally(w: &mut Written, r: &Record, arrival: Arrival) {
 /// Inserts `r` when its key is new (with `stored_at`), else compares it with the stored body:
 /// a duplicate is counted on the key's row (`duplicates`, `last_duplicate_at`), a conflicting
 /// version is kept in `conflicts`.
+/// The insert of a new record; `?8` is the time of the write (see [`write_time`]).
+const INSERT_RECORD: &str = "INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata, stored_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (unique_key) DO NOTHING";
+
+/// The time of a write as SQLite writes [`NOW`], read once per frame rather than formatted
+/// by SQLite for every row.
+fn write_time(c: &Connection) -> Result<String, StoreError> {
+    Ok(c.prepare_cached(&format!("SELECT {NOW}"))?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// [`arrive_with`], preparing its insert.
 fn arrive(c: &Connection, r: &Record) -> Result<Arrival, StoreError> {
+    let mut insert = c.prepare_cached(INSERT_RECORD)?;
+    arrive_with(c, &mut insert, r, &write_time(c)?)
+}
+
+/// Offers one record: inserted (stored) or, when its key exists, a duplicate or a conflict.
+fn arrive_with(
+    c: &Connection,
+    insert: &mut rusqlite::Statement<'_>,
+    r: &Record,
+    now: &str,
+) -> Result<Arrival, StoreError> {
     let b = &r.body;
-    let inserted = c
-        .prepare_cached(&format!(
-            "INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata, stored_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {NOW}) ON CONFLICT (unique_key) DO NOTHING"
-        ))?
-        .execute(params![
-            r.unique_key,
-            b.instance,
-            b.amount_type,
-            b.value,
-            b.occurred_at,
-            r.hour,
-            b.metadata
-        ])?;
+    let inserted = insert.execute(params![
+        r.unique_key,
+        b.instance,
+        b.amount_type,
+        b.value,
+        b.occurred_at,
+        r.hour,
+        b.metadata,
+        now
+    ])?;
     if inserted == 1 {
         return Ok(Arrival::Stored);
     }
@@ -293,4 +358,90 @@ fn finish(
         kept as i64
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use billing_schema::AmountType;
+    use billing_schema::record::{RecordRef, TAG};
+    use billing_schema::validate::Policy;
+
+    use super::*;
+
+    /// A PackedForward frame of `samples` records with these keys, checked at a fixed `now`.
+    fn checked(keys: &[&str]) -> Checked {
+        let at = "2026-11-27T04:33:58Z";
+        let mut entries = Vec::new();
+        for key in keys {
+            forward::encode::write_entry_head(&mut entries, forward::EventTime::new(1, 0));
+            RecordRef {
+                key,
+                instance: "i-1",
+                amount_type: &AmountType::SAMPLES,
+                value: 5,
+                occurred_at: at,
+                metadata: &Default::default(),
+            }
+            .write_msgpack(&mut entries);
+        }
+        let mut bytes = Vec::new();
+        forward::encode::write_packed_forward(&mut bytes, TAG, &entries, &Default::default());
+        let frame = forward::parse_frame(&bytes, 1 << 20).unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_754_038 + 60);
+        Checked::frame(&frame, &Policy::default(), now)
+    }
+
+    #[test]
+    fn a_group_commits_every_frame_but_the_refused_one_which_is_rolled_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = super::super::connect(&dir.path().join("g.db"), true).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER reject_one BEFORE INSERT ON records WHEN NEW.unique_key = 'bad:samples'
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+        let options = StoreOptions::default();
+        let (a, b, c) = (
+            checked(&["a1", "a2"]),
+            checked(&["b1", "bad"]),
+            checked(&["c1", "a1"]),
+        );
+        let results = fast_group(&mut conn, &[(&a, &options), (&b, &options), (&c, &options)])
+            .expect("the group commits");
+        assert_eq!(results.len(), 3);
+        let a_out = results[0].as_ref().expect("frame a stored");
+        assert_eq!(a_out.written.outcome.stored, 2);
+        let err = results[1].as_ref().expect_err("frame b refused");
+        assert!(is_about_data(err), "{err}");
+        let c_out = results[2].as_ref().expect("frame c stored");
+        assert_eq!(
+            (
+                c_out.written.outcome.stored,
+                c_out.written.outcome.duplicates
+            ),
+            (1, 1),
+            "a1 was stored by frame a of the same transaction"
+        );
+        let keys: Vec<String> = conn
+            .prepare("SELECT unique_key FROM records ORDER BY unique_key")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            keys,
+            ["a1:samples", "a2:samples", "c1:samples"],
+            "nothing of the refused frame, b1 included"
+        );
+        let received: i64 = conn
+            .query_row("SELECT SUM(received) FROM counters", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            received, 4,
+            "the refused frame's counters were rolled back too"
+        );
+    }
 }
