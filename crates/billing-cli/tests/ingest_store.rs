@@ -164,7 +164,14 @@ fn a_chunk_committed_but_not_acked_when_the_ingester_is_sigkilled_is_resent_and_
     let dir = temp_dir("sigkill");
     let db = dir.path().join("billing.db");
     let store = format!("sqlite:{}", db.display());
-    let mut a = ingest_sqlite(&db, "127.0.0.1:0", &["--test-hold-after-commits", "1"]);
+    // One frame at a time, so that exactly one chunk is committed before the hold (with
+    // several in flight the first commit could hold several frames: `kill_ingest.rs` covers
+    // that default path with an exact reconciliation).
+    let mut a = ingest_sqlite(
+        &db,
+        "127.0.0.1:0",
+        &["--test-hold-after-commits", "1", "--frames-in-flight", "1"],
+    );
     let addr = a.addr;
 
     let client = Client::with_metrics(

@@ -2,8 +2,11 @@
 //! a chunk only after the handler said its entries are safe.
 //!
 //! Invariants: an ack is written only after `Handler::handle` returned
-//! [`Disposition::Ack`] for that frame; frames of one connection are handled in order, one at
-//! a time (acks come back in the order chunks were sent); a connection that sends bytes that
+//! [`Disposition::Ack`] for that frame; frames of one connection are handed to the handler in
+//! the order they came, up to [`ServerConfig::frames_in_flight`] at once (the next frames are
+//! read and decoded while earlier ones are handled, all in the connection's task), and their
+//! answers go out in that same order (acks come back in the order chunks were sent; a frame
+//! taken after one whose answer closes the connection is never acked); a connection that sends bytes that
 //! are not a frame is closed with a log line naming the peer and the reason, and no other
 //! connection is affected.
 //!
