@@ -11,7 +11,10 @@
 //! `sync_data` makes nothing durable (as a failed `fsync` on Linux may).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::ops::Bound;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -44,9 +47,13 @@ struct FsState {
     generation: u64,
     next_ino: u64,
     inodes: HashMap<u64, Inode>,
-    names: BTreeMap<PathBuf, u64>,
-    durable_names: BTreeMap<PathBuf, u64>,
-    dirs: BTreeSet<PathBuf>,
+    // Keyed by the path's bytes, not `PathBuf`: byte order keeps a directory's entries in one
+    // contiguous range (see `children`), and comparing bytes is far cheaper than comparing
+    // path components, which the fuzz target that recovers damaged spools notices. Paths are
+    // always built with `join`, so equal paths have equal bytes.
+    names: BTreeMap<OsString, u64>,
+    durable_names: BTreeMap<OsString, u64>,
+    dirs: BTreeSet<OsString>,
     /// dir -> lock id
     locks: HashMap<PathBuf, u64>,
     next_lock: u64,
@@ -60,6 +67,35 @@ impl FsState {
         let live: BTreeSet<u64> = self.names.values().copied().collect();
         live.iter().map(|i| self.inodes[i].data.len() as u64).sum()
     }
+}
+
+fn key(p: &Path) -> &OsStr {
+    p.as_os_str()
+}
+
+/// The entries of `map` directly inside `dir`: keys `dir/name` with no further `/`.
+fn children<'a, V>(
+    map: &'a BTreeMap<OsString, V>,
+    dir: &Path,
+) -> impl Iterator<Item = (&'a OsString, &'a V)> + 'a {
+    let mut lo = dir.as_os_str().as_bytes().to_vec();
+    lo.push(b'/');
+    let plen = lo.len();
+    let mut hi = lo.clone();
+    *hi.last_mut().unwrap() = b'/' + 1;
+    map.range::<OsStr, _>((
+        Bound::Included(OsStr::from_bytes(&lo)),
+        Bound::Excluded(OsStr::from_bytes(&hi)),
+    ))
+    .filter(move |(k, _)| !k.as_bytes()[plen..].contains(&b'/'))
+}
+
+fn file_name(k: &OsStr) -> String {
+    Path::new(k)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The simulated file system. Cheap to share: `Arc<SimFs>`.
@@ -137,21 +173,21 @@ impl SimFs {
     /// Current content of a file.
     pub fn read(&self, path: &Path) -> Option<Vec<u8>> {
         let st = self.lock();
-        let ino = st.names.get(path)?;
+        let ino = st.names.get(key(path))?;
         Some(st.inodes[ino].data.clone())
     }
 
     /// Replace a file's content, durably (like corruption on the disk, or a test setup step).
     pub fn write(&self, path: &Path, data: &[u8]) {
         let mut st = self.lock();
-        let ino = match st.names.get(path) {
+        let ino = match st.names.get(key(path)) {
             Some(i) => *i,
             None => {
                 st.next_ino += 1;
                 let i = st.next_ino;
                 st.inodes.insert(i, Inode::default());
-                st.names.insert(path.to_path_buf(), i);
-                st.durable_names.insert(path.to_path_buf(), i);
+                st.names.insert(key(path).to_owned(), i);
+                st.durable_names.insert(key(path).to_owned(), i);
                 i
             }
         };
@@ -163,17 +199,15 @@ impl SimFs {
     /// Remove a file, durably.
     pub fn remove(&self, path: &Path) {
         let mut st = self.lock();
-        st.names.remove(path);
-        st.durable_names.remove(path);
+        st.names.remove(key(path));
+        st.durable_names.remove(key(path));
     }
 
     /// Names of the files in `dir`, sorted.
     pub fn list(&self, dir: &Path) -> Vec<String> {
         let st = self.lock();
-        st.names
-            .keys()
-            .filter(|p| p.parent() == Some(dir))
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        children(&st.names, dir)
+            .map(|(k, _)| file_name(k))
             .collect()
     }
 
@@ -318,31 +352,28 @@ impl SpoolIo for SimIo {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut st = self.st()?;
         for a in path.ancestors() {
-            st.dirs.insert(a.to_path_buf());
+            st.dirs.insert(key(a).to_owned());
         }
         Ok(())
     }
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
         let st = self.st()?;
-        if !st.dirs.contains(path) {
+        if !st.dirs.contains(key(path)) {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
-        let mut out: Vec<DirEntry> = st
-            .names
-            .keys()
-            .filter(|p| p.parent() == Some(path))
-            .map(|p| DirEntry {
-                name: p.file_name().unwrap().to_string_lossy().into_owned(),
+        let mut out: Vec<DirEntry> = children(&st.names, path)
+            .map(|(k, _)| DirEntry {
+                name: file_name(k),
                 is_dir: false,
             })
             .collect();
         out.extend(
             st.dirs
                 .iter()
-                .filter(|p| p.parent() == Some(path))
+                .filter(|p| Path::new(p).parent() == Some(path))
                 .map(|p| DirEntry {
-                    name: p.file_name().unwrap().to_string_lossy().into_owned(),
+                    name: file_name(p),
                     is_dir: true,
                 }),
         );
@@ -351,10 +382,10 @@ impl SpoolIo for SimIo {
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn SpoolFile>> {
         let mut st = self.st()?;
-        if !path.parent().is_some_and(|p| st.dirs.contains(p)) {
+        if !path.parent().is_some_and(|p| st.dirs.contains(key(p))) {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
-        let existing = st.names.get(path).copied();
+        let existing = st.names.get(key(path)).copied();
         let ino = match (mode, existing) {
             (OpenMode::Read | OpenMode::ReadWrite, Some(i)) => i,
             (OpenMode::Read | OpenMode::ReadWrite, None) => {
@@ -371,7 +402,7 @@ impl SpoolIo for SimIo {
                 st.next_ino += 1;
                 let i = st.next_ino;
                 st.inodes.insert(i, Inode::default());
-                st.names.insert(path.to_path_buf(), i);
+                st.names.insert(key(path).to_owned(), i);
                 i
             }
         };
@@ -386,7 +417,7 @@ impl SpoolIo for SimIo {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut st = self.st()?;
         st.names
-            .remove(path)
+            .remove(key(path))
             .map(|_| ())
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
     }
@@ -395,20 +426,23 @@ impl SpoolIo for SimIo {
         let mut st = self.st()?;
         let ino = st
             .names
-            .remove(from)
+            .remove(key(from))
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
-        st.names.insert(to.to_path_buf(), ino);
+        st.names.insert(key(to).to_owned(), ino);
         Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut st = self.st()?;
         let st = &mut *st;
-        st.durable_names.retain(|p, _| p.parent() != Some(path));
-        for (p, i) in &st.names {
-            if p.parent() == Some(path) {
-                st.durable_names.insert(p.clone(), *i);
-            }
+        let gone: Vec<OsString> = children(&st.durable_names, path)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            st.durable_names.remove(&k);
+        }
+        for (p, i) in children(&st.names, path) {
+            st.durable_names.insert(p.clone(), *i);
         }
         Ok(())
     }
