@@ -18,6 +18,13 @@ mod validation_args;
 
 use std::process::ExitCode;
 
+// The ingester allocates per decoded record and the client's sender frees on one thread what
+// callers allocated on others; mimalloc's thread-local free lists serve both far better than
+// glibc's arenas (BENCHMARKS.md, "The binary's allocator"). Libraries leave the choice to
+// their users; this is the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// Report and receive billable usage over the forward protocol.

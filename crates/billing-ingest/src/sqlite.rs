@@ -62,6 +62,11 @@ struct WriteJob {
     reply: tokio::sync::oneshot::Sender<Result<Wrote, (StoreError, Checked, StoreOptions)>>,
 }
 
+/// SQLite's page cache per connection, in KiB (SQLite's default is 2,000): enough for the
+/// inner pages of a records B-tree of tens of millions of keys, so that an insert reads only
+/// its leaf. It bounds what the cache adds to the ingester's RSS.
+const CACHE_KIB: i64 = 32 * 1024;
+
 /// Most frames committed in one transaction.
 const MAX_GROUP: usize = 64;
 
@@ -447,6 +452,12 @@ fn connect(path: &Path, migrate: bool) -> Result<Connection, StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Each frame of a group commit runs in a savepoint, whose statement journal copies every
+    // page the frame touches first: keep it in memory, not in a temporary file.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // The records B-tree outgrows SQLite's default 2 MiB page cache after ~100k records, and
+    // every insert then reads its path from the OS page cache again (see BENCHMARKS.md).
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     conn.set_prepared_statement_cache_capacity(32);
     if migrate {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

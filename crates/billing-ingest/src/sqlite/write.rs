@@ -77,10 +77,11 @@ pub(crate) fn fast_group(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(frames.len());
     for (checked, options) in frames {
-        tx.execute_batch("SAVEPOINT frame")?;
+        // Prepared once (cached): `execute_batch` would parse the SQL for every frame.
+        tx.prepare_cached("SAVEPOINT frame")?.execute([])?;
         match fast_in(&tx, checked, options) {
             Ok(w) => {
-                tx.execute_batch("RELEASE frame")?;
+                tx.prepare_cached("RELEASE frame")?.execute([])?;
                 results.push(Ok(w));
             }
             Err(e) if is_about_data(&e) => {
