@@ -10,7 +10,8 @@
 # - ours -> ack sink (frames delimited and acked), unpaced: delivered AND acknowledged records/s;
 # - ours -> forward sink (frames fully decoded and acked, as the ingester decodes them);
 # - ours -> ack sink paced at 100,000 events/s: add() latency p50/p99/p999 unsaturated;
-# - ours -> SQLite (in-process ingester, fsync per commit) and, with POSTGRES, PostgreSQL.
+# - ours -> SQLite (in-process ingester, fsync per commit) and, with POSTGRES, PostgreSQL;
+# - ours -> a separate `billing ingest` process on SQLite (and PostgreSQL): the production shape.
 # Speed is measured here, never asserted in tests; record the output in BENCHMARKS.md.
 set -euo pipefail
 
@@ -63,9 +64,34 @@ if [[ -n "${POSTGRES:-}" ]]; then
   PG="$(run --sink postgres --postgres "$POSTGRES")"
 fi
 
-python3 - "$GO_JSON" "$ACK" "$FWD" "$PACED" "$SQLITE" "$PG" <<'EOF'
+# A separate `billing ingest` process on STORE; prints the bench's JSON.
+external() {
+  local store="$1" dir log pid addr
+  dir="$(mktemp -d)"
+  log="$dir/ingest.log"
+  "$BILLING" ingest --listen 127.0.0.1:0 --store "${store//DIR/$dir}" >"$log" 2>&1 &
+  pid=$!
+  until addr="$(grep -o 'listening on [0-9.:]*' "$log" | head -1 | cut -d' ' -f3)" && [[ -n "$addr" ]]; do
+    kill -0 "$pid" || { cat "$log" >&2; return 1; }
+    sleep 0.05
+  done
+  run --sink external --billing.ingester "$addr" --key-prefix "bench-$$"
+  kill "$pid"; wait "$pid" || true
+  rm -rf "$dir"
+}
+echo "==> ours: a billing ingest process on SQLite" >&2
+EXT_SQLITE="$(external "sqlite:DIR/b.db")"
+EXT_PG="{}"
+if [[ -n "${POSTGRES:-}" ]]; then
+  echo "==> ours: a billing ingest process on PostgreSQL" >&2
+  SCHEMA="bench_$$"
+  EXT_PG="$(external "$POSTGRES?schema=$SCHEMA")"
+  psql "$POSTGRES" -qc "DROP SCHEMA $SCHEMA CASCADE" 2>/dev/null || true
+fi
+
+python3 - "$GO_JSON" "$ACK" "$FWD" "$PACED" "$SQLITE" "$PG" "$EXT_SQLITE" "$EXT_PG" <<'EOF'
 import json, sys
-go, ack, fwd, paced, sqlite, pg = (json.loads(a) for a in sys.argv[1:])
+go, ack, fwd, paced, sqlite, pg, ext_sqlite, ext_pg = (json.loads(a) for a in sys.argv[1:])
 base = go["events_per_s"]
 def row(name, rec_s, o=None):
     ratio = f"{rec_s / base:5.1f}x" if rec_s else ""
@@ -81,4 +107,7 @@ row("ours -> ack sink, paced 100,000 events/s", paced["delivered_records_per_s"]
 row("ours -> SQLite (in-process ingester)", sqlite["delivered_records_per_s"], sqlite)
 if pg:
     row("ours -> PostgreSQL (in-process ingester)", pg["delivered_records_per_s"], pg)
+row("ours -> billing ingest process -> SQLite", ext_sqlite["delivered_records_per_s"], ext_sqlite)
+if ext_pg:
+    row("ours -> billing ingest process -> PostgreSQL", ext_pg["delivered_records_per_s"], ext_pg)
 EOF

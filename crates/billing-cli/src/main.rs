@@ -18,14 +18,15 @@ mod validation_args;
 
 use std::process::ExitCode;
 
-// The ingester allocates per decoded record and the client's sender frees on one thread what
-// callers allocated on others; mimalloc's thread-local free lists serve both far better than
-// glibc's arenas (BENCHMARKS.md, "The binary's allocator"). Libraries leave the choice to
-// their users; this is the binary's.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
+
+// The client's sender frees on its thread what callers allocated on theirs, and the ingester
+// allocates per decoded record: jemalloc's thread caches serve that pattern best of the
+// allocators measured (glibc's arenas halve the client's throughput; mimalloc doubles peak
+// RSS and the paced `add` p99). BENCHMARKS.md, "The binary's allocator", has the figures.
+// Libraries leave the choice to their users; this is the binary's.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Report and receive billable usage over the forward protocol.
 #[derive(Debug, Parser)]
