@@ -50,11 +50,20 @@
 //!   stays the historical count of invalid arrivals, and `quarantine_rows` (the rows now in
 //!   the table) drops by each released row, so over every slot
 //!   `received = stored + duplicates + conflicts + quarantined - released`.
+//!
+//! Version 4 (PostgreSQL only; SQLite's entry is empty): the key columns (`records.unique_key`,
+//! `conflicts.unique_key`, `rollups.instance` and `rollups.amount_type`) compare as bytes
+//! (`COLLATE "C"`), as SQLite's do. Keys are identifiers, not prose: a linguistic collation
+//! bought nothing but a `strcoll` per B-tree comparison, the largest single cost of an insert
+//! on a database created with a `*.UTF-8` locale (BENCHMARKS.md). Equality is unchanged (byte
+//! equality under every deterministic collation), so dedupe is unchanged; orderings in
+//! reports become byte order in both stores. The migration rewrites those tables and rebuilds
+//! their indexes under an exclusive lock: on a large store, plan the upgrade.
 
 use crate::StoreError;
 
 /// The newest schema version this build knows.
-pub const LATEST: i64 = 3;
+pub const LATEST: i64 = 4;
 
 /// SQLite migrations; entry `i` takes the schema from version `i` to `i + 1`.
 pub(crate) const SQLITE: &[&str] = &[
@@ -124,6 +133,8 @@ ALTER TABLE records ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE records ADD COLUMN last_duplicate_at TEXT;
 ALTER TABLE counters ADD COLUMN released INTEGER NOT NULL DEFAULT 0;
 "#,
+    // Version 4 only changes PostgreSQL's collations: SQLite compares text as bytes already.
+    "",
 ];
 
 /// PostgreSQL migrations; entry `i` takes the schema from version `i` to `i + 1`.
@@ -182,6 +193,12 @@ ALTER TABLE records ALTER COLUMN stored_at SET DEFAULT now();
 ALTER TABLE records ADD COLUMN duplicates BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE records ADD COLUMN last_duplicate_at TIMESTAMPTZ;
 ALTER TABLE counters ADD COLUMN released BIGINT NOT NULL DEFAULT 0;
+"#,
+    r#"
+ALTER TABLE records ALTER COLUMN unique_key TYPE TEXT COLLATE "C";
+ALTER TABLE conflicts ALTER COLUMN unique_key TYPE TEXT COLLATE "C";
+ALTER TABLE rollups ALTER COLUMN instance TYPE TEXT COLLATE "C",
+                    ALTER COLUMN amount_type TYPE TEXT COLLATE "C";
 "#,
 ];
 
