@@ -19,7 +19,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use spool::io::SpoolIo;
 use spool::sim::SimFs;
 use spool::{Cursor, Durability, Spool, SpoolOptions, WhenFull};
 

@@ -53,6 +53,10 @@ struct FsState {
     // always built with `join`, so equal paths have equal bytes.
     names: BTreeMap<OsString, u64>,
     durable_names: BTreeMap<OsString, u64>,
+    /// Entries of `names` changed since their directory was last synced (created, removed,
+    /// renamed): what the next `sync_dir` of that directory makes durable. Kept so that a
+    /// sync costs its directory's changes, not its size.
+    unsynced: BTreeMap<OsString, ()>,
     dirs: BTreeSet<OsString>,
     /// dir -> lock id
     locks: HashMap<PathBuf, u64>,
@@ -158,6 +162,7 @@ impl SimFs {
         st.generation += 1;
         st.locks.clear();
         st.names = st.durable_names.clone();
+        st.unsynced.clear();
         let live: BTreeSet<u64> = st.names.values().copied().collect();
         st.inodes.retain(|ino, _| live.contains(ino));
         for inode in st.inodes.values_mut() {
@@ -403,6 +408,7 @@ impl SpoolIo for SimIo {
                 let i = st.next_ino;
                 st.inodes.insert(i, Inode::default());
                 st.names.insert(key(path).to_owned(), i);
+                st.unsynced.insert(key(path).to_owned(), ());
                 i
             }
         };
@@ -418,8 +424,9 @@ impl SpoolIo for SimIo {
         let mut st = self.st()?;
         st.names
             .remove(key(path))
-            .map(|_| ())
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        st.unsynced.insert(key(path).to_owned(), ());
+        Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -429,20 +436,23 @@ impl SpoolIo for SimIo {
             .remove(key(from))
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
         st.names.insert(key(to).to_owned(), ino);
+        st.unsynced.insert(key(from).to_owned(), ());
+        st.unsynced.insert(key(to).to_owned(), ());
         Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut st = self.st()?;
         let st = &mut *st;
-        let gone: Vec<OsString> = children(&st.durable_names, path)
+        let changed: Vec<OsString> = children(&st.unsynced, path)
             .map(|(k, _)| k.clone())
             .collect();
-        for k in gone {
-            st.durable_names.remove(&k);
-        }
-        for (p, i) in children(&st.names, path) {
-            st.durable_names.insert(p.clone(), *i);
+        for k in changed {
+            match st.names.get(&k) {
+                Some(&i) => st.durable_names.insert(k.clone(), i),
+                None => st.durable_names.remove(&k),
+            };
+            st.unsynced.remove(&k);
         }
         Ok(())
     }
