@@ -2003,6 +2003,20 @@ async fn a_store_of_schema_version_1_is_migrated_keeping_its_rollups_and_quarant
     // Version 3: an old record did not keep when it was stored, nor its duplicates.
     let old = store.key("old:samples").await.unwrap().record.unwrap();
     assert_eq!((old.stored_at, old.duplicates), (None, 0));
+    // Version 4: PostgreSQL's key columns compare as bytes, as SQLite's always did.
+    if db.backend == "postgres" {
+        assert_eq!(
+            db.int(
+                "SELECT COUNT(*) FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND collation_name = 'C'
+                   AND (table_name, column_name) IN (('records', 'unique_key'),
+                       ('conflicts', 'unique_key'), ('rollups', 'instance'),
+                       ('rollups', 'amount_type'))"
+            )
+            .await,
+            4
+        );
+    }
     // The old bucket now sums past 64 bits.
     let ingester = start_ingester(store.clone()).await;
     ingester
