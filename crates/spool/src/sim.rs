@@ -10,10 +10,9 @@
 //! and counters that make the next N `sync_data` / writes / `set_len` fail with `EIO`. A failed
 //! `sync_data` makes nothing durable (as a failed `fsync` on Linux may).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,17 +46,17 @@ struct FsState {
     generation: u64,
     next_ino: u64,
     inodes: HashMap<u64, Inode>,
-    // Keyed by the path's bytes, not `PathBuf`: byte order keeps a directory's entries in one
-    // contiguous range (see `children`), and comparing bytes is far cheaper than comparing
-    // path components, which the fuzz target that recovers damaged spools notices. Paths are
-    // always built with `join`, so equal paths have equal bytes.
-    names: BTreeMap<OsString, u64>,
-    durable_names: BTreeMap<OsString, u64>,
+    // Hashed by the path's bytes, not ordered `PathBuf`s: an ordered map compares long
+    // common prefixes at every level, which dominated the fuzz target that recovers damaged
+    // spools (hundreds of files in `damaged/`). Paths are always built with `join`, so equal
+    // paths have equal bytes. Listing a directory scans the map; only opens and tests do.
+    names: HashMap<OsString, u64>,
+    durable_names: HashMap<OsString, u64>,
     /// Entries of `names` changed since their directory was last synced (created, removed,
     /// renamed): what the next `sync_dir` of that directory makes durable. Kept so that a
     /// sync costs its directory's changes, not its size.
-    unsynced: BTreeMap<OsString, ()>,
-    dirs: BTreeSet<OsString>,
+    unsynced: HashSet<OsString>,
+    dirs: HashSet<OsString>,
     /// dir -> lock id
     locks: HashMap<PathBuf, u64>,
     next_lock: u64,
@@ -77,21 +76,20 @@ fn key(p: &Path) -> &OsStr {
     p.as_os_str()
 }
 
-/// The entries of `map` directly inside `dir`: keys `dir/name` with no further `/`.
-fn children<'a, V>(
-    map: &'a BTreeMap<OsString, V>,
-    dir: &Path,
-) -> impl Iterator<Item = (&'a OsString, &'a V)> + 'a {
-    let mut lo = dir.as_os_str().as_bytes().to_vec();
-    lo.push(b'/');
-    let plen = lo.len();
-    let mut hi = lo.clone();
-    *hi.last_mut().unwrap() = b'/' + 1;
-    map.range::<OsStr, _>((
-        Bound::Included(OsStr::from_bytes(&lo)),
-        Bound::Excluded(OsStr::from_bytes(&hi)),
-    ))
-    .filter(move |(k, _)| !k.as_bytes()[plen..].contains(&b'/'))
+/// Whether `path` is directly inside `dir` (`dir/name`, no further `/`).
+fn in_dir(path: &OsStr, dir: &Path) -> bool {
+    let (p, d) = (path.as_bytes(), dir.as_os_str().as_bytes());
+    p.len() > d.len() + 1
+        && p[d.len()] == b'/'
+        && p.starts_with(d)
+        && !p[d.len() + 1..].contains(&b'/')
+}
+
+/// The paths of `paths` directly inside `dir`, sorted.
+fn children<'a>(paths: impl Iterator<Item = &'a OsString>, dir: &Path) -> Vec<&'a OsString> {
+    let mut out: Vec<&OsString> = paths.filter(|p| in_dir(p, dir)).collect();
+    out.sort();
+    out
 }
 
 fn file_name(k: &OsStr) -> String {
@@ -211,8 +209,9 @@ impl SimFs {
     /// Names of the files in `dir`, sorted.
     pub fn list(&self, dir: &Path) -> Vec<String> {
         let st = self.lock();
-        children(&st.names, dir)
-            .map(|(k, _)| file_name(k))
+        children(st.names.keys(), dir)
+            .into_iter()
+            .map(|k| file_name(k))
             .collect()
     }
 
@@ -367,16 +366,16 @@ impl SpoolIo for SimIo {
         if !st.dirs.contains(key(path)) {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
-        let mut out: Vec<DirEntry> = children(&st.names, path)
-            .map(|(k, _)| DirEntry {
+        let mut out: Vec<DirEntry> = children(st.names.keys(), path)
+            .into_iter()
+            .map(|k| DirEntry {
                 name: file_name(k),
                 is_dir: false,
             })
             .collect();
         out.extend(
-            st.dirs
-                .iter()
-                .filter(|p| Path::new(p).parent() == Some(path))
+            children(st.dirs.iter(), path)
+                .into_iter()
                 .map(|p| DirEntry {
                     name: file_name(p),
                     is_dir: true,
@@ -408,7 +407,7 @@ impl SpoolIo for SimIo {
                 let i = st.next_ino;
                 st.inodes.insert(i, Inode::default());
                 st.names.insert(key(path).to_owned(), i);
-                st.unsynced.insert(key(path).to_owned(), ());
+                st.unsynced.insert(key(path).to_owned());
                 i
             }
         };
@@ -425,7 +424,7 @@ impl SpoolIo for SimIo {
         st.names
             .remove(key(path))
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
-        st.unsynced.insert(key(path).to_owned(), ());
+        st.unsynced.insert(key(path).to_owned());
         Ok(())
     }
 
@@ -436,16 +435,17 @@ impl SpoolIo for SimIo {
             .remove(key(from))
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
         st.names.insert(key(to).to_owned(), ino);
-        st.unsynced.insert(key(from).to_owned(), ());
-        st.unsynced.insert(key(to).to_owned(), ());
+        st.unsynced.insert(key(from).to_owned());
+        st.unsynced.insert(key(to).to_owned());
         Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut st = self.st()?;
         let st = &mut *st;
-        let changed: Vec<OsString> = children(&st.unsynced, path)
-            .map(|(k, _)| k.clone())
+        let changed: Vec<OsString> = children(st.unsynced.iter(), path)
+            .into_iter()
+            .cloned()
             .collect();
         for k in changed {
             match st.names.get(&k) {
