@@ -85,7 +85,8 @@ EXT_PG="{}"
 if [[ -n "${POSTGRES:-}" ]]; then
   echo "==> ours: a billing ingest process on PostgreSQL" >&2
   SCHEMA="bench_$$"
-  EXT_PG="$(external "$POSTGRES?schema=$SCHEMA")"
+  SEP="?"; [[ "$POSTGRES" == *\?* ]] && SEP="&"
+  EXT_PG="$(external "$POSTGRES${SEP}schema=$SCHEMA")"
   psql "$POSTGRES" -qc "DROP SCHEMA $SCHEMA CASCADE" 2>/dev/null || true
 fi
 

@@ -78,7 +78,10 @@ fn key(p: &Path) -> &OsStr {
 
 /// Whether `path` is directly inside `dir` (`dir/name`, no further `/`).
 fn in_dir(path: &OsStr, dir: &Path) -> bool {
-    let (p, d) = (path.as_bytes(), dir.as_os_str().as_bytes());
+    let p = path.as_bytes();
+    // "/" ends with its separator; every other directory is named without one.
+    let d = dir.as_os_str().as_bytes();
+    let d = d.strip_suffix(b"/").unwrap_or(d);
     p.len() > d.len() + 1
         && p[d.len()] == b'/'
         && p.starts_with(d)
@@ -472,5 +475,21 @@ impl SpoolIo for SimIo {
             dir: dir.to_path_buf(),
             id,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_holds_only_its_direct_entries_the_root_included() {
+        let p = |s: &str| OsString::from(s);
+        assert!(in_dir(&p("/sim/spool/a.seg"), Path::new("/sim/spool")));
+        assert!(!in_dir(&p("/sim/spool/damaged/x"), Path::new("/sim/spool")));
+        assert!(!in_dir(&p("/sim/spoolx/a"), Path::new("/sim/spool")));
+        assert!(!in_dir(&p("/sim/spool"), Path::new("/sim/spool")));
+        assert!(in_dir(&p("/sim"), Path::new("/")));
+        assert!(!in_dir(&p("/sim/spool"), Path::new("/")));
     }
 }
