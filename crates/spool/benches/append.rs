@@ -2,10 +2,10 @@
 //!
 //! * `fdatasync/4k_append`: raw `write(4 KiB)` + `fdatasync` at the end of a file (the floor
 //!   for one `Fsync` append), on the same file system as the spool.
-//! * `fsync/append_2_threads`: two threads calling `append` (one 200-byte record each call);
-//!   they share fsyncs (group commit).
+//! * `fsync/append_2_threads`, `fsync/append_8_threads`: two or eight threads calling `append`
+//!   (one 200-byte record each call); they share fsyncs (group commit).
 //! * `fsync/append_batch_1000_2_threads`: two threads calling `append_batch` with 1000 records.
-//! * `interval/append_2_threads`, `interval/append_batch_1000_2_threads`: `Interval(1s)`.
+//! * `interval/append_{2,8}_threads`, `interval/append_batch_1000_2_threads`: `Interval(1s)`.
 //!
 //! Throughput is in records (elements) per second. Records are acknowledged between samples
 //! (not timed) so the spool does not fill up.
@@ -42,11 +42,11 @@ fn ack_all(s: &Spool, from: &mut u64) {
     *from = to;
 }
 
-/// Run `per_thread(iters_for_this_thread)` on two threads; returns the wall time.
-fn two_threads(s: &Arc<Spool>, iters: u64, f: fn(&Spool, u64)) -> Duration {
+/// Run `per_thread(iters_for_this_thread)` on `threads` threads; returns the wall time.
+fn on_threads(s: &Arc<Spool>, threads: u64, iters: u64, f: fn(&Spool, u64)) -> Duration {
     let start = Instant::now();
-    let hs: Vec<_> = [iters / 2, iters - iters / 2]
-        .into_iter()
+    let hs: Vec<_> = (0..threads)
+        .map(|i| iters / threads + u64::from(i < iters % threads))
         .map(|n| {
             let s = s.clone();
             std::thread::spawn(move || f(&s, n))
@@ -108,17 +108,19 @@ fn bench_mode(c: &mut Criterion, name: &str, durability: Durability) {
     let mut acked = 0u64;
 
     g.throughput(Throughput::Elements(1));
-    g.bench_function("append_2_threads", |b| {
-        b.iter_custom(|iters| {
-            let t = two_threads(&s, iters, appends);
-            ack_all(&s, &mut acked);
-            t
-        })
-    });
+    for threads in [2, 8] {
+        g.bench_function(format!("append_{threads}_threads"), |b| {
+            b.iter_custom(|iters| {
+                let t = on_threads(&s, threads, iters, appends);
+                ack_all(&s, &mut acked);
+                t
+            })
+        });
+    }
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("append_batch_1000_2_threads", |b| {
         b.iter_custom(|iters| {
-            let t = two_threads(&s, iters, batches);
+            let t = on_threads(&s, 2, iters, batches);
             ack_all(&s, &mut acked);
             t
         })

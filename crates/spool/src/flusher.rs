@@ -3,7 +3,9 @@
 //! when an fsync fails.
 //!
 //! One thread does every data fsync, with the state lock dropped, so appenders keep writing
-//! while it syncs and one `fdatasync` releases every appender whose bytes it covered.
+//! while it syncs and one `fdatasync` releases every appender whose bytes it covered. Before
+//! an fsync it waits, briefly and adaptively, for the appenders the previous one released to
+//! write again ([`Inner::gather`]), so that each fsync covers the whole group.
 //! Invariants:
 //! * `Segment::synced` only grows, and only to an offset that was written before the fsync
 //!   started; never for a segment whose fsync has failed.
@@ -15,7 +17,7 @@
 //! * On shutdown the thread exits only once nothing written is left unsynced.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,9 @@ use crate::state::{Inner, State};
 
 /// In `Fsync` mode, acks are made durable at least this often (if any arrived).
 const ACK_SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest the flusher holds an fsync back to gather appenders ([`Inner::gather`]).
+const MAX_GATHER: Duration = Duration::from_millis(2);
 
 /// (segment id, file, written offset to make durable, last seq within it)
 type SyncJob = (u64, Arc<dyn SpoolFile>, u64, Option<u64>);
@@ -104,6 +109,9 @@ impl Inner {
                     }
                 }
             }
+            if matches!(self.opts.durability, Durability::Fsync) {
+                st = self.gather(st);
+            }
             let flush_gen = st.flush_requested;
             if st.ack_rewrite {
                 match AckLog::create(&*self.io, &self.dir, st.watermark, st.next_seq) {
@@ -137,9 +145,13 @@ impl Inner {
                 d.then(|| l.file())
             });
             let shutting_down = st.shutdown;
+            // Every appender waiting now has written: this fsync covers them all.
+            let group = std::mem::take(&mut st.uncovered);
             drop(st);
 
+            let started = Instant::now();
             let results: Vec<io::Result<()>> = jobs.iter().map(|j| j.1.sync_data()).collect();
+            let took = started.elapsed();
             let ack_failed = match ack_file.map(|f| f.sync_data()) {
                 Some(Err(e)) => {
                     warn!(error = %e, "spool: fsync of the ack log failed; will rewrite it");
@@ -151,6 +163,10 @@ impl Inner {
 
             st = self.lock();
             st.ack_rewrite |= ack_failed;
+            if !jobs.is_empty() {
+                st.last_group = group;
+                st.last_fsync = took;
+            }
             if ack_now {
                 st.ack_synced_at = last_sync;
             }
@@ -170,11 +186,41 @@ impl Inner {
                 }
             }
             st.flush_done = st.flush_done.max(flush_gen);
+            let done = shutting_down && !st.dirty();
+            // Notified with the lock dropped: each waiter it wakes takes the lock at once
+            // instead of waking only to sleep again on it (context switches dominated the
+            // profile of eight appending threads).
+            drop(st);
             self.synced_cv.notify_all();
-            if shutting_down && !st.dirty() {
+            if done {
                 return;
             }
+            st = self.lock();
         }
+    }
+
+    /// Gathering, the other half of group commit (`Fsync` mode). An fsync covers only the
+    /// appenders that have written when it starts, and the ones the previous fsync released
+    /// need a moment (to be scheduled, to build their next record) before they write again.
+    /// Started at once, each fsync would cover the first one or two of them and leave the
+    /// rest a whole fsync behind (measured: 2.6 appends per fsync from 8 threads). So wait
+    /// until as many appenders wait as the last fsync released, for at most half as long as
+    /// that fsync took (and [`MAX_GATHER`]): a lone appender never waits, the group adapts
+    /// when appenders come and go, and the added latency stays a fraction of the disk's own.
+    fn gather<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let deadline = Instant::now() + (st.last_fsync / 2).min(MAX_GATHER);
+        while st.uncovered < st.last_group && !st.shutdown && st.flush_requested <= st.flush_done {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .work_cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        st
     }
 
     /// An fsync of segment `id` failed: its unsynced tail is unknown. Fail those records, cut

@@ -90,6 +90,14 @@ pub(crate) struct State {
     /// Reused encoding buffer of the appenders (saves an allocation per append).
     pub(crate) scratch: Vec<u8>,
     pub(crate) space_waiters: usize,
+    /// Appenders (`Fsync` mode) that have written and wait for an fsync, and that no fsync
+    /// started since covers; the flusher zeroes it when it starts one.
+    pub(crate) uncovered: usize,
+    /// How many appenders the flusher's last fsync released, and how long that fsync took:
+    /// the flusher's guess of how many to gather for the next one, and for how long at most
+    /// (`flusher.rs`, "Gathering").
+    pub(crate) last_group: usize,
+    pub(crate) last_fsync: std::time::Duration,
     pub(crate) flush_requested: u64,
     pub(crate) flush_done: u64,
     pub(crate) shutdown: bool,

@@ -139,7 +139,13 @@ impl Inner {
         match self.opts.durability {
             Durability::Interval(_) => Ok(first..first + n),
             Durability::Fsync => {
-                self.work_cv.notify_one();
+                // Counted so that the flusher can tell when the group it expects has arrived.
+                // It needs waking only when idle (the first waiter) or when that group is
+                // complete: it checks the state itself after each fsync.
+                st.uncovered += 1;
+                if st.uncovered == 1 || st.uncovered >= st.last_group {
+                    self.work_cv.notify_one();
+                }
                 loop {
                     if let Some((good, err)) = st.failed.get(&id)
                         && end > *good
