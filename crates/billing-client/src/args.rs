@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{
-    Config, DEFAULT_BATCH_MAX_RECORDS, DEFAULT_INGESTER, DEFAULT_MAX_BUFFERED_EVENTS,
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_SPOOL_MAX_BYTES, Framing, IngesterPolicy, SpoolSync,
-    SpoolWhenFull,
+    Config, DEFAULT_BATCH_MAX_RECORDS, DEFAULT_CONNECTIONS, DEFAULT_INGESTER,
+    DEFAULT_MAX_BUFFERED_EVENTS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SPOOL_MAX_BYTES, Framing,
+    IngesterPolicy, SpoolSync, SpoolWhenFull,
 };
 use crate::duration;
 use crate::secret::{Secret, read_secret_file};
@@ -92,6 +92,10 @@ pub struct Args {
     /// Most unacknowledged chunks on one connection.
     #[arg(long = "billing.max-in-flight", env = "BILLING_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT, value_parser = positive, value_name = "N")]
     pub max_in_flight: usize,
+    /// Connections to each ingester (each with its own --billing.max-in-flight); chunks are
+    /// spread over them in turn. More than one helps where one connection is the limit.
+    #[arg(long = "billing.connections", env = "BILLING_CONNECTIONS", default_value_t = DEFAULT_CONNECTIONS, value_parser = positive, value_name = "N")]
+    pub connections: usize,
     /// Once the sender took events, how long later ones may wait before it takes them (it is
     /// woken sooner when half the buffer is waiting); 0: woken for every event.
     #[arg(long = "billing.linger", env = "BILLING_LINGER", default_value = "1ms", value_parser = go_duration, value_name = "DURATION")]
@@ -235,6 +239,7 @@ impl From<Args> for Config {
             framing: a.framing,
             batch_max_records: a.batch_max_records,
             max_in_flight: a.max_in_flight,
+            connections: a.connections,
             linger: a.linger,
             spool_dir: a.spool_dir,
             spool_max_bytes: a.spool_max_bytes,
@@ -304,6 +309,7 @@ mod tests {
             "--billing.ingester-policy=round-robin",
             "--billing.primary-recheck=1m",
             "--billing.write-timeout=250ms",
+            "--billing.connections=3",
         ])
         .unwrap()
         .billing
@@ -312,10 +318,13 @@ mod tests {
         assert_eq!(c.ingester_policy, IngesterPolicy::RoundRobin);
         assert_eq!(c.primary_recheck, Duration::from_secs(60));
         assert_eq!(c.write_timeout, Duration::from_millis(250));
+        assert_eq!(c.connections, 3);
         let d: Config = Cli::try_parse_from(["x"]).unwrap().billing.into();
         assert_eq!(d.ingester_policy, IngesterPolicy::Failover);
         assert_eq!(d.primary_recheck, crate::config::DEFAULT_PRIMARY_RECHECK);
         assert_eq!(d.write_timeout, crate::config::DEFAULT_WRITE_TIMEOUT);
+        assert_eq!(d.connections, 1);
+        assert!(Cli::try_parse_from(["x", "--billing.connections=0"]).is_err());
         assert!(Cli::try_parse_from(["x", "--billing.ingester-policy=random"]).is_err());
     }
 

@@ -80,9 +80,9 @@ impl Client {
                 "max_buffered_events must be at least 1",
             ));
         }
-        if config.batch_max_records == 0 || config.max_in_flight == 0 {
+        if config.batch_max_records == 0 || config.max_in_flight == 0 || config.connections == 0 {
             return Err(NewClientError::InvalidConfig(
-                "batch_max_records and max_in_flight must be at least 1",
+                "batch_max_records, max_in_flight and connections must be at least 1",
             ));
         }
         if config.write_timeout.is_zero() || config.primary_recheck.is_zero() {

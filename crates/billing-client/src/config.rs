@@ -31,6 +31,10 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_BATCH_MAX_RECORDS: usize = 4096;
 /// Default most unacknowledged chunks on a connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+/// Default connections to each ingester: one carries more than a million records a second
+/// (BENCHMARKS.md), so more pay only where one connection is the limit (see
+/// [`Config::connections`]).
+pub const DEFAULT_CONNECTIONS: usize = 1;
 /// Default linger: once the sender took events, how long later events may wait before it
 /// looks again (1 ms; see [`Config::linger`]).
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(1);
@@ -150,6 +154,12 @@ pub struct Config {
     pub batch_max_records: usize,
     /// Most unacknowledged chunks on one connection.
     pub max_in_flight: usize,
+    /// Connections to each ingester, each with its own `max_in_flight`; chunks are spread over
+    /// the connected ones in turn. More than one pays where one connection is the limit: an
+    /// ingester that decodes each connection on one core, a long round trip, a TLS
+    /// connection's encryption on one core. With failover, all connections go to the current
+    /// target; the ingester's failure (every one of its connections down) moves them on.
+    pub connections: usize,
     /// Once the sender took events, it takes the next ones after at most this long (or as soon
     /// as half the buffer, capped at a chunk, is waiting) instead of being woken for each: the
     /// caller's `add` then never pays a thread wake-up while events keep coming, and chunks
@@ -211,6 +221,7 @@ impl Default for Config {
             framing: Framing::PackedForward,
             batch_max_records: DEFAULT_BATCH_MAX_RECORDS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            connections: DEFAULT_CONNECTIONS,
             linger: DEFAULT_LINGER,
             spool_dir: None,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,

@@ -23,7 +23,8 @@
 //!
 //! Per ingester (label `ingester`: the address as `forward::Endpoint` prints it; one series
 //! per address of `--billing.ingester`, counted per chunk, never per event):
-//! - `billing_client_ingester_connected{ingester}`: 1 while a connection to it is up;
+//! - `billing_client_ingester_connected{ingester}`: the connections to it that are up (0 or
+//!   1, or up to `--billing.connections`);
 //! - `billing_client_ingester_active{ingester}`: 1 while new chunks go to it (failover: the
 //!   current target; round-robin: every connected ingester);
 //! - `billing_client_ingester_chunks_sent_total{ingester}`: chunks (batches) written to it,
@@ -213,8 +214,9 @@ pub(crate) struct IngesterMetrics {
 }
 
 impl IngesterMetrics {
-    pub(crate) fn connected(&self, up: bool) {
-        self.connected.set(i64::from(up));
+    /// `n`: the connections to this ingester that are up.
+    pub(crate) fn connected(&self, n: usize) {
+        self.connected.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn active(&self, on: bool) {
@@ -402,7 +404,7 @@ impl Metrics {
         );
         r.register(
             "ingester_connected",
-            "1 while a connection to this ingester is up",
+            "Connections to this ingester that are up (at most --billing.connections)",
             self.0.ingester_connected.clone(),
         );
         r.register(

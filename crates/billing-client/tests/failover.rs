@@ -243,3 +243,61 @@ fn a_peer_that_stops_reading_fails_the_write_and_the_chunks_move_on() {
     assert_eq!(unique_keys(&standby).len(), 1000);
     drop(silent);
 }
+
+#[test]
+fn several_connections_to_one_ingester_each_carry_chunks_in_flight() {
+    let ingester = TestIngester::start().unwrap();
+    ingester.set_ack_mode(AckMode::Withhold);
+    let label = ingester.addr().to_string();
+    // One record per chunk and one chunk in flight per connection: without acks, the
+    // ingester can receive three chunks only over three connections.
+    let (client, m) = client_to(&label, |c| {
+        c.connections = 3;
+        c.batch_max_records = 1;
+        c.max_in_flight = 1;
+        c.ack_timeout = NEVER;
+    });
+    let keys = add(&client, "c", 12);
+    assert!(
+        ingester.wait_for_records(3, PATIENCE),
+        "three chunks in flight at once: one per connection"
+    );
+    assert_eq!(ingester.connections(), 3);
+    assert_eq!(m.ingester_connected(&label), 3);
+    assert_eq!(m.ingester_active(&label), 1);
+    assert_eq!(m.ingester_acks(&label), 0);
+    // Acked from now on; the connections holding unacked chunks are closed, so the client
+    // reconnects and resends them.
+    ingester.set_ack_mode(AckMode::Ack);
+    ingester.drop_connections();
+    client.flush(PATIENCE).expect("delivered");
+    assert_eq!(m.events_total(Status::Success, &SAMPLES), 12);
+    assert_eq!(unique_keys(&ingester), keys);
+    assert_eq!(m.queued_events(), 0);
+}
+
+#[test]
+fn failover_moves_every_connection_to_the_standby() {
+    let p = dead_address();
+    let standby = TestIngester::start().unwrap();
+    let s = standby.addr().to_string();
+    let (client, m) = client_to(&format!("{p},{s}"), |c| {
+        c.connections = 2;
+        c.batch_max_records = 1;
+        c.primary_recheck = NEVER;
+    });
+    let keys = add(&client, "f", 40);
+    client.flush(PATIENCE).expect("delivered by the standby");
+    assert_eq!(unique_keys(&standby), keys);
+    assert_eq!(m.events_total(Status::Success, &SAMPLES), 40);
+    wait_until("both connections to the standby", || {
+        m.ingester_connected(&s) == 2
+    });
+    assert_eq!(standby.connections(), 2);
+    assert_eq!((m.ingester_active(&p), m.ingester_active(&s)), (0, 1));
+    assert_eq!(m.ingester_connected(&p), 0);
+    assert!(
+        m.ingester_failures(&p, "connect") >= 2,
+        "each connection tried it"
+    );
+}

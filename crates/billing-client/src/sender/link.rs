@@ -73,7 +73,7 @@ impl Link {
     pub(super) fn new(endpoint: Endpoint, backoff: Backoff, metrics: &Metrics) -> Self {
         let label = endpoint.to_string();
         let metrics = metrics.ingester(&label);
-        metrics.connected(false);
+        metrics.connected(0);
         metrics.active(false);
         Link {
             endpoint,
@@ -133,12 +133,11 @@ impl Link {
 
     pub(super) fn set_conn(&mut self, conn: Conn) {
         self.conn = Some(conn);
-        self.metrics.connected(true);
     }
 
-    /// Takes the connection away (to close it, or dropped: failed).
+    /// Takes the connection away (to close it, or dropped: failed). The ingester's gauges
+    /// are the sender's to update (they count its links).
     pub(super) fn take_conn(&mut self) -> Option<Conn> {
-        self.metrics.connected(false);
         self.conn.take()
     }
 
@@ -150,6 +149,7 @@ impl Link {
         if let Some(conn) = self.take_conn() {
             conn.shutdown().await;
         }
+        self.metrics.connected(0);
         self.metrics.active(false);
     }
 

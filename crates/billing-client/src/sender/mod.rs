@@ -12,8 +12,9 @@
 //! connection takes chunks next. The unique keys make that resend safe, also to another
 //! ingester: they dedupe by key.
 //!
-//! Several ingesters (`--billing.ingester a,b,c`): one [`Link`] each (`link.rs`: address,
-//! connection, in-flight chunks indexed by chunk id, backoff, log streak, metric series).
+//! Several ingesters (`--billing.ingester a,b,c`), several connections to each
+//! (`--billing.connections N`): one [`Link`] per connection (`link.rs`: address, connection,
+//! in-flight chunks indexed by chunk id, backoff, log streak, the ingester's metric series).
 //! Connection attempts run as tasks whose results come back on one channel tagged with the
 //! link and the attempt, so a slow connect never stalls delivery elsewhere; acks are read
 //! from every connection at once. Which link takes a chunk and which links are kept connected
@@ -113,14 +114,18 @@ impl Sender {
         rx: UnboundedReceiver<Command>,
         recovered_below: u64,
     ) -> Self {
+        let ingesters = endpoints.len();
+        let per = cfg.connections.max(1);
+        // `per` links per ingester, consecutive (see policy.rs); each backs off on its own.
         let links: Vec<Link> = endpoints
             .into_iter()
+            .flat_map(|e| std::iter::repeat_n(e, per))
             .map(|e| {
                 let backoff = Backoff::new(cfg.retry_delay, cfg.retry_delay_max);
                 Link::new(e, backoff, &shared.metrics)
             })
             .collect();
-        let policy = Policy::new(cfg.ingester_policy, links.len(), cfg.primary_recheck);
+        let policy = Policy::new(cfg.ingester_policy, ingesters, per, cfg.primary_recheck);
         let (opened_tx, opened) = unbounded_channel();
         let sender = Self {
             cfg,
@@ -145,7 +150,7 @@ impl Sender {
             received: Tally::default(),
             linger_until: None,
         };
-        sender.update_active();
+        sender.update_gauges();
         sender
     }
 
@@ -159,7 +164,7 @@ impl Sender {
     fn capacity(&self) -> usize {
         match self.cfg.ingester_policy {
             IngesterPolicy::RoundRobin => self.cfg.max_in_flight * self.links.len(),
-            _ => self.cfg.max_in_flight,
+            _ => self.cfg.max_in_flight * self.cfg.connections.max(1),
         }
     }
 
@@ -425,10 +430,7 @@ impl Sender {
     /// Starts the connection attempts the policy wants now; returns when the next one is due.
     fn start_opens(&mut self) -> Option<Instant> {
         let has_work = self.has_work();
-        let target_up = self
-            .policy
-            .current()
-            .is_some_and(|c| self.links[c].conn.is_some());
+        let target_up = self.policy.current().is_some_and(|g| self.ingester_up(g));
         let now = Instant::now();
         let mut next: Option<Instant> = None;
         for i in 0..self.links.len() {
@@ -471,7 +473,8 @@ impl Sender {
                 link.handshake_failure = None;
                 if recheck {
                     link.set_conn(conn);
-                    let standby = self.policy.back_to_primary();
+                    let former = self.policy.back_to_primary();
+                    let standby = self.policy.links_of(former).start;
                     tracing::info!(primary = %self.links[0].label, standby = %self.links[standby].label, "billing: the primary ingester answers again; new chunks go back to it");
                 } else if self.policy.keeps(i) {
                     tracing::debug!(ingester = %link.label, "billing: connected to the ingester");
@@ -480,7 +483,7 @@ impl Sender {
                     // No longer wanted (the target moved while it connected).
                     conn.shutdown().await;
                 }
-                self.update_active();
+                self.update_gauges();
             }
             Err(e) => {
                 let (kind, message) = match e {
@@ -567,7 +570,9 @@ impl Sender {
             link.failing = true;
         }
         let next_attempts: Vec<Instant> = self.links.iter().map(|l| l.next_attempt).collect();
-        if let Some(to) = self.policy.on_failure(i, now, &next_attempts) {
+        let connected: Vec<bool> = self.links.iter().map(|l| l.conn.is_some()).collect();
+        if let Some(to) = self.policy.on_failure(i, now, &next_attempts, &connected) {
+            let to = self.policy.links_of(to).start;
             let (from, to) = (&self.links[i], &self.links[to]);
             if to.failing || !new_streak {
                 // Every ingester is failing, or this one keeps failing: the per-ingester lines
@@ -577,7 +582,7 @@ impl Sender {
                 tracing::warn!(from = %from.label, to = %to.label, "billing: failing over to the next ingester");
             }
         }
-        self.update_active();
+        self.update_gauges();
     }
 
     fn on_ack_timeouts(&mut self) {
@@ -601,14 +606,31 @@ impl Sender {
                 if let Some(conn) = link.take_conn() {
                     conn.shutdown().await;
                 }
+                self.update_gauges();
             }
         }
     }
 
-    fn update_active(&self) {
-        for (i, link) in self.links.iter().enumerate() {
-            link.metrics
-                .active(self.policy.is_active(i, link.conn.is_some()));
+    /// Whether any connection to ingester `g` is up.
+    fn ingester_up(&self, g: usize) -> bool {
+        self.policy
+            .links_of(g)
+            .any(|i| self.links[i].conn.is_some())
+    }
+
+    /// Sets each ingester's `connected` (its links that are up) and `active` gauges; they are
+    /// the ingester's, shared by its links, so they are set once per ingester.
+    fn update_gauges(&self) {
+        for i in (0..self.links.len()).step_by(self.cfg.connections.max(1)) {
+            let g = self.policy.ingester(i);
+            let up = self
+                .policy
+                .links_of(g)
+                .filter(|&j| self.links[j].conn.is_some())
+                .count();
+            let metrics = &self.links[i].metrics;
+            metrics.connected(up);
+            metrics.active(self.policy.is_active(g, up > 0));
         }
     }
 

@@ -12,6 +12,12 @@
 //!
 //! With one ingester both policies make the same decisions: that ingester, retried after its
 //! backoff.
+//!
+//! Links and ingesters: with `connections` (`c`) per ingester, link `i` is connection `i % c`
+//! of ingester `i / c`. The failover target is an ingester: every connection to it is wanted
+//! and takes chunks in turn, and it fails over only when none of them is connected (a single
+//! broken connection is reconnected after its backoff while the others carry on). Only the
+//! primary's first connection rechecks it; the others follow once it is the target again.
 
 use std::time::Duration;
 
@@ -23,21 +29,27 @@ use crate::config::IngesterPolicy;
 #[derive(Debug)]
 pub(super) struct Policy {
     kind: IngesterPolicy,
+    /// Ingesters.
     n: usize,
-    /// Failover: the target.
+    /// Connections (links) per ingester.
+    c: usize,
+    /// Failover: the target ingester.
     current: usize,
     /// Failover: when to recheck the primary while the target is a standby.
     recheck_at: Instant,
     recheck: Duration,
-    /// Round-robin: where the next search for a connection starts.
+    /// Where the next search for a link starts (round-robin over all links; failover over
+    /// the target's).
     next: usize,
 }
 
 impl Policy {
-    pub(super) fn new(kind: IngesterPolicy, n: usize, recheck: Duration) -> Self {
+    /// `n` ingesters with `c` connections each (both at least 1).
+    pub(super) fn new(kind: IngesterPolicy, n: usize, c: usize, recheck: Duration) -> Self {
         Policy {
             kind,
             n,
+            c,
             current: 0,
             recheck_at: Instant::now(),
             recheck,
@@ -49,7 +61,17 @@ impl Policy {
         self.kind != IngesterPolicy::RoundRobin
     }
 
-    /// Failover: the target; `None` in round-robin.
+    /// The ingester of link `i`.
+    pub(super) fn ingester(&self, i: usize) -> usize {
+        i / self.c
+    }
+
+    /// The links to ingester `g`.
+    pub(super) fn links_of(&self, g: usize) -> std::ops::Range<usize> {
+        g * self.c..(g + 1) * self.c
+    }
+
+    /// Failover: the target ingester; `None` in round-robin.
     pub(super) fn current(&self) -> Option<usize> {
         self.failover().then_some(self.current)
     }
@@ -68,7 +90,7 @@ impl Policy {
         target_up: bool,
         next_attempt: Instant,
     ) -> Option<Instant> {
-        if !self.failover() || i == self.current {
+        if !self.failover() || self.ingester(i) == self.current {
             return has_work.then_some(next_attempt);
         }
         // The primary is rechecked only while a standby delivers: if none does, the target
@@ -78,40 +100,65 @@ impl Policy {
 
     /// Whether an idle connection to `i` is kept open.
     pub(super) fn keeps(&self, i: usize) -> bool {
-        !self.failover() || i == self.current
+        !self.failover() || self.ingester(i) == self.current
     }
 
-    /// Whether new chunks go to `i` (the `active` gauge).
-    pub(super) fn is_active(&self, i: usize, connected: bool) -> bool {
+    /// Whether new chunks go to ingester `g` (the `active` gauge); `connected`: whether any
+    /// of its connections is up.
+    pub(super) fn is_active(&self, g: usize, connected: bool) -> bool {
         if self.failover() {
-            i == self.current
+            g == self.current
         } else {
             connected
         }
     }
 
-    /// The link to write the next chunk on, among those that `can_take` one.
+    /// The link to write the next chunk on, among those that `can_take` one: in turn over
+    /// the target's links (failover) or over all of them (round-robin).
     pub(super) fn pick(&mut self, can_take: impl Fn(usize) -> bool) -> Option<usize> {
-        if self.failover() {
-            return can_take(self.current).then_some(self.current);
-        }
-        let i = round_robin_next(self.next, self.n, can_take)?;
-        self.next = (i + 1) % self.n;
-        Some(i)
+        let (base, len) = if self.failover() {
+            (self.current * self.c, self.c)
+        } else {
+            (0, self.n * self.c)
+        };
+        let start = if (base..base + len).contains(&self.next) {
+            self.next - base
+        } else {
+            0
+        };
+        let k = round_robin_next(start, len, |k| can_take(base + k))?;
+        self.next = base + (k + 1) % len;
+        Some(base + k)
     }
 
-    /// Link `failed` failed; failover: the new target when it changed.
+    /// Link `failed` failed; `connected[i]`: whether link `i` is still connected. Failover:
+    /// the new target ingester when it changed (only once none of the target's connections
+    /// is left).
     pub(super) fn on_failure(
         &mut self,
         failed: usize,
         now: Instant,
         next_attempts: &[Instant],
+        connected: &[bool],
     ) -> Option<usize> {
-        if !self.failover() || failed != self.current || self.n < 2 {
+        let g = self.ingester(failed);
+        if !self.failover() || g != self.current || self.n < 2 {
             return None;
         }
-        let to = failover_next(failed, now, next_attempts);
-        if to == failed {
+        if self.links_of(g).any(|i| connected[i]) {
+            return None;
+        }
+        // An ingester may be tried again once any of its connections may.
+        let per_ingester: Vec<Instant> = (0..self.n)
+            .map(|h| {
+                self.links_of(h)
+                    .map(|i| next_attempts[i])
+                    .min()
+                    .expect("c >= 1")
+            })
+            .collect();
+        let to = failover_next(g, now, &per_ingester);
+        if to == g {
             return None;
         }
         self.current = to;
@@ -184,7 +231,7 @@ mod tests {
 
     #[test]
     fn round_robin_takes_turns_and_skips_full_or_down_links() {
-        let mut p = Policy::new(IngesterPolicy::RoundRobin, 3, S);
+        let mut p = Policy::new(IngesterPolicy::RoundRobin, 3, 1, S);
         let picks: Vec<_> = (0..4).map(|_| p.pick(|_| true).unwrap()).collect();
         assert_eq!(picks, [0, 1, 2, 0]);
         assert_eq!(p.pick(|i| i != 1), Some(2), "1 is full: skipped");
@@ -196,12 +243,19 @@ mod tests {
     #[test]
     fn failover_targets_one_link_and_rechecks_the_primary_from_a_standby() {
         let now = Instant::now();
-        let mut p = Policy::new(IngesterPolicy::Failover, 2, 10 * S);
+        let mut p = Policy::new(IngesterPolicy::Failover, 2, 1, 10 * S);
         assert_eq!(p.pick(|_| true), Some(0));
         assert_eq!(p.open_at(0, true, false, now), Some(now));
         assert_eq!(p.open_at(1, true, false, now), None, "the standby waits");
-        assert_eq!(p.on_failure(1, now, &[now, now]), None, "not the target");
-        assert_eq!(p.on_failure(0, now, &[now + S, now]), Some(1));
+        assert_eq!(
+            p.on_failure(1, now, &[now, now], &[true, false]),
+            None,
+            "not the target"
+        );
+        assert_eq!(
+            p.on_failure(0, now, &[now + S, now], &[false, false]),
+            Some(1)
+        );
         assert!(p.on_standby());
         assert_eq!(p.pick(|_| true), Some(1));
         assert!(!p.keeps(0) && p.keeps(1));
@@ -216,11 +270,58 @@ mod tests {
     }
 
     #[test]
+    fn failover_spreads_over_the_targets_connections_and_moves_when_none_is_left() {
+        let now = Instant::now();
+        // Two ingesters, three connections each: links 0-2 go to ingester 0, 3-5 to 1.
+        let mut p = Policy::new(IngesterPolicy::Failover, 2, 3, S);
+        let picks: Vec<_> = (0..4).map(|_| p.pick(|_| true).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 2, 0], "in turn over the target's connections");
+        assert_eq!(p.pick(|i| i == 2), Some(2), "full or down ones are skipped");
+        assert!(p.keeps(1) && p.keeps(2) && !p.keeps(3));
+        assert_eq!(
+            p.open_at(2, true, true, now),
+            Some(now),
+            "every connection is wanted"
+        );
+        assert_eq!(p.open_at(4, true, true, now), None, "the standby's are not");
+        let up = [false, true, true, false, false, false];
+        let attempts = [now + S, now, now, now, now, now];
+        assert_eq!(
+            p.on_failure(0, now, &attempts, &up),
+            None,
+            "two connections to the target are still up"
+        );
+        let down = [false; 6];
+        assert_eq!(p.on_failure(1, now, &attempts, &down), Some(1));
+        assert_eq!(p.pick(|_| true), Some(3), "now the standby's connections");
+        assert_eq!(p.pick(|_| true), Some(4));
+        assert!(p.on_standby());
+        assert_eq!(p.open_at(0, false, true, now), Some(now + S), "the recheck");
+        assert_eq!(
+            p.open_at(1, true, true, now),
+            None,
+            "only the first connection rechecks"
+        );
+        assert_eq!(p.back_to_primary(), 1);
+        assert_eq!(p.pick(|_| true), Some(0));
+    }
+
+    #[test]
+    fn round_robin_spreads_over_every_connection_of_every_ingester() {
+        let mut p = Policy::new(IngesterPolicy::RoundRobin, 2, 2, S);
+        let picks: Vec<_> = (0..5).map(|_| p.pick(|i| i != 2).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 3, 0, 1]);
+        assert_eq!((p.ingester(1), p.ingester(2)), (0, 1));
+        assert_eq!(p.links_of(1), 2..4);
+        assert!(p.is_active(1, true) && !p.is_active(1, false));
+    }
+
+    #[test]
     fn one_ingester_never_fails_over() {
         let now = Instant::now();
         for kind in [IngesterPolicy::Failover, IngesterPolicy::RoundRobin] {
-            let mut p = Policy::new(kind, 1, S);
-            assert_eq!(p.on_failure(0, now, &[now + S]), None);
+            let mut p = Policy::new(kind, 1, 1, S);
+            assert_eq!(p.on_failure(0, now, &[now + S], &[false]), None);
             assert_eq!(p.pick(|_| true), Some(0));
             assert_eq!(p.open_at(0, true, false, now + S), Some(now + S));
             assert_eq!(p.open_at(0, false, true, now), None, "no work: no connect");
