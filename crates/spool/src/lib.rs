@@ -74,7 +74,10 @@
 //!   `fdatasync`ed. Group commit: appenders write into the active segment under a mutex (one
 //!   `pwrite` per call) and wait; a single flusher thread fsyncs whatever was written since its
 //!   last fsync, so every waiter whose bytes were covered is released by one `fdatasync`.
-//!   An `Ok` append survives SIGKILL and power loss.
+//!   Before each fsync it waits briefly (at most half its last fsync's duration) for as many
+//!   appenders as that fsync released, so each fsync covers the whole group of concurrent
+//!   appenders rather than the first to come back. An `Ok` append survives SIGKILL and power
+//!   loss.
 //! * [`Durability::Interval`]: `append` returns once the record is written to the file (page
 //!   cache), so it survives the process being killed; the flusher fsyncs at least every
 //!   interval. Power loss or an OS crash may lose the appends of the last interval (the
