@@ -16,8 +16,7 @@ fn main() {
         .next()
         .map_or(4000, |s| s.parse().expect("APPENDS_PER_THREAD"));
     let dir = tempfile::tempdir_in("/tmp").expect("temporary directory");
-    let mut opts = SpoolOptions::default();
-    opts.durability = Durability::Fsync;
+    let opts = SpoolOptions::default().with_durability(Durability::Fsync);
     let spool = Arc::new(Spool::open(dir.path(), opts).expect("open the spool").0);
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
