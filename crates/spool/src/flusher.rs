@@ -87,6 +87,10 @@ impl Inner {
                         if st.dirty() || ack_due {
                             break;
                         }
+                        // Nothing written waits for an fsync, so no appender does either
+                        // (after a failed fsync cut the tail off, its appenders fail on
+                        // their own): the next one to write must find 0 and wake us.
+                        st.uncovered = 0;
                         st = self
                             .work_cv
                             .wait_timeout(st, ACK_SYNC_EVERY)
