@@ -3,10 +3,17 @@
 //!
 //! [`fast`], always tried first:
 //! 1. valid records are sorted by `unique_key` (stable, so wire order decides among equal
-//!    keys) and the first of each key is offered in one `INSERT ... SELECT FROM unnest(...) ON
-//!    CONFLICT (unique_key) DO NOTHING RETURNING unique_key`. The unique index is the arbiter
-//!    between ingesters: a key another transaction inserted but has not committed makes this
-//!    insert wait for it, then skip the key; so each key is stored once, by whoever commits
+//!    keys) and the first of each key is offered in one `INSERT ... SELECT FROM unnest(...)`,
+//!    first without `ON CONFLICT`: a frame of new keys (the common case) is then stored with
+//!    one descent of the unique index per row, where `ON CONFLICT` costs a second one (its
+//!    pre-check) and a second WAL record (the speculative insertion's confirmation): about a
+//!    fifth of PostgreSQL's time per row (BENCHMARKS.md). When a key exists (a resend, or
+//!    another ingester's), that insert fails with `unique_violation` as its transaction's
+//!    first statement; the transaction is rolled back, nothing else lost, and the frame is
+//!    offered again in a new one with `ON CONFLICT (unique_key) DO NOTHING RETURNING
+//!    unique_key`. The unique index is the arbiter between ingesters either way: a key another
+//!    transaction inserted but has not committed makes the insert wait for it, then fail (the
+//!    first way) or skip the key (the second); so each key is stored once, by whoever commits
 //!    first;
 //! 2. every other record (the ones not inserted, and repeats inside the frame) is compared with
 //!    the stored body (read back with one `SELECT ... = ANY($1)`, which at READ COMMITTED sees
@@ -51,6 +58,10 @@ const INSERT_RECORDS: &str = "INSERT INTO records (unique_key, instance, amount_
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])
      ON CONFLICT (unique_key) DO NOTHING
      RETURNING unique_key";
+
+/// [`INSERT_RECORDS`] for keys believed new: fails on the first that exists.
+const INSERT_NEW_RECORDS: &str = "INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])";
 
 const SELECT_BODIES: &str = "SELECT unique_key, instance, amount_type, value, occurred_at, metadata
      FROM records WHERE unique_key = ANY($1::text[])";
@@ -105,10 +116,8 @@ pub(crate) async fn fast(
     checked: &Checked,
     options: &StoreOptions,
 ) -> Result<Wrote, StoreError> {
-    let mut w = Wrote::default();
-    w.written.outcome.received = checked.len() as u64;
     if checked.is_empty() {
-        return Ok(w);
+        return Ok(Wrote::default());
     }
     let valid = sorted(checked);
     let firsts: Vec<&Record> = valid
@@ -118,8 +127,34 @@ pub(crate) async fn fast(
         .map(|(_, r)| *r)
         .collect();
 
+    {
+        let tx = begin(client).await?;
+        match insert_new(&tx, &firsts).await {
+            Ok(()) => {
+                let inserted = firsts.iter().map(|r| r.unique_key.clone()).collect();
+                return fast_after_insert(tx, checked, options, &valid, &firsts, inserted).await;
+            }
+            Err(e) if is_unique_violation(&e) => tx.rollback().await?,
+            Err(e) => return Err(e),
+        }
+    }
     let tx = begin(client).await?;
     let inserted: HashSet<String> = insert(&tx, &firsts).await?.into_iter().collect();
+    fast_after_insert(tx, checked, options, &valid, &firsts, inserted).await
+}
+
+/// The rest of [`fast`] once the frame's first records of each key were offered in `tx`:
+/// `inserted` holds the keys stored by it.
+async fn fast_after_insert(
+    tx: Transaction<'_>,
+    checked: &Checked,
+    options: &StoreOptions,
+    valid: &[&Record],
+    firsts: &[&Record],
+    inserted: HashSet<String>,
+) -> Result<Wrote, StoreError> {
+    let mut w = Wrote::default();
+    w.written.outcome.received = checked.len() as u64;
     // The stored body of every key that was not inserted here.
     let missing: Vec<&str> = firsts
         .iter()
@@ -132,7 +167,7 @@ pub(crate) async fn fast(
     let mut conflicts = Conflicts::new();
     let mut duplicates = Duplicates::new();
     let mut first_of_key: Option<&Record> = None;
-    for r in &valid {
+    for r in valid {
         let is_first = first_of_key.is_none_or(|f| f.unique_key != r.unique_key);
         if is_first {
             first_of_key = Some(r);
@@ -326,8 +361,30 @@ async fn begin(client: &mut Object) -> Result<Transaction<'_>, StoreError> {
         .await?)
 }
 
+/// Whether `e` is PostgreSQL's `unique_violation` (SQLSTATE 23505).
+fn is_unique_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Postgres(e)
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
+}
+
+/// Inserts `records` (distinct keys, sorted) as new; fails with `unique_violation` when one
+/// of the keys exists (see the module docs).
+async fn insert_new(tx: &Transaction<'_>, records: &[&Record]) -> Result<(), StoreError> {
+    offer(tx, INSERT_NEW_RECORDS, records).await.map(drop)
+}
+
 /// Offers `records` (distinct keys) for insertion; the keys inserted.
 async fn insert(tx: &Transaction<'_>, records: &[&Record]) -> Result<Vec<String>, StoreError> {
+    let rows = offer(tx, INSERT_RECORDS, records).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Runs `sql` (an insert from seven `unnest` arrays) with the columns of `records`.
+async fn offer(
+    tx: &Transaction<'_>,
+    sql: &str,
+    records: &[&Record],
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
     if records.is_empty() {
         return Ok(Vec::new());
     }
@@ -339,15 +396,14 @@ async fn insert(tx: &Transaction<'_>, records: &[&Record]) -> Result<Vec<String>
     let metadata = col(|r| &r.body.metadata);
     let values: Vec<i64> = records.iter().map(|r| r.body.value).collect();
     let hours: Vec<i64> = records.iter().map(|r| r.hour).collect();
-    let rows = tx
+    Ok(tx
         .query(
-            &tx.prepare_cached(INSERT_RECORDS).await?,
+            &tx.prepare_cached(sql).await?,
             &[
                 &keys, &instances, &types, &values, &occurred, &hours, &metadata,
             ],
         )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+        .await?)
 }
 
 /// The stored bodies of `keys`.
