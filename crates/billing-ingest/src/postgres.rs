@@ -67,6 +67,7 @@ pub struct PgStore {
     pool: Pool,
     options: StoreOptions,
     unstored: UnstoredWarnings,
+    optimism: write::Optimism,
 }
 
 /// A snapshot of a store's connection pool.
@@ -130,6 +131,7 @@ impl PgStore {
             url: url.clone(),
             options: options.clone(),
             unstored: UnstoredWarnings::default(),
+            optimism: write::Optimism::default(),
         };
         // Also proves the database reachable now, not at the first frame.
         let mut client = store.conn().await?;
@@ -428,7 +430,7 @@ impl Store for PgStore {
 
     async fn store_counted(&self, frame: &Frame, checked: Checked) -> Result<Stored, StoreError> {
         let mut client = self.conn().await?;
-        let wrote = match write::fast(&mut client, &checked, &self.options).await {
+        let wrote = match write::fast(&mut client, &checked, &self.options, &self.optimism).await {
             Ok(wrote) => wrote,
             Err(e) if is_about_data(&e) => {
                 tracing::warn!(error = %e, "the store refused a record of the frame; storing it record by record");

@@ -14,7 +14,9 @@
 //!    unique_key`. The unique index is the arbiter between ingesters either way: a key another
 //!    transaction inserted but has not committed makes the insert wait for it, then fail (the
 //!    first way) or skip the key (the second); so each key is stored once, by whoever commits
-//!    first;
+//!    first. Each failed insert is an `ERROR` line in the server's log, and resends come in
+//!    bursts: after one, the store's next [`CAREFUL_FRAMES`] frames go straight to `ON
+//!    CONFLICT` ([`Optimism`]);
 //! 2. every other record (the ones not inserted, and repeats inside the frame) is compared with
 //!    the stored body (read back with one `SELECT ... = ANY($1)`, which at READ COMMITTED sees
 //!    the winner's committed row) and classified as duplicate or conflict; each duplicated
@@ -41,6 +43,7 @@
 //! order, so no two transactions can wait on each other in a cycle.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use deadpool_postgres::{Object, Transaction};
 use forward::Frame;
@@ -98,6 +101,27 @@ const UPSERT_COUNTERS: &str =
        quarantined = counters.quarantined + excluded.quarantined,
        quarantine_rows = counters.quarantine_rows + excluded.quarantine_rows";
 
+/// Frames that go straight to `ON CONFLICT` after one whose plain insert met a stored key.
+const CAREFUL_FRAMES: u32 = 64;
+
+/// Whether [`fast`] tries the plain insert first: not for the [`CAREFUL_FRAMES`] frames after
+/// one met a stored key (see the module docs). Shared by a store's connections.
+#[derive(Debug, Default)]
+pub(crate) struct Optimism(AtomicU32);
+
+impl Optimism {
+    /// Whether this frame may try the plain insert (counts a careful frame down if not).
+    fn try_plain(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_err()
+    }
+
+    fn met_stored_key(&self) {
+        self.0.store(CAREFUL_FRAMES, Ordering::Relaxed);
+    }
+}
+
 /// Conflicting arrivals of a frame: (key, received body) -> (stored body, arrivals).
 type Conflicts<'a> = BTreeMap<(&'a str, String), (String, i64)>;
 
@@ -115,6 +139,7 @@ pub(crate) async fn fast(
     client: &mut Object,
     checked: &Checked,
     options: &StoreOptions,
+    optimism: &Optimism,
 ) -> Result<Wrote, StoreError> {
     if checked.is_empty() {
         return Ok(Wrote::default());
@@ -127,14 +152,17 @@ pub(crate) async fn fast(
         .map(|(_, r)| *r)
         .collect();
 
-    {
+    if optimism.try_plain() {
         let tx = begin(client).await?;
         match insert_new(&tx, &firsts).await {
             Ok(()) => {
                 let inserted = firsts.iter().map(|r| r.unique_key.clone()).collect();
                 return fast_after_insert(tx, checked, options, &valid, &firsts, inserted).await;
             }
-            Err(e) if is_unique_violation(&e) => tx.rollback().await?,
+            Err(e) if is_unique_violation(&e) => {
+                optimism.met_stored_key();
+                tx.rollback().await?;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -565,4 +593,21 @@ async fn finish(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_a_frame_meets_a_stored_key_the_next_ones_go_straight_to_on_conflict() {
+        let o = Optimism::default();
+        assert!(o.try_plain(), "new frames try the plain insert");
+        o.met_stored_key();
+        for i in 0..CAREFUL_FRAMES {
+            assert!(!o.try_plain(), "careful frame {i}");
+        }
+        assert!(o.try_plain(), "then plain again");
+        assert!(o.try_plain());
+    }
 }
