@@ -16,7 +16,9 @@
 //!    first way) or skip the key (the second); so each key is stored once, by whoever commits
 //!    first. Each failed insert is an `ERROR` line in the server's log, and resends come in
 //!    bursts: after one, the store's next [`CAREFUL_FRAMES`] frames go straight to `ON
-//!    CONFLICT` ([`Optimism`]);
+//!    CONFLICT` ([`Optimism`]). The common frame (valid records of distinct keys) has its
+//!    plain insert, rollups and counters written to the connection together ([`pipelined`]):
+//!    three round trips (`BEGIN`, those three, `COMMIT`) instead of five;
 //! 2. every other record (the ones not inserted, and repeats inside the frame) is compared with
 //!    the stored body (read back with one `SELECT ... = ANY($1)`, which at READ COMMITTED sees
 //!    the winner's committed row) and classified as duplicate or conflict; each duplicated
@@ -54,7 +56,7 @@ use crate::schema;
 use crate::store_error::is_about_data;
 use crate::store_options::StoreOptions;
 use crate::validate::{Body, Checked, Quarantined, Record};
-use crate::{StoreError, Written};
+use crate::{StoreError, StoreOutcome, Written};
 
 // Prepared once per connection, through the pool's statement cache.
 const INSERT_RECORDS: &str = "INSERT INTO records (unique_key, instance, amount_type, value, occurred_at, hour, metadata)
@@ -152,7 +154,13 @@ pub(crate) async fn fast(
         .map(|(_, r)| *r)
         .collect();
 
-    if optimism.try_plain() {
+    let plain = optimism.try_plain();
+    if plain && checked.invalid.is_empty() && firsts.len() == valid.len() {
+        match pipelined(client, checked, &firsts).await? {
+            Some(w) => return Ok(w),
+            None => optimism.met_stored_key(),
+        }
+    } else if plain {
         let tx = begin(client).await?;
         match insert_new(&tx, &firsts).await {
             Ok(()) => {
@@ -169,6 +177,61 @@ pub(crate) async fn fast(
     let tx = begin(client).await?;
     let inserted: HashSet<String> = insert(&tx, &firsts).await?.into_iter().collect();
     fast_after_insert(tx, checked, options, &valid, &firsts, inserted).await
+}
+
+/// The common frame (valid records of distinct keys, believed new) with its statements
+/// pipelined: the insert, the rollups and the counters are sent together, then the commit,
+/// so a frame costs three round trips instead of five. `Ok(None)`: a key exists
+/// (`unique_violation`); the transaction was rolled back and nothing is stored.
+async fn pipelined(
+    client: &mut Object,
+    checked: &Checked,
+    records: &[&Record],
+) -> Result<Option<Wrote>, StoreError> {
+    let mut w = Wrote::default();
+    w.written.outcome.received = checked.len() as u64;
+    w.written.outcome.stored = records.len() as u64;
+    let mut rollups = Rollups::new();
+    for r in records {
+        let slot = rollups
+            .entry((&r.body.instance, &r.body.amount_type, r.hour))
+            .or_default();
+        slot.0 = slot
+            .0
+            .checked_add(i128::from(r.body.value))
+            .ok_or(StoreError::Overflow)?;
+        slot.1 += 1;
+    }
+    let outcome = w.written.outcome;
+    let tx = begin(client).await?;
+    // Prepared first, one after the other (a no-op once in the connection's cache): below,
+    // each statement then goes out at its future's first poll, so they reach PostgreSQL in
+    // this order (the lock order: records, rollups, counters). A statement still being
+    // prepared there would let a later one overtake it.
+    for sql in [INSERT_NEW_RECORDS, UPSERT_ROLLUPS, UPSERT_COUNTERS] {
+        tx.prepare_cached(sql).await?;
+    }
+    // Polled together, the three are written to the connection before any answer is read;
+    // PostgreSQL runs them in order, and after a failed insert the other two fail too.
+    let (inserted, rolled, counted) = tokio::join!(
+        insert_new(&tx, records),
+        upsert_rollups(&tx, &rollups),
+        write_counters(&tx, &outcome, 0),
+    );
+    match inserted {
+        Err(e) if is_unique_violation(&e) => {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        other => other?,
+    }
+    rolled?;
+    counted?;
+    tx.commit().await?;
+    for ((_, amount_type, _), (value, n)) in &rollups {
+        w.written.add_stored(amount_type, *value, *n)?;
+    }
+    Ok(Some(w))
 }
 
 /// The rest of [`fast`] once the frame's first records of each key were offered in `tx`:
@@ -579,7 +642,15 @@ async fn finish(
     }
     w.unstored = (entries.len() - kept) as u64;
     w.written.outcome.quarantined = entries.len() as u64;
-    let o = w.written.outcome;
+    write_counters(tx, &w.written.outcome, kept).await
+}
+
+/// Adds a frame's outcome (and `kept` quarantine rows) to this connection's `counters` slot.
+async fn write_counters(
+    tx: &Transaction<'_>,
+    o: &StoreOutcome,
+    kept: usize,
+) -> Result<(), StoreError> {
     tx.execute(
         &tx.prepare_cached(UPSERT_COUNTERS).await?,
         &[
