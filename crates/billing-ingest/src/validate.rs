@@ -7,12 +7,27 @@
 //! each list; an invalid entry keeps its raw form (as the `jsonl:` store writes it), its
 //! reason label and a detail, and its key when it has a readable one (for the log summary).
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 pub(crate) use billing_schema::rfc3339_secs;
 pub(crate) use billing_schema::validate::{Body, HOUR_SECONDS, Record};
 use billing_schema::validate::{Policy, validate};
 use forward::Entry;
+
+/// A frame's rollup deltas by `(instance, amount_type, hour)`: the exact sum of the values and
+/// the number of records.
+pub(crate) type RollupSums<'a> = BTreeMap<(&'a str, &'a str, i64), (i128, i64)>;
+
+/// Adds `r` to its bucket of `sums`; `None` when the sum would pass 128 bits.
+pub(crate) fn add_to_rollup<'a>(sums: &mut RollupSums<'a>, r: &'a Record) -> Option<()> {
+    let slot = sums
+        .entry((&r.body.instance, &r.body.amount_type, r.hour))
+        .or_default();
+    slot.0 = slot.0.checked_add(i128::from(r.body.value))?;
+    slot.1 += 1;
+    Some(())
+}
 
 /// Label of a record the store itself refused (counted with the validation reasons).
 pub const STORE_REJECTED: &str = "store_rejected";

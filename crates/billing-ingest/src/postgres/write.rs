@@ -55,7 +55,7 @@ use crate::quarantine::{RawIndex, Wrote};
 use crate::schema;
 use crate::store_error::is_about_data;
 use crate::store_options::StoreOptions;
-use crate::validate::{Body, Checked, Quarantined, Record};
+use crate::validate::{Body, Checked, Quarantined, Record, RollupSums, add_to_rollup};
 use crate::{StoreError, StoreOutcome, Written};
 
 // Prepared once per connection, through the pool's statement cache.
@@ -128,7 +128,7 @@ impl Optimism {
 type Conflicts<'a> = BTreeMap<(&'a str, String), (String, i64)>;
 
 /// Rollup deltas of a frame by `(instance, amount_type, hour)`.
-type Rollups<'a> = BTreeMap<(&'a str, &'a str, i64), (i128, i64)>;
+type Rollups<'a> = RollupSums<'a>;
 
 /// Duplicate arrivals of a frame by key (sorted: the lock order).
 type Duplicates<'a> = BTreeMap<&'a str, i64>;
@@ -193,14 +193,7 @@ async fn pipelined(
     w.written.outcome.stored = records.len() as u64;
     let mut rollups = Rollups::new();
     for r in records {
-        let slot = rollups
-            .entry((&r.body.instance, &r.body.amount_type, r.hour))
-            .or_default();
-        slot.0 = slot
-            .0
-            .checked_add(i128::from(r.body.value))
-            .ok_or(StoreError::Overflow)?;
-        slot.1 += 1;
+        add_to_rollup(&mut rollups, r).ok_or(StoreError::Overflow)?;
     }
     let outcome = w.written.outcome;
     let tx = begin(client).await?;
@@ -264,14 +257,7 @@ async fn fast_after_insert(
             first_of_key = Some(r);
             if inserted.contains(&r.unique_key) {
                 w.written.outcome.stored += 1;
-                let slot = rollups
-                    .entry((&r.body.instance, &r.body.amount_type, r.hour))
-                    .or_default();
-                slot.0 = slot
-                    .0
-                    .checked_add(i128::from(r.body.value))
-                    .ok_or(StoreError::Overflow)?;
-                slot.1 += 1;
+                add_to_rollup(&mut rollups, r).ok_or(StoreError::Overflow)?;
                 continue;
             }
         }

@@ -22,8 +22,6 @@
 //! Quarantine rows are written up to the store's bound ([`StoreOptions`]), the first entries in
 //! wire order, validation's refusals before the store's; all are counted.
 
-use std::collections::BTreeMap;
-
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::quarantine::{self, Wrote};
@@ -31,7 +29,7 @@ use crate::report::parse_sum;
 use crate::schema;
 use crate::store_error::is_about_data;
 use crate::store_options::StoreOptions;
-use crate::validate::{Body, Checked, Quarantined, Record};
+use crate::validate::{Body, Checked, Quarantined, Record, RollupSums, add_to_rollup};
 use crate::{StoreError, Written};
 
 /// The current time as SQLite writes it in the tables.
@@ -106,20 +104,13 @@ fn fast_in(
     if checked.is_empty() {
         return Ok(w);
     }
-    let mut rollups: BTreeMap<(&str, &str, i64), (i128, i64)> = BTreeMap::new();
+    let mut rollups = RollupSums::new();
     let mut insert = tx.prepare_cached(INSERT_RECORD)?;
     let now = write_time(tx)?;
     for r in &checked.valid {
         let arrival = arrive_with(tx, &mut insert, r, &now)?;
         if arrival == Arrival::Stored {
-            let slot = rollups
-                .entry((&r.body.instance, &r.body.amount_type, r.hour))
-                .or_default();
-            slot.0 = slot
-                .0
-                .checked_add(i128::from(r.body.value))
-                .ok_or(StoreError::Overflow)?;
-            slot.1 += 1;
+            add_to_rollup(&mut rollups, r).ok_or(StoreError::Overflow)?;
         }
         tally(&mut w.written, r, arrival);
     }
