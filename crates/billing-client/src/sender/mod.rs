@@ -164,7 +164,7 @@ impl Sender {
     fn capacity(&self) -> usize {
         match self.cfg.ingester_policy {
             IngesterPolicy::RoundRobin => self.cfg.max_in_flight * self.links.len(),
-            _ => self.cfg.max_in_flight * self.cfg.connections.max(1),
+            _ => self.cfg.max_in_flight * self.policy.links_of(0).len(),
         }
     }
 
@@ -621,14 +621,10 @@ impl Sender {
     /// Sets each ingester's `connected` (its links that are up) and `active` gauges; they are
     /// the ingester's, shared by its links, so they are set once per ingester.
     fn update_gauges(&self) {
-        for i in (0..self.links.len()).step_by(self.cfg.connections.max(1)) {
-            let g = self.policy.ingester(i);
-            let up = self
-                .policy
-                .links_of(g)
-                .filter(|&j| self.links[j].conn.is_some())
-                .count();
-            let metrics = &self.links[i].metrics;
+        for g in 0..self.policy.ingesters() {
+            let links = self.policy.links_of(g);
+            let metrics = &self.links[links.start].metrics;
+            let up = links.filter(|&j| self.links[j].conn.is_some()).count();
             metrics.connected(up);
             metrics.active(self.policy.is_active(g, up > 0));
         }

@@ -61,8 +61,13 @@ impl Policy {
         self.kind != IngesterPolicy::RoundRobin
     }
 
+    /// How many ingesters there are.
+    pub(super) fn ingesters(&self) -> usize {
+        self.n
+    }
+
     /// The ingester of link `i`.
-    pub(super) fn ingester(&self, i: usize) -> usize {
+    fn ingester(&self, i: usize) -> usize {
         i / self.c
     }
 
