@@ -3,22 +3,22 @@
 //!
 //! [`fast`], always tried first:
 //! 1. valid records are sorted by `unique_key` (stable, so wire order decides among equal
-//!    keys) and the first of each key is offered in one `INSERT ... SELECT FROM unnest(...)`,
-//!    first without `ON CONFLICT`: a frame of new keys (the common case) is then stored with
-//!    one descent of the unique index per row, where `ON CONFLICT` costs a second one (its
-//!    pre-check) and a second WAL record (the speculative insertion's confirmation): about a
-//!    fifth of PostgreSQL's time per row (BENCHMARKS.md). When a key exists (a resend, or
-//!    another ingester's), that insert fails with `unique_violation` as its transaction's
-//!    first statement; the transaction is rolled back, nothing else lost, and the frame is
-//!    offered again in a new one with `ON CONFLICT (unique_key) DO NOTHING RETURNING
-//!    unique_key`. The unique index is the arbiter between ingesters either way: a key another
-//!    transaction inserted but has not committed makes the insert wait for it, then fail (the
-//!    first way) or skip the key (the second); so each key is stored once, by whoever commits
-//!    first. Each failed insert is an `ERROR` line in the server's log, and resends come in
-//!    bursts: after one, the store's next [`CAREFUL_FRAMES`] frames go straight to `ON
-//!    CONFLICT` ([`Optimism`]). The common frame (valid records of distinct keys) has its
-//!    plain insert, rollups and counters written to the connection together ([`pipelined`]):
-//!    three round trips (`BEGIN`, those three, `COMMIT`) instead of five;
+//!    keys). The common frame (valid records of distinct keys, nothing quarantined) is first
+//!    stored the quick way ([`pipelined`]): one plain `INSERT ... SELECT FROM unnest(...)`,
+//!    the rollup upsert and the counters written to the connection together, then `COMMIT`
+//!    (three round trips instead of five). Without `ON CONFLICT` each row costs one descent
+//!    of the unique index, where `ON CONFLICT` costs a second one (its pre-check) and a
+//!    second WAL record (the speculative insertion's confirmation): about a fifth of
+//!    PostgreSQL's time per row (BENCHMARKS.md). When a key exists (a resend, or another
+//!    ingester's), the insert fails with `unique_violation`; the transaction is rolled back,
+//!    nothing lost, and the frame is stored the general way below. Each failed insert is an
+//!    `ERROR` line in the server's log, and resends come in bursts: after one, the store's
+//!    next [`CAREFUL_FRAMES`] frames go the general way at once ([`Optimism`]). The general
+//!    way offers the first record of each key in one `INSERT ... ON CONFLICT (unique_key) DO
+//!    NOTHING RETURNING unique_key`. The unique index is the arbiter between ingesters either
+//!    way: a key another transaction inserted but has not committed makes the insert wait for
+//!    it, then fail (quick way) or skip the key (general way); so each key is stored once, by
+//!    whoever commits first;
 //! 2. every other record (the ones not inserted, and repeats inside the frame) is compared with
 //!    the stored body (read back with one `SELECT ... = ANY($1)`, which at READ COMMITTED sees
 //!    the winner's committed row) and classified as duplicate or conflict; each duplicated
@@ -154,24 +154,11 @@ pub(crate) async fn fast(
         .map(|(_, r)| *r)
         .collect();
 
-    let plain = optimism.try_plain();
-    if plain && checked.invalid.is_empty() && firsts.len() == valid.len() {
+    // Frames with repeats or invalid entries (rare) go straight to `ON CONFLICT`.
+    if checked.invalid.is_empty() && firsts.len() == valid.len() && optimism.try_plain() {
         match pipelined(client, checked, &firsts).await? {
             Some(w) => return Ok(w),
             None => optimism.met_stored_key(),
-        }
-    } else if plain {
-        let tx = begin(client).await?;
-        match insert_new(&tx, &firsts).await {
-            Ok(()) => {
-                let inserted = firsts.iter().map(|r| r.unique_key.clone()).collect();
-                return fast_after_insert(tx, checked, options, &valid, &firsts, inserted).await;
-            }
-            Err(e) if is_unique_violation(&e) => {
-                optimism.met_stored_key();
-                tx.rollback().await?;
-            }
-            Err(e) => return Err(e),
         }
     }
     let tx = begin(client).await?;
@@ -445,7 +432,7 @@ fn is_unique_violation(e: &StoreError) -> bool {
 }
 
 /// Inserts `records` (distinct keys, sorted) as new; fails with `unique_violation` when one
-/// of the keys exists (see the module docs).
+/// of the keys exists ([`pipelined`]).
 async fn insert_new(tx: &Transaction<'_>, records: &[&Record]) -> Result<(), StoreError> {
     offer(tx, INSERT_NEW_RECORDS, records).await.map(drop)
 }
