@@ -30,6 +30,7 @@ fn opts() -> SpoolOptions {
         segment_bytes: 4096,
         durability: Durability::Interval(Duration::from_secs(3600)),
         when_full: WhenFull::Reject,
+        preallocate: true,
     }
 }
 

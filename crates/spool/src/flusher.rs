@@ -249,7 +249,9 @@ impl Inner {
             warn!(segment = %seg.path.display(), error = %te, "spool: could not truncate after \
                 a failed fsync; the discarded records may be delivered after a restart");
         }
-        let removed = seg.written - good.min(seg.written);
+        // Reserved space past `written` goes too: the segment is closed.
+        let removed = seg.size - good.min(seg.size);
+        seg.size -= removed;
         seg.written = good.min(seg.written);
         seg.synced = seg.written;
         seg.sealed = true;

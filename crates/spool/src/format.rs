@@ -109,8 +109,13 @@ pub enum Scanned {
     /// Bytes `[offset, offset+len)` are not valid records, and a valid record follows them (or
     /// they are a complete record with a bad checksum at the end of the data).
     Damaged { offset: u64, len: u64 },
-    /// Bytes from `offset` to the end are an incomplete record (a write that never finished).
+    /// Bytes from `offset` to the end are an incomplete record (a write that never finished),
+    /// possibly followed by zeros.
     TornTail { offset: u64, len: u64 },
+    /// Bytes from `offset` to the end are all zeros: space a segment reserved
+    /// ([`crate::SpoolOptions::preallocate`]) and no write reached. Inside data that was
+    /// written, it is damage (a write the disk lost).
+    Unused { offset: u64, len: u64 },
 }
 
 /// Buffered sequential scanner over `[start, end)` of a segment file.
@@ -242,6 +247,10 @@ impl Scanner {
             }
             None => {
                 let len = self.end - off;
+                if self.nonzero_end(off)? == off {
+                    self.pos = self.end;
+                    return Ok(Some(Scanned::Unused { offset: off, len }));
+                }
                 self.pos = self.end;
                 // A complete record whose checksum fails is damage, not a torn write.
                 let hb = self.window(off, RECORD_HEADER_LEN)?;
@@ -254,6 +263,22 @@ impl Scanner {
                 }))
             }
         }
+    }
+
+    /// End of the last non-zero byte in `[from, end)`, or `from` if they are all zeros.
+    /// Reads backwards, so a torn write followed by megabytes of reserved zeros costs one
+    /// pass over the zeros.
+    pub fn nonzero_end(&mut self, from: u64) -> io::Result<u64> {
+        let mut hi = self.end;
+        while hi > from {
+            let lo = hi.saturating_sub(READ_CHUNK as u64).max(from);
+            let w = self.window(lo, (hi - lo) as usize)?;
+            if let Some(i) = w.iter().rposition(|&b| b != 0) {
+                return Ok(lo + i as u64 + 1);
+            }
+            hi = lo;
+        }
+        Ok(from)
     }
 
     /// Read raw bytes `[off, off+len)` (for moving damaged bytes aside).

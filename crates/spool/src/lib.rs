@@ -44,6 +44,13 @@
 //! | 20 | 8 | append time, nanoseconds since the Unix epoch (wall clock) |
 //! | 28 | len | payload |
 //!
+//! The active segment's file is usually longer than its records: with
+//! [`SpoolOptions::preallocate`] (the default) a new segment reserves its whole size at once
+//! (`fallocate`), and the writer keeps zeros written about a mebibyte ahead of the data, so
+//! the fsync after an append commits data blocks only: no new file size and no extent
+//! conversion for the file system's journal. Zeros after the last record are unused space: a
+//! segment closed by a roll, and the active one at close, are cut back to their data.
+//!
 //! The **ack log** `ACKS` is a sequence of 24-byte entries: magic `u32` `0x4B43_41B5`, crc32c of
 //! the next 16 bytes, `watermark: u64` (every seq below it is acknowledged), `next_seq: u64`
 //! (the next seq to assign when written). The valid entry with the highest watermark wins. It is
@@ -100,8 +107,10 @@
 //!    * found: the bytes in between are **damaged** — counted, logged, saved under `damaged/`
 //!      (fsynced), and the segment is rewritten without them (tmp + rename), so they are moved,
 //!      never silently dropped;
+//!    * not found, and the bytes are all zeros: reserved space no write reached: cut off;
 //!    * not found, and the bytes are one complete record with a bad crc: damaged, as above;
-//!    * not found otherwise: a **torn tail** (a write that never completed): cut off.
+//!    * not found otherwise: a **torn tail** (a write that never completed): cut off, and
+//!      counted without the zeros after it.
 //!
 //!    A record whose seq is not above the previous one is treated as damaged. A damaged segment
 //!    header is saved and rewritten; a file shorter than a header holds no records.
@@ -195,7 +204,8 @@ pub use error::SpoolError;
 pub use format::{MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 pub use inspect::{Inspection, holds_spool, inspect};
 pub use options::{
-    DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Durability, MIN_SEGMENT_BYTES, SpoolOptions, WhenFull,
+    DEFAULT_MAX_BYTES, DEFAULT_PREALLOCATE, DEFAULT_SEGMENT_BYTES, Durability, MIN_SEGMENT_BYTES,
+    SpoolOptions, WhenFull,
 };
 pub use reader::Cursor;
 pub use recovery::Recovery;

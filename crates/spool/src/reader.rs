@@ -119,7 +119,10 @@ impl Inner {
                             out.push((header.seq, payload.unwrap_or_default()));
                         }
                     }
-                    Scanned::Damaged { offset, len } | Scanned::TornTail { offset, len } => {
+                    // Zeros inside written data are damage too: a write the disk lost.
+                    Scanned::Damaged { offset, len }
+                    | Scanned::TornTail { offset, len }
+                    | Scanned::Unused { offset, len } => {
                         // Find the seq of the record after the damage (or the end).
                         let hi = match sc.next_item() {
                             // (re-read on the next pass, from the hint)

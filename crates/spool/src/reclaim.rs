@@ -96,7 +96,7 @@ impl Inner {
                 continue;
             }
             let seg = st.segments.remove(&id).unwrap();
-            st.total_bytes -= seg.written;
+            st.total_bytes -= seg.size;
             if st.active == Some(id) {
                 st.active = None;
             }

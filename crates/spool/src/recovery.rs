@@ -102,7 +102,7 @@ pub(crate) fn recover(io: &dyn SpoolIo, dir: &Path) -> Result<(State, Recovery),
             Ok((seg, last)) => {
                 last_seq = last.or(last_seq);
                 if let Some(seg) = seg {
-                    total += seg.written;
+                    total += seg.size;
                     segments.insert(id, seg);
                 }
             }
@@ -187,9 +187,15 @@ fn recover_segment(
         warn!(segment = %path.display(), offset = off, bytes = len,
             "spool: incomplete write at the end of a segment (torn tail) cut off");
         rec.torn_tail_bytes += len;
-        if let Err(e) = file.set_len(scan.valid_end()) {
-            // Harmless: the next scan finds the same torn tail; new data goes to new segments.
-            warn!(segment = %path.display(), error = %e, "spool: could not cut off a torn tail");
+    }
+    let mut size = scan.file_len.max(SEGMENT_HEADER_LEN);
+    if scan.torn_tail.is_some() || scan.unused_tail.is_some() {
+        // Recovered segments are never written again: their reserved space goes too.
+        match file.set_len(scan.valid_end()) {
+            Ok(()) => size = scan.valid_end(),
+            // Harmless: the next scan finds the same tail; new data goes to new segments.
+            Err(e) => warn!(segment = %path.display(), error = %e,
+                "spool: could not cut off the tail of a segment"),
         }
     }
     let last_seq = scan.records.last().map(|r| r.seq);
@@ -238,6 +244,8 @@ fn recover_segment(
             file,
             seqs: Some((scan.records[0].seq, last)),
             written,
+            size: size.max(written),
+            zeroed: written,
             synced: written,
             synced_last_seq: Some(last),
             sealed: true,
@@ -263,8 +271,10 @@ pub(crate) struct SegmentScan {
     pub(crate) records: Vec<Found>,
     /// `(offset, len, estimated record count)`.
     pub(crate) damaged: Vec<(u64, u64, u64)>,
-    /// `(offset, len)` of an incomplete write at the end.
+    /// `(offset, len)` of an incomplete write at the end (zeros after it not counted).
     pub(crate) torn_tail: Option<(u64, u64)>,
+    /// `(offset, len)` of the zeros at the end: reserved space no write reached.
+    pub(crate) unused_tail: Option<(u64, u64)>,
     pub(crate) bad_header: bool,
     pub(crate) file_len: u64,
 }
@@ -344,7 +354,14 @@ pub(crate) fn scan_segment(
                 let bytes = sc.raw(offset, len)?;
                 s.damaged.push((offset, len, estimate_records(&bytes)));
             }
-            Scanned::TornTail { offset, len } => s.torn_tail = Some((offset, len)),
+            Scanned::TornTail { offset, len } => {
+                let data_end = sc.nonzero_end(offset)?;
+                s.torn_tail = Some((offset, data_end - offset));
+                if data_end < offset + len {
+                    s.unused_tail = Some((data_end, offset + len - data_end));
+                }
+            }
+            Scanned::Unused { offset, len } => s.unused_tail = Some((offset, len)),
         }
     }
     Ok(s)

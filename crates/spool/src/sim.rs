@@ -33,12 +33,28 @@ pub struct Faults {
     pub fail_set_len: u32,
     /// Every `sync_data` fails while set.
     pub syncs_broken: bool,
+    /// `allocate` is not supported (as on a file system without `fallocate`).
+    pub no_allocate: bool,
 }
 
+/// A file is `data` followed by zeros up to `len` (space reserved by `allocate` and not
+/// written yet is not materialised, so a reserved segment costs its writes, not its size);
+/// `durable` and `durable_len` are the same after the last `sync_data`.
 #[derive(Default)]
 struct Inode {
     data: Vec<u8>,
+    len: u64,
     durable: Vec<u8>,
+    durable_len: u64,
+}
+
+impl Inode {
+    fn set(&mut self, data: &[u8]) {
+        self.data = data.to_vec();
+        self.len = data.len() as u64;
+        self.durable = self.data.clone();
+        self.durable_len = self.len;
+    }
 }
 
 #[derive(Default)]
@@ -68,7 +84,7 @@ impl FsState {
     /// Bytes of the files that have a name (unlinked files free their space).
     fn used(&self) -> u64 {
         let live: BTreeSet<u64> = self.names.values().copied().collect();
-        live.iter().map(|i| self.inodes[i].data.len() as u64).sum()
+        live.iter().map(|i| self.inodes[i].len).sum()
     }
 }
 
@@ -156,8 +172,9 @@ impl SimFs {
         self.crash_with(|_| 0)
     }
 
-    /// Power loss where, for a file whose current bytes extend its durable bytes, `keep(n)` of
-    /// the `n` unsynced appended bytes happen to have reached the disk (a torn write).
+    /// Power loss where, for a file whose current bytes differ from its durable bytes (an
+    /// append, or a write over zeros already there), `keep(n)` of the `n` bytes from the first
+    /// difference to the last happen to have reached the disk (a torn write).
     pub fn crash_with(&self, mut keep: impl FnMut(usize) -> usize) {
         let mut st = self.lock();
         st.generation += 1;
@@ -168,11 +185,27 @@ impl SimFs {
         st.inodes.retain(|ino, _| live.contains(ino));
         for inode in st.inodes.values_mut() {
             let d = inode.durable.len();
-            if inode.data.len() > d && inode.data[..d] == inode.durable[..] {
-                let k = keep(inode.data.len() - d).min(inode.data.len() - d);
-                inode.durable.extend_from_slice(&inode.data[d..d + k]);
+            if inode.data.len() >= d {
+                // The unsynced change: from the first byte that differs to the last one (or
+                // the end of an append). A prefix of it reached the disk.
+                let same = |i: &usize| inode.data[*i] == inode.durable[*i];
+                let start = (0..d).find(|i| !same(i)).unwrap_or(d);
+                let end = if inode.data.len() > d {
+                    inode.data.len()
+                } else {
+                    (start..d).rev().find(|i| !same(i)).map_or(start, |i| i + 1)
+                };
+                if end > start {
+                    let k = keep(end - start).min(end - start);
+                    if inode.durable.len() < start + k {
+                        inode.durable.resize(start + k, 0);
+                    }
+                    inode.durable[start..start + k].copy_from_slice(&inode.data[start..start + k]);
+                    inode.durable_len = inode.durable_len.max((start + k) as u64);
+                }
             }
             inode.data = inode.durable.clone();
+            inode.len = inode.durable_len;
         }
     }
 
@@ -180,7 +213,10 @@ impl SimFs {
     pub fn read(&self, path: &Path) -> Option<Vec<u8>> {
         let st = self.lock();
         let ino = st.names.get(key(path))?;
-        Some(st.inodes[ino].data.clone())
+        let inode = &st.inodes[ino];
+        let mut out = inode.data.clone();
+        out.resize(inode.len as usize, 0);
+        Some(out)
     }
 
     /// Replace a file's content, durably (like corruption on the disk, or a test setup step).
@@ -197,9 +233,7 @@ impl SimFs {
                 i
             }
         };
-        let inode = st.inodes.get_mut(&ino).unwrap();
-        inode.data = data.to_vec();
-        inode.durable = data.to_vec();
+        st.inodes.get_mut(&ino).unwrap().set(data);
     }
 
     /// Remove a file, durably.
@@ -259,12 +293,17 @@ impl SimFile {
 impl SpoolFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let st = self.st()?;
-        let data = &st.inodes[&self.ino].data;
-        if offset >= data.len() as u64 {
+        let inode = &st.inodes[&self.ino];
+        if offset >= inode.len {
             return Ok(0);
         }
-        let n = buf.len().min(data.len() - offset as usize);
-        buf[..n].copy_from_slice(&data[offset as usize..offset as usize + n]);
+        let n = buf.len().min((inode.len - offset) as usize);
+        let data = &inode.data;
+        let from_data = data.len().saturating_sub(offset as usize).min(n);
+        if from_data > 0 {
+            buf[..from_data].copy_from_slice(&data[offset as usize..offset as usize + from_data]);
+        }
+        buf[from_data..n].fill(0);
         Ok(n)
     }
 
@@ -277,7 +316,7 @@ impl SpoolFile for SimFile {
             st.faults.fail_writes -= 1;
             return Err(eio("write"));
         }
-        let len = st.inodes[&self.ino].data.len() as u64;
+        let len = st.inodes[&self.ino].len;
         let new_len = len.max(offset + buf.len() as u64);
         let mut n = buf.len();
         let mut err = None;
@@ -292,12 +331,13 @@ impl SpoolFile for SimFile {
                 err = Some(io::Error::from_raw_os_error(libc::ENOSPC));
             }
         }
-        let data = &mut st.inodes.get_mut(&self.ino).unwrap().data;
+        let inode = st.inodes.get_mut(&self.ino).unwrap();
         let end = offset as usize + n;
-        if data.len() < end {
-            data.resize(end, 0);
+        if inode.data.len() < end {
+            inode.data.resize(end, 0);
         }
-        data[offset as usize..end].copy_from_slice(&buf[..n]);
+        inode.data[offset as usize..end].copy_from_slice(&buf[..n]);
+        inode.len = inode.len.max(end as u64);
         match err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -316,6 +356,7 @@ impl SpoolFile for SimFile {
         st.syncs += 1;
         let inode = st.inodes.get_mut(&self.ino).unwrap();
         inode.durable = inode.data.clone();
+        inode.durable_len = inode.len;
         Ok(())
     }
 
@@ -325,16 +366,33 @@ impl SpoolFile for SimFile {
             st.faults.fail_set_len -= 1;
             return Err(eio("ftruncate"));
         }
-        st.inodes
-            .get_mut(&self.ino)
-            .unwrap()
-            .data
-            .resize(len as usize, 0);
+        let inode = st.inodes.get_mut(&self.ino).unwrap();
+        inode.data.truncate(len as usize);
+        inode.len = len;
         Ok(())
     }
 
     fn len(&self) -> io::Result<u64> {
-        Ok(self.st()?.inodes[&self.ino].data.len() as u64)
+        Ok(self.st()?.inodes[&self.ino].len)
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let mut st = self.st()?;
+        if st.faults.no_allocate {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        let cur = st.inodes[&self.ino].len;
+        if let Some(cap) = st.faults.capacity
+            && st.used() + len.saturating_sub(cur) > cap
+        {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let inode = st.inodes.get_mut(&self.ino).unwrap();
+        inode.len = inode.len.max(len);
+        Ok(())
     }
 }
 
@@ -402,7 +460,9 @@ impl SpoolIo for SimIo {
                 return Err(io::Error::from_raw_os_error(libc::EEXIST));
             }
             (OpenMode::CreateTruncate, Some(i)) => {
-                st.inodes.get_mut(&i).unwrap().data.clear();
+                let inode = st.inodes.get_mut(&i).unwrap();
+                inode.data.clear();
+                inode.len = 0;
                 i
             }
             (OpenMode::CreateNew | OpenMode::CreateTruncate, None) => {

@@ -166,6 +166,7 @@ impl Drop for Spool {
         if let Some(h) = self.flusher.take() {
             let _ = h.join();
         }
+        self.inner.release_reserved();
     }
 }
 

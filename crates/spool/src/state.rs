@@ -11,8 +11,10 @@
 //! * `watermark <= next_seq`; every stored seq below `watermark` is acknowledged, and
 //!   `exists` holds no seq below it.
 //! * `acked` is a subset of `exists` (acks above the watermark that came out of order).
-//! * `total_bytes` is the sum of `Segment::written` over `segments`.
-//! * For every segment, `synced <= written`, and `index` is sorted by seq and offset.
+//! * `total_bytes` is the sum of `Segment::size` over `segments`.
+//! * For every segment, `synced <= written <= size`, and `index` is sorted by seq and offset;
+//!   `size > written` only for the active segment (its reserved space not used yet) or where
+//!   giving reserved space back failed.
 //! * `active`, if set, names a segment in `segments` that is not sealed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -44,8 +46,15 @@ pub(crate) struct Segment {
     pub(crate) file: Arc<dyn SpoolFile>,
     /// (first, last) seq of the records in it.
     pub(crate) seqs: Option<(u64, u64)>,
-    /// End of the valid data (file size).
+    /// End of the valid data.
     pub(crate) written: u64,
+    /// The file's size as the spool made it, what the segment counts against `max_bytes`:
+    /// `written`, plus the space reserved ahead of it while the segment is active
+    /// ([`SpoolOptions::preallocate`]). The reserved bytes read as zeros.
+    pub(crate) size: u64,
+    /// Zeros have been written up to here (`writer::zero_ahead`); `written` or less for
+    /// segments that reserve no space or are no longer written.
+    pub(crate) zeroed: u64,
     /// Durable prefix.
     pub(crate) synced: u64,
     /// Last seq within the synced prefix.

@@ -18,7 +18,9 @@ use crate::state::{INDEX_EVERY, Inner};
 pub struct SpoolStats {
     /// Unacknowledged records.
     pub records: u64,
-    /// Bytes of the segment files.
+    /// Bytes of the segment files, counted against [`crate::SpoolOptions::max_bytes`]: the
+    /// data, plus the space the active segment has reserved and not used yet
+    /// ([`crate::SpoolOptions::preallocate`]).
     pub bytes: u64,
     /// Segment files.
     pub segments: usize,

@@ -10,6 +10,10 @@
 //! * A new segment's directory entry is fsynced before any record goes into it (its header
 //!   becomes durable with the first fsync of its records), so a durable record is never in a
 //!   file that vanishes at a crash.
+//! * With [`crate::SpoolOptions::preallocate`], a new segment reserves its space at once
+//!   (`fallocate`: zeros the file system already holds), counted against `max_bytes` from
+//!   then on; a segment closed by a roll gives back what it did not use. Recovery takes a
+//!   zero tail for unused reserved space, not for a torn write.
 //! * In `Fsync` mode `Ok` is returned only once the flusher has fsynced past the call's bytes;
 //!   if that fsync failed, the call fails with [`SpoolError::Sync`].
 
@@ -28,6 +32,35 @@ use crate::io::OpenMode;
 use crate::layout::segment_name;
 use crate::options::{Durability, WhenFull};
 use crate::state::{INDEX_EVERY, IndexEntry, Inner, Segment, State};
+
+/// How far ahead of the data [`zero_ahead`] keeps written zeros, and in what steps.
+const ZERO_AHEAD: u64 = 1 << 20;
+
+/// Write zeros over reserved space ahead of the data, a step at a time. `fallocate` reserves
+/// space as "unwritten" extents: the first write into each block makes the file system
+/// convert it, a journal commit that the next `fdatasync` waits for. Zeros written ahead are
+/// converted by one fsync per step, so the fsyncs of records written over them commit data
+/// only (measured in BENCHMARKS.md). Zeros are what recovery takes for unused space, so this
+/// changes nothing on disk; if a write of them fails, records go on into unwritten space.
+fn zero_ahead(seg: &mut Segment, end: u64) {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    if seg.zeroed >= seg.size || seg.zeroed >= end + ZERO_AHEAD / 2 {
+        return;
+    }
+    let from = seg.zeroed.max(end);
+    let to = (from + ZERO_AHEAD).min(seg.size);
+    let mut off = from;
+    while off < to {
+        let n = ((to - off) as usize).min(ZEROS.len());
+        if let Err(e) = seg.file.write_all_at(&ZEROS[..n], off) {
+            debug!(segment = %seg.path.display(), error = %e, "spool: could not write zeros ahead");
+            seg.zeroed = seg.size;
+            return;
+        }
+        off += n as u64;
+    }
+    seg.zeroed = to;
+}
 
 impl Inner {
     /// See [`crate::Spool::append_batch`].
@@ -58,8 +91,7 @@ impl Inner {
         if let Some(id) = st.active {
             let seg = &st.segments[&id];
             if seg.written > SEGMENT_HEADER_LEN && seg.written + need > self.opts.segment_bytes {
-                st.segments.get_mut(&id).unwrap().sealed = true;
-                st.active = None;
+                self.seal_active(&mut st);
             }
         }
         let id = match st.active {
@@ -97,10 +129,18 @@ impl Inner {
             // Seqs are never reused, even for failed writes.
             let path = seg.path.clone();
             let truncated = seg.file.set_len(base);
-            if let Err(te) = &truncated {
-                warn!(segment = %path.display(), error = %te,
-                    "spool: could not cut a failed write off the segment; closing it");
-                seg.sealed = true;
+            let mut given_back = 0;
+            match &truncated {
+                // Reserved space past `base` went with the cut.
+                Ok(()) => {
+                    given_back = seg.size - base;
+                    seg.size = base;
+                }
+                Err(te) => {
+                    warn!(segment = %path.display(), error = %te,
+                        "spool: could not cut a failed write off the segment; closing it");
+                    seg.sealed = true;
+                }
             }
             // Disk full: close the segment too. A closed segment is deleted as soon as all its
             // records are acknowledged, while an active one is kept until the spool passes
@@ -111,6 +151,7 @@ impl Inner {
                 seg.sealed = true;
             }
             let sealed = seg.sealed;
+            st.total_bytes -= given_back;
             st.next_seq = first + n;
             if sealed {
                 st.active = None;
@@ -123,17 +164,19 @@ impl Inner {
             warn!(segment = %path.display(), error = %e, records = n, "spool: write failed");
             return Err(SpoolError::Write { path, source: e });
         }
-        let len = buf.len() as u64;
-        let end = base + len;
+        let end = base + buf.len() as u64;
+        let grown = end.saturating_sub(seg.size);
+        seg.size += grown;
         seg.written = end;
         seg.seqs = Some(match seg.seqs {
             Some((f, _)) => (f, first + n - 1),
             None => (first, first + n - 1),
         });
         seg.index.extend(new_index);
+        zero_ahead(seg, end);
         st.scratch = buf;
         st.next_seq = first + n;
-        st.total_bytes += len;
+        st.total_bytes += grown;
         st.exists.insert(first, first + n);
 
         match self.opts.durability {
@@ -173,7 +216,15 @@ impl Inner {
         need: u64,
     ) -> Result<MutexGuard<'a, State>, SpoolError> {
         let max = self.opts.max_bytes;
-        let fits = |st: &State| st.total_bytes + need + SEGMENT_HEADER_LEN <= max;
+        // Either the write goes into space the active segment already reserved (then it
+        // does not roll: reserved space ends at or before `segment_bytes`), or it needs
+        // `need` more bytes, plus a header should it start a new segment.
+        let fits = |st: &State| {
+            let reserved = st
+                .active
+                .is_some_and(|id| st.segments[&id].written + need <= st.segments[&id].size);
+            reserved || st.total_bytes + need + SEGMENT_HEADER_LEN <= max
+        };
         if fits(&st) {
             return Ok(st);
         }
@@ -211,7 +262,41 @@ impl Inner {
         res.map(|_| st)
     }
 
-    /// Create a new active segment: file with header, directory fsync'ed.
+    /// Close the active segment to appends and give back the space it reserved and did not
+    /// use. If that fails the space stays counted; recovery cuts it off at the next open.
+    fn seal_active(&self, st: &mut State) {
+        let Some(id) = st.active.take() else {
+            return;
+        };
+        st.segments.get_mut(&id).unwrap().sealed = true;
+        Self::give_back_reserved(st, id);
+    }
+
+    /// At close: a spool that was closed leaves files no longer than their data.
+    pub(crate) fn release_reserved(&self) {
+        let mut st = self.lock();
+        if let Some(id) = st.active {
+            Self::give_back_reserved(&mut st, id);
+        }
+    }
+
+    fn give_back_reserved(st: &mut State, id: u64) {
+        let seg = st.segments.get_mut(&id).unwrap();
+        if seg.size > seg.written {
+            match seg.file.set_len(seg.written) {
+                Ok(()) => {
+                    let unused = seg.size - seg.written;
+                    seg.size = seg.written;
+                    st.total_bytes -= unused;
+                }
+                Err(e) => debug!(segment = %seg.path.display(), error = %e,
+                    "spool: could not give back a closed segment's unused reserved space"),
+            }
+        }
+    }
+
+    /// Create a new active segment: file with header, space reserved (if on), directory
+    /// fsync'ed.
     fn create_segment(&self, st: &mut State) -> Result<u64, SpoolError> {
         let id = st.next_segment_id;
         st.next_segment_id += 1;
@@ -230,7 +315,25 @@ impl Inner {
             let _ = self.io.remove_file(&path);
             return Err(SpoolError::Write { path, source: e });
         }
-        debug!(segment = %path.display(), "spool: new segment");
+        // Reserve what the budget allows, up to a whole segment. Not fatal if it cannot be
+        // done: the segment then grows as it is written, as without the option.
+        let reserve = self
+            .opts
+            .segment_bytes
+            .min(self.opts.max_bytes.saturating_sub(st.total_bytes));
+        let mut size = SEGMENT_HEADER_LEN;
+        if self.opts.preallocate && reserve > SEGMENT_HEADER_LEN {
+            match file.allocate(reserve) {
+                Ok(()) => size = reserve,
+                Err(e) => {
+                    // A failed fallocate may have reserved part of it: count what is there.
+                    size = file.len().unwrap_or(size).max(size);
+                    debug!(segment = %path.display(), error = %e,
+                        "spool: could not reserve the segment's space; it grows as written");
+                }
+            }
+        }
+        debug!(segment = %path.display(), reserved = size, "spool: new segment");
         st.segments.insert(
             id,
             Segment {
@@ -238,6 +341,8 @@ impl Inner {
                 file,
                 seqs: None,
                 written: SEGMENT_HEADER_LEN,
+                size,
+                zeroed: SEGMENT_HEADER_LEN,
                 synced: 0,
                 synced_last_seq: None,
                 sealed: false,
@@ -245,7 +350,7 @@ impl Inner {
             },
         );
         st.active = Some(id);
-        st.total_bytes += SEGMENT_HEADER_LEN;
+        st.total_bytes += size;
         Ok(id)
     }
 }

@@ -1,6 +1,8 @@
 //! Disk full (`ENOSPC`, also part-way through a write): the appender gets a clear error, nothing
 //! accepted before is lost, a failed batch stores none of its records, and appending works again
-//! once space returns.
+//! once space returns. With preallocation (the default) a segment's space is reserved when it
+//! is created, so the disk filling up fails only the append that needs a new segment; the tests
+//! of writes failing part-way turn it off, as on a file system without `fallocate`.
 mod common;
 use common::*;
 use spool::SpoolError;
@@ -53,7 +55,8 @@ fn disk_full_then_space_returns() {
 #[test]
 fn batch_is_all_or_nothing() {
     let fs = SimFs::new();
-    let (s, _) = open_sim(&fs, one_segment_opts());
+    let o = one_segment_opts().with_preallocate(false);
+    let (s, _) = open_sim(&fs, o.clone());
     fill(&s, 5);
     let used = fs.used();
     fs.faults(|f| f.capacity = Some(used + 300)); // part of the batch fits
@@ -69,7 +72,7 @@ fn batch_is_all_or_nothing() {
     assert_eq!(r.end - r.start, 10);
     fs.crash();
     drop(s);
-    let (s, rec) = open_sim(&fs, one_segment_opts());
+    let (s, rec) = open_sim(&fs, o);
     assert_eq!(
         (rec.records, rec.damaged_records, rec.torn_tail_bytes),
         (15, 0, 0)
@@ -80,7 +83,7 @@ fn batch_is_all_or_nothing() {
 #[test]
 fn disk_full_when_a_new_segment_is_needed() {
     let fs = SimFs::new();
-    let (s, _) = open_sim(&fs, opts()); // 4 KiB segments
+    let (s, _) = open_sim(&fs, opts().with_preallocate(false)); // 4 KiB segments
     fill(&s, 10);
     let used = fs.used();
     fs.faults(|f| f.capacity = Some(used));
@@ -120,7 +123,8 @@ fn write_error_eio() {
 #[test]
 fn partial_write_and_failed_truncate() {
     let fs = SimFs::new();
-    let (s, _) = open_sim(&fs, one_segment_opts());
+    let o = one_segment_opts().with_preallocate(false);
+    let (s, _) = open_sim(&fs, o.clone());
     fill(&s, 5);
     let used = fs.used();
     fs.faults(|f| {
@@ -132,7 +136,7 @@ fn partial_write_and_failed_truncate() {
     let q = s.append(b"next").unwrap();
     fs.crash();
     drop(s);
-    let (s, _) = open_sim(&fs, one_segment_opts());
+    let (s, _) = open_sim(&fs, o);
     let got = drain(&s);
     assert_eq!(seqs(&got)[..5], [0, 1, 2, 3, 4]);
     assert_eq!(got.last().unwrap(), &(q, b"next".to_vec()));
@@ -180,4 +184,75 @@ fn disk_filled_by_the_backlog_frees_itself_once_acknowledged() {
     }
     assert!(q > *accepted.last().unwrap());
     assert!(fs.used() <= capacity);
+}
+
+/// The disk fills up while a segment has reserved space left: appends go on into it, and
+/// only the one that needs a new segment fails (`fallocate` and then the write get `ENOSPC`).
+/// Nothing accepted is lost, across a power loss too.
+#[test]
+fn reserved_space_takes_appends_while_the_disk_is_full() {
+    let fs = SimFs::new();
+    let (s, _) = open_sim(&fs, opts()); // 4 KiB segments, reserved whole
+    s.append(&payload(0)).unwrap();
+    let seg = sim_dir().join("00000000000000000001.seg");
+    assert_eq!(
+        fs.read(&seg).unwrap().len(),
+        4096,
+        "the segment reserved its size"
+    );
+    let used = fs.used();
+    fs.faults(|f| f.capacity = Some(used));
+    let mut accepted = vec![0];
+    let err = loop {
+        let i = accepted.len() as u64;
+        match s.append(&payload(i)) {
+            Ok(q) => accepted.push(q),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        accepted.len() > 5,
+        "appends into the reserved space succeed"
+    );
+    assert_eq!(
+        err.io_kind(),
+        Some(std::io::ErrorKind::StorageFull),
+        "{err}"
+    );
+    let bytes: u64 = accepted.iter().map(|&q| 28 + payload(q).len() as u64).sum();
+    assert!(
+        16 + bytes <= 4096 && 16 + bytes + 28 + 220 > 4096,
+        "failed only when full"
+    );
+    fs.faults(|f| f.capacity = None);
+    let q = s.append(b"after").unwrap();
+    fs.crash();
+    drop(s);
+    let (s, rec) = open_sim(&fs, opts());
+    assert_eq!((rec.damaged_records, rec.torn_tail_bytes), (0, 0));
+    let got = drain(&s);
+    assert_eq!(got.len(), accepted.len() + 1);
+    assert!(got[..accepted.len()].iter().all(|(q, p)| *p == payload(*q)));
+    assert_eq!(got.last().unwrap(), &(q, b"after".to_vec()));
+}
+
+/// Where space cannot be reserved (no `fallocate`), segments grow as they are written and
+/// everything works as without the option.
+#[test]
+fn without_fallocate_segments_grow_as_written() {
+    let fs = SimFs::new();
+    fs.faults(|f| f.no_allocate = true);
+    let (s, _) = open_sim(&fs, opts());
+    fill(&s, 30);
+    let data: u64 = (0..30).map(|i| 28 + payload(i).len() as u64).sum();
+    assert!(
+        fs.used() >= data && fs.used() < data + 16 * 4,
+        "no space reserved"
+    );
+    assert!((data..data + 16 * 4).contains(&s.stats().bytes));
+    fs.crash();
+    drop(s);
+    let (s, rec) = open_sim(&fs, opts());
+    assert_eq!((rec.records, rec.damaged_records), (30, 0));
+    assert_eq!(seqs(&drain(&s)), (0..30).collect::<Vec<_>>());
 }

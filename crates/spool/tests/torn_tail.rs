@@ -31,7 +31,12 @@ fn partial_record_at_tail_is_truncated() {
         append_bytes(&seg, &bytes[..cut]);
 
         let (s, rec) = open_dir(dir.path(), one_segment_opts());
-        assert_eq!(rec.torn_tail_bytes, cut as u64, "cut {cut}");
+        // Zeros at the end are not told apart from reserved space, so they are not counted.
+        let torn = bytes[..cut]
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |i| i + 1);
+        assert_eq!(rec.torn_tail_bytes, torn as u64, "cut {cut}");
         assert_eq!(rec.damaged_records, 0);
         assert_eq!(rec.records, 30);
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), clean_len);
@@ -47,18 +52,53 @@ fn partial_record_at_tail_is_truncated() {
     }
 }
 
+/// Zeros at the end are space the segment reserved that no write reached (what a process
+/// killed before closing the spool leaves): cut off, and neither torn nor damaged.
 #[test]
-fn zero_filled_tail_is_truncated() {
+fn zero_filled_tail_is_unused_space_and_cut() {
     let dir = tempfile::tempdir().unwrap();
     let (s, _) = open_dir(dir.path(), one_segment_opts());
     fill(&s, 10);
     drop(s);
     let seg = segment_files(dir.path()).pop().unwrap();
+    let clean_len = std::fs::metadata(&seg).unwrap().len();
     append_bytes(&seg, &[0u8; 4096]);
     let (s, rec) = open_dir(dir.path(), one_segment_opts());
-    assert_eq!(rec.torn_tail_bytes, 4096);
+    assert_eq!(rec.torn_tail_bytes, 0);
     assert_eq!(rec.damaged_records, 0);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), clean_len);
     assert_eq!(drain(&s).len(), 10);
+}
+
+/// A torn write into reserved space: the partial record is followed by zeros to the end of
+/// the file. Recovery cuts both, counts only the partial record's bytes, and keeps the rest.
+#[test]
+fn torn_write_into_reserved_space() {
+    let fs = SimFs::new();
+    let o = one_segment_opts().with_durability(interval_opts().durability);
+    let (s, _) = open_sim(&fs, o.clone());
+    fill(&s, 10);
+    s.flush().unwrap();
+    let seg = sim_dir().join("00000000000000000001.seg");
+    assert_eq!(
+        fs.read(&seg).unwrap().len() as u64,
+        o.segment_bytes,
+        "reserved"
+    );
+    // Record 10 is written, not synced; the power goes with 40 of its bytes on the disk.
+    s.append(&payload(10)).unwrap();
+    fs.crash_with(|_| 40);
+    drop(s);
+    let (s, rec) = open_sim(&fs, o);
+    assert_eq!((rec.records, rec.damaged_records), (10, 0));
+    assert_eq!(rec.torn_tail_bytes, 40);
+    assert_eq!(seqs(&drain(&s)), (0..10).collect::<Vec<_>>());
+    let (off, len) = offsets(10)[9];
+    assert_eq!(
+        fs.read(&seg).unwrap().len() as u64,
+        off + len,
+        "cut back to the data"
+    );
 }
 
 #[test]

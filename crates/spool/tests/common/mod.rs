@@ -14,6 +14,7 @@ pub fn opts() -> SpoolOptions {
         segment_bytes: 4096,
         durability: Durability::Fsync,
         when_full: WhenFull::Reject,
+        preallocate: true,
     }
 }
 
