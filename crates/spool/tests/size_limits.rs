@@ -153,3 +153,38 @@ fn limit_holds_across_restart() {
         Err(SpoolError::Full { .. })
     ));
 }
+
+/// Space a segment reserves counts against `max_bytes` from the start; a roll gives back what
+/// the closed segment did not use, and a close cuts the active one back to its data. On a
+/// real file system (where `fallocate` works, as on ext4, xfs and tmpfs).
+#[test]
+fn reserved_space_is_counted_and_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open_dir(dir.path(), small());
+    s.append(&payload(0)).unwrap();
+    let first = segment_files(dir.path()).pop().unwrap();
+    if std::fs::metadata(&first).unwrap().len() != 8 << 10 {
+        eprintln!("this file system cannot reserve space; nothing to check");
+        return;
+    }
+    assert_eq!(s.stats().bytes, 8 << 10);
+    let mut n = 1u64;
+    while segment_files(dir.path()).len() < 2 {
+        s.append(&payload(n)).unwrap();
+        n += 1;
+        assert_eq!(s.stats().bytes, dir_bytes(dir.path()));
+    }
+    // The closed segment holds exactly its records now.
+    let data: u64 = (0..n - 1).map(|i| 28 + payload(i).len() as u64).sum();
+    assert_eq!(std::fs::metadata(&first).unwrap().len(), 16 + data);
+    assert_eq!(s.stats().bytes, 16 + data + (8 << 10));
+    drop(s);
+    let last = segment_files(dir.path()).pop().unwrap();
+    assert_eq!(
+        std::fs::metadata(&last).unwrap().len(),
+        16 + 28 + payload(n - 1).len() as u64
+    );
+    let (s, rec) = open_dir(dir.path(), small());
+    assert_eq!((rec.records, rec.torn_tail_bytes), (n, 0));
+    assert_eq!(seqs(&drain(&s)), (0..n).collect::<Vec<_>>());
+}
