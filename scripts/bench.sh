@@ -47,6 +47,10 @@ until [[ -s "$DISCARD_PORT_FILE" ]]; do sleep 0.05; done
 DISCARD_PORT="$(cat "$DISCARD_PORT_FILE")"
 
 run() { "$BILLING" bench --format json --events "$EVENTS" "$@" 2>/dev/null | tail -1; }
+# Each PostgreSQL row starts from a quiet server: a CHECKPOINT writes out what the previous
+# row left dirty (a million rows, then a dropped schema), which the checkpointer would
+# otherwise write during the next row, on the same two cores and disk.
+quiet_postgres() { psql "$POSTGRES" -qc CHECKPOINT >/dev/null 2>&1 || true; }
 
 echo "==> Go baseline (MessagePack, no acks)" >&2
 GO_JSON="$("$GO" -billing.ingester="127.0.0.1:$DISCARD_PORT" -n="$EVENTS" -types=1 -transport=sync -json=false)"
@@ -61,6 +65,7 @@ SQLITE="$(run --sink sqlite)"
 PG="{}"
 if [[ -n "${POSTGRES:-}" ]]; then
   echo "==> ours: PostgreSQL" >&2
+  quiet_postgres
   PG="$(run --sink postgres --postgres "$POSTGRES")"
 fi
 
@@ -86,6 +91,7 @@ if [[ -n "${POSTGRES:-}" ]]; then
   echo "==> ours: a billing ingest process on PostgreSQL" >&2
   SCHEMA="bench_$$"
   SEP="?"; [[ "$POSTGRES" == *\?* ]] && SEP="&"
+  quiet_postgres
   EXT_PG="$(external "$POSTGRES${SEP}schema=$SCHEMA")"
   psql "$POSTGRES" -qc "DROP SCHEMA $SCHEMA CASCADE" 2>/dev/null || true
 fi
