@@ -126,6 +126,10 @@ pub struct Args {
     /// Longest wait for spool space with --billing.spool-when-full=wait.
     #[arg(long = "billing.spool-full-timeout", env = "BILLING_SPOOL_FULL_TIMEOUT", default_value = "1s", value_parser = go_duration, value_name = "DURATION")]
     pub spool_full_timeout: Duration,
+    /// Reserve each spool segment's space when it is created, so that an fsync after an event
+    /// commits data only (cheaper on ext4 and xfs); false for copy-on-write file systems.
+    #[arg(long = "billing.spool-preallocate", env = "BILLING_SPOOL_PREALLOCATE", default_value_t = spool::DEFAULT_PREALLOCATE, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub spool_preallocate: bool,
     /// Shared key of an ingester with authentication (Forward protocol handshake: HELO, PING,
     /// PONG); unset: no handshake. A command line is visible to other users of the machine:
     /// prefer --billing.shared-key-file or the environment variable.
@@ -247,6 +251,7 @@ impl From<Args> for Config {
             spool_sync_interval: a.spool_sync_interval,
             spool_when_full: a.spool_when_full,
             spool_full_timeout: a.spool_full_timeout,
+            spool_preallocate: a.spool_preallocate,
             shared_key: a.shared_key.or(a.shared_key_file),
             username: a.username,
             password: a.password,

@@ -179,6 +179,11 @@ pub struct Config {
     pub spool_when_full: SpoolWhenFull,
     /// Longest wait for space with [`SpoolWhenFull::Wait`].
     pub spool_full_timeout: Duration,
+    /// Reserve each spool segment's space when it is created (`fallocate`), so that an fsync
+    /// after an event commits data only (see [`spool::SpoolOptions::preallocate`]); the
+    /// reserved bytes count against `spool_max_bytes`. Off for file systems where reserving
+    /// does not help (copy-on-write ones such as btrfs or ZFS).
+    pub spool_preallocate: bool,
     /// The ingester's shared key: `Some` makes every connection start with the Forward
     /// Protocol v1 handshake (read HELO, send PING, check PONG, within `connect_timeout`), so
     /// that the ingester knows this client and this client knows it talks to the real
@@ -229,6 +234,7 @@ impl Default for Config {
             spool_sync_interval: DEFAULT_SPOOL_SYNC_INTERVAL,
             spool_when_full: SpoolWhenFull::Reject,
             spool_full_timeout: DEFAULT_SPOOL_FULL_TIMEOUT,
+            spool_preallocate: spool::DEFAULT_PREALLOCATE,
             shared_key: None,
             username: String::new(),
             password: Secret::default(),
@@ -307,6 +313,7 @@ impl Config {
     pub fn spool_options(&self) -> spool::SpoolOptions {
         spool::SpoolOptions::default()
             .with_max_bytes(self.spool_max_bytes)
+            .with_preallocate(self.spool_preallocate)
             .with_durability(match self.spool_sync {
                 SpoolSync::Fsync => spool::Durability::Fsync,
                 SpoolSync::Interval => spool::Durability::Interval(self.spool_sync_interval),
