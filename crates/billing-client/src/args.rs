@@ -334,6 +334,18 @@ mod tests {
     }
 
     #[test]
+    fn spool_preallocate_is_on_by_default_and_can_be_turned_off() {
+        let d: Config = Cli::try_parse_from(["x"]).unwrap().billing.into();
+        assert!(d.spool_preallocate && d.spool_options().preallocate);
+        let c: Config = Cli::try_parse_from(["x", "--billing.spool-preallocate=false"])
+            .unwrap()
+            .billing
+            .into();
+        assert!(!c.spool_preallocate && !c.spool_options().preallocate);
+        assert!(Cli::try_parse_from(["x", "--billing.spool-preallocate=maybe"]).is_err());
+    }
+
+    #[test]
     fn credentials_parse_and_never_show_in_debug() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("key");
