@@ -22,8 +22,9 @@
 //! 2. every other record (the ones not inserted, and repeats inside the frame) is compared with
 //!    the stored body (read back with one `SELECT ... = ANY($1)`, which at READ COMMITTED sees
 //!    the winner's committed row) and classified as duplicate or conflict; each duplicated
-//!    key's row then gets its count (`duplicates`, `last_duplicate_at`: one `UPDATE` per key,
-//!    in key order, only for frames that hold duplicates);
+//!    key's row then gets its count (`duplicates`, `last_duplicate_at`): the rows locked in key
+//!    order with one `SELECT ... ORDER BY unique_key FOR UPDATE`, then one `UPDATE ... FROM
+//!    unnest(...)` for all, only for frames that hold duplicates;
 //! 3. rollups of the inserted records are upserted in one statement, rows sorted by
 //!    `(instance, amount_type, hour)`, values as exact `NUMERIC` sums (sent as decimal text of
 //!    `i128`s); conflicts, quarantine rows (up to the bound, `store_options.rs`) and the
@@ -81,6 +82,16 @@ const DELETE_RECORD: &str = "DELETE FROM records WHERE unique_key = $1";
 
 const BUMP_DUPLICATES: &str = "UPDATE records
      SET duplicates = duplicates + $2, last_duplicate_at = now() WHERE unique_key = $1";
+
+/// Locks the rows of several keys in key order (the lock order; `unique_key` compares as
+/// bytes, `COLLATE "C"`, as Rust sorts), before [`BUMP_MANY_DUPLICATES`] counts them in one
+/// statement whose join may visit them in any order.
+const LOCK_RECORDS: &str = "SELECT 1 FROM records WHERE unique_key = ANY($1::text[])
+     ORDER BY unique_key FOR UPDATE";
+
+const BUMP_MANY_DUPLICATES: &str = "UPDATE records
+     SET duplicates = records.duplicates + d.n, last_duplicate_at = now()
+     FROM unnest($1::text[], $2::bigint[]) AS d(k, n) WHERE records.unique_key = d.k";
 
 const BUMP_CONFLICT: &str = "UPDATE conflicts SET count = count + $3, last_seen = now()
      WHERE unique_key = $1 AND received_body = $2";
@@ -516,15 +527,31 @@ fn classify<'a>(
     }
 }
 
-/// Adds each key's duplicates to its record's row, one `UPDATE` per key in key order (the lock
-/// order of `records`); duplicates are rare, so this costs nothing in the common frame.
+/// Counts the duplicate arrivals on their keys' rows: one `UPDATE` for one key; for several,
+/// their rows locked in key order and then one `UPDATE` for all (a resend of a whole chunk
+/// makes every key a duplicate: one statement per key was its cost, BENCHMARKS.md).
 async fn write_duplicates(
     tx: &Transaction<'_>,
     duplicates: &Duplicates<'_>,
 ) -> Result<(), StoreError> {
-    for (key, n) in duplicates {
-        tx.execute(&tx.prepare_cached(BUMP_DUPLICATES).await?, &[key, n])
+    match duplicates.len() {
+        0 => {}
+        1 => {
+            let (key, n) = duplicates.iter().next().expect("one");
+            tx.execute(&tx.prepare_cached(BUMP_DUPLICATES).await?, &[key, n])
+                .await?;
+        }
+        _ => {
+            let keys: Vec<&str> = duplicates.keys().copied().collect();
+            let counts: Vec<i64> = duplicates.values().copied().collect();
+            tx.execute(&tx.prepare_cached(LOCK_RECORDS).await?, &[&keys])
+                .await?;
+            tx.execute(
+                &tx.prepare_cached(BUMP_MANY_DUPLICATES).await?,
+                &[&keys, &counts],
+            )
             .await?;
+        }
     }
     Ok(())
 }
