@@ -277,10 +277,7 @@ impl Client {
             Ok(_) => {
                 metrics.unacked(1, &event.amounts);
                 metrics.queued(1);
-                if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
-                    // A closed sender will find the event in the spool on the next start.
-                    let _ = self.control(Command::Wake);
-                }
+                self.wake_for_spool();
                 Ok(())
             }
             Err(source @ spool::SpoolError::Full { .. }) => {
@@ -407,9 +404,7 @@ impl Client {
                         metrics.queued(1);
                     }
                 }
-                if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
-                    let _ = self.control(Command::Wake);
-                }
+                self.wake_for_spool();
                 Ok(())
             }
             Err(source) => {
@@ -438,8 +433,19 @@ impl Client {
         AddError::Closed(Box::new(event))
     }
 
-    /// Sends a command that must not wait for the sender's linger (flush, close, spool
-    /// wake-ups): the sender is nudged at once.
+    /// Tells the sender that the spool holds new events, once until it has looked (a closed
+    /// sender finds them in the spool on the next start). Like an event in memory mode, this
+    /// does not end the sender's linger: an idle sender wakes at once, a lingering one reads
+    /// the spool when its linger ends, so a stream of adds from many threads costs the sender
+    /// one wake-up per linger, not one per group commit.
+    fn wake_for_spool(&self) {
+        if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(Command::Wake);
+        }
+    }
+
+    /// Sends a command that must not wait for the sender's linger (flush, close): the sender
+    /// is nudged at once.
     fn control(&self, cmd: Command) -> Result<(), tokio::sync::mpsc::error::SendError<Command>> {
         let sent = self.tx.send(cmd);
         self.shared.nudge.notify_one();
