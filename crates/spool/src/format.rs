@@ -110,8 +110,12 @@ pub enum Scanned {
     /// they are a complete record with a bad checksum at the end of the data).
     Damaged { offset: u64, len: u64 },
     /// Bytes from `offset` to the end are an incomplete record (a write that never finished),
-    /// possibly followed by zeros.
-    TornTail { offset: u64, len: u64 },
+    /// possibly followed by zeros: the first `data_len` bytes hold everything non-zero.
+    TornTail {
+        offset: u64,
+        len: u64,
+        data_len: u64,
+    },
     /// Bytes from `offset` to the end are all zeros: space a segment reserved
     /// ([`crate::SpoolOptions::preallocate`]) and no write reached. Inside data that was
     /// written, it is damage (a write the disk lost).
@@ -247,7 +251,8 @@ impl Scanner {
             }
             None => {
                 let len = self.end - off;
-                if self.nonzero_end(off)? == off {
+                let data_len = self.nonzero_end(off)? - off;
+                if data_len == 0 {
                     self.pos = self.end;
                     return Ok(Some(Scanned::Unused { offset: off, len }));
                 }
@@ -259,7 +264,11 @@ impl Scanner {
                 Ok(Some(if complete {
                     Scanned::Damaged { offset: off, len }
                 } else {
-                    Scanned::TornTail { offset: off, len }
+                    Scanned::TornTail {
+                        offset: off,
+                        len,
+                        data_len,
+                    }
                 }))
             }
         }
@@ -268,7 +277,7 @@ impl Scanner {
     /// End of the last non-zero byte in `[from, end)`, or `from` if they are all zeros.
     /// Reads backwards, so a torn write followed by megabytes of reserved zeros costs one
     /// pass over the zeros.
-    pub fn nonzero_end(&mut self, from: u64) -> io::Result<u64> {
+    fn nonzero_end(&mut self, from: u64) -> io::Result<u64> {
         let mut hi = self.end;
         while hi > from {
             let lo = hi.saturating_sub(READ_CHUNK as u64).max(from);

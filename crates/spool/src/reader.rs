@@ -121,7 +121,7 @@ impl Inner {
                     }
                     // Zeros inside written data are damage too: a write the disk lost.
                     Scanned::Damaged { offset, len }
-                    | Scanned::TornTail { offset, len }
+                    | Scanned::TornTail { offset, len, .. }
                     | Scanned::Unused { offset, len } => {
                         // Find the seq of the record after the damage (or the end).
                         let hi = match sc.next_item() {

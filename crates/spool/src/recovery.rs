@@ -354,11 +354,14 @@ pub(crate) fn scan_segment(
                 let bytes = sc.raw(offset, len)?;
                 s.damaged.push((offset, len, estimate_records(&bytes)));
             }
-            Scanned::TornTail { offset, len } => {
-                let data_end = sc.nonzero_end(offset)?;
-                s.torn_tail = Some((offset, data_end - offset));
-                if data_end < offset + len {
-                    s.unused_tail = Some((data_end, offset + len - data_end));
+            Scanned::TornTail {
+                offset,
+                len,
+                data_len,
+            } => {
+                s.torn_tail = Some((offset, data_len));
+                if data_len < len {
+                    s.unused_tail = Some((offset + data_len, len - data_len));
                 }
             }
             Scanned::Unused { offset, len } => s.unused_tail = Some((offset, len)),
